@@ -1,0 +1,1 @@
+"""Storage: models, the engine/session factory, the embedded server and migrations."""

@@ -1,0 +1,37 @@
+"""All tables. Importing this package registers every model on `Base.metadata`."""
+
+from db.models.base import FACT_TABLES, VERSIONED_TABLES, Base, Versioned
+from db.models.chain import Block, Checkpoint, Event, MempoolTx, RawRequest, Transaction
+from db.models.domain import (
+    Bid,
+    Certificate,
+    Facility,
+    GenerationReport,
+    Listing,
+    Retirement,
+    Sale,
+    Transfer,
+    Verifier,
+)
+
+__all__ = [
+    "FACT_TABLES",
+    "VERSIONED_TABLES",
+    "Base",
+    "Bid",
+    "Block",
+    "Certificate",
+    "Checkpoint",
+    "Event",
+    "Facility",
+    "GenerationReport",
+    "Listing",
+    "MempoolTx",
+    "RawRequest",
+    "Retirement",
+    "Sale",
+    "Transaction",
+    "Transfer",
+    "Verifier",
+    "Versioned",
+]

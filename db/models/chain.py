@@ -1,0 +1,139 @@
+"""Raw chain data: what the sources delivered, before any domain interpretation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.models.base import Base
+
+
+class RawRequest(Base):
+    """Every observer request as received (the stacks-blockchain-api `event_observer_requests`
+    shape), so everything can be re-derived, and so a rejected payload can be inspected."""
+
+    __tablename__ = "raw_requests"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    event_path: Mapped[str] = mapped_column(Text, nullable=False)
+    payload: Mapped[str] = mapped_column(Text, nullable=False)
+    # sha256 of the payload: makes an at-least-once re-delivery a no-op.
+    payload_hash: Mapped[bytes] = mapped_column(LargeBinary(32), nullable=False, unique=True)
+    # NULL = accepted; otherwise why it was refused (kept for inspection, never applied).
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class Block(Base):
+    __tablename__ = "blocks"
+
+    index_block_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    block_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    block_height: Mapped[int] = mapped_column(Integer, nullable=False)
+    parent_index_block_hash: Mapped[str] = mapped_column(Text, nullable=False)
+    parent_block_hash: Mapped[str | None] = mapped_column(Text)
+    burn_block_hash: Mapped[str | None] = mapped_column(Text)
+    burn_block_height: Mapped[int | None] = mapped_column(Integer)
+    burn_block_time: Mapped[int | None] = mapped_column(BigInteger)
+    block_time: Mapped[int | None] = mapped_column(BigInteger)
+    canonical: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    # A block whose parent is not known yet is stored, not applied, until the parent arrives.
+    orphan: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
+    tx_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    event_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    raw_request_id: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (
+        Index("ix_blocks_height_canonical", "block_height", postgresql_where=text("canonical")),
+        Index("ix_blocks_parent", "parent_index_block_hash"),
+    )
+
+
+class Transaction(Base):
+    """Transactions of blocks that touched a watched contract (others are skipped)."""
+
+    __tablename__ = "transactions"
+
+    index_block_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    txid: Mapped[str] = mapped_column(Text, primary_key=True)
+    block_height: Mapped[int] = mapped_column(Integer, nullable=False)
+    tx_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(Text, nullable=False)
+    sender: Mapped[str | None] = mapped_column(Text)
+    contract_id: Mapped[str | None] = mapped_column(Text)
+    function_name: Mapped[str | None] = mapped_column(Text)
+    fee: Mapped[int | None] = mapped_column(BigInteger)
+    nonce: Mapped[int | None] = mapped_column(BigInteger)
+    raw_result: Mapped[str | None] = mapped_column(Text)
+    raw_tx: Mapped[bytes | None] = mapped_column(LargeBinary)
+    canonical: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+
+    __table_args__ = (Index("ix_transactions_txid", "txid"),)
+
+
+class Event(Base):
+    """Events of watched contracts and assets, kept raw (hex Clarity) for re-derivation."""
+
+    __tablename__ = "events"
+
+    index_block_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    event_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    txid: Mapped[str] = mapped_column(Text, nullable=False)
+    block_height: Mapped[int] = mapped_column(Integer, nullable=False)
+    type: Mapped[str] = mapped_column(Text, nullable=False)
+    # contract identifier for contract events, asset identifier for nft/ft events
+    contract_id: Mapped[str | None] = mapped_column(Text)
+    topic: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str | None] = mapped_column(Text)  # the `event` field of a print tuple
+    sender: Mapped[str | None] = mapped_column(Text)
+    recipient: Mapped[str | None] = mapped_column(Text)
+    amount: Mapped[str | None] = mapped_column(Text)
+    raw_value: Mapped[str | None] = mapped_column(Text)
+    canonical: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
+
+    __table_args__ = (Index("ix_events_txid", "txid"),)
+
+
+class Checkpoint(Base):
+    """How far a consumer got; advanced in the same transaction as the data it covers."""
+
+    __tablename__ = "checkpoints"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    index_block_hash: Mapped[str | None] = mapped_column(Text)
+    block_height: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class MempoolTx(Base):
+    """Pending transactions seen on the observer's mempool paths (for relay status)."""
+
+    __tablename__ = "mempool_txs"
+
+    txid: Mapped[str] = mapped_column(Text, primary_key=True)
+    raw_tx: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))
+    reason: Mapped[str | None] = mapped_column(Text)
+    replaced_by: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )

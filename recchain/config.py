@@ -1,0 +1,173 @@
+"""Settings: the one place configuration is read.
+
+Sources, highest priority first: explicit keyword arguments, environment variables
+(`RECCHAIN_*`, nested sections with `__`, e.g. `RECCHAIN_API__PORT=8000`), a TOML file named by
+`RECCHAIN_CONFIG`, then the defaults below, which run the whole system on one machine with an
+embedded PostgreSQL and the bundled devnet chain. `DATABASE_URL` is honoured as the conventional
+alias of `RECCHAIN_DATABASE_URL`. Secrets (database passwords, relay API keys) come only from the
+environment or files and are never logged: they are `SecretStr`.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DEPLOYER = "ST1PQHQKV0RJXZFY1DGX8MNSNYVE3VGZJSRTPGZGM"
+DEFAULT_CONTRACTS = ("verification", "rec-nft", "marketplace", "sbtc-token")
+
+
+class IndexerSettings(BaseModel):
+    """The chain follower (`recchain index`)."""
+
+    source: Literal["observer", "api", "replay"] = "observer"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 3700
+    api_url: str = "http://127.0.0.1:3999"
+    max_body_bytes: int = 64 * 1024 * 1024
+    # Blocks deeper than this below the tip are final; forks deeper than it are refused loudly.
+    finality_depth: int = 1000
+    catchup_batch_blocks: int = 500
+    metrics_port: int = 9153
+
+
+class ApiSettings(BaseModel):
+    """The GraphQL API (`recchain serve`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    read_database_url: SecretStr | None = None
+    max_depth: int = 12
+    max_aliases: int = 30
+    max_tokens: int = 2000
+    max_page_size: int = 1000
+    max_cost: int = 50_000
+    max_body_bytes: int = 256 * 1024
+    statement_timeout_ms: int = 5_000
+    rate_limit_per_minute: int = 600
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    ws_allowed_origins: list[str] = Field(default_factory=lambda: ["*"])
+    mask_errors: bool = True
+    graphiql: bool = True
+
+
+class RelaySettings(BaseModel):
+    """The transaction relay (`recchain relay`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8010
+    node_url: str = "http://127.0.0.1:20443"
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    allowed_functions: list[str] = Field(
+        default_factory=lambda: [
+            "verification.register-facility",
+            "verification.submit-report",
+            "verification.attest-report",
+            "rec-nft.mint",
+            "rec-nft.split",
+            "rec-nft.retire",
+            "rec-nft.transfer",
+            "marketplace.list-fixed",
+            "marketplace.update-price",
+            "marketplace.cancel-listing",
+            "marketplace.buy",
+            "marketplace.buy-and-retire",
+            "marketplace.create-auction",
+            "marketplace.place-bid",
+            "marketplace.settle-auction",
+        ]
+    )
+    min_fee: int = 180
+    max_fee: int = 5_000_000
+    max_body_bytes: int = 512 * 1024
+    rate_limit_per_minute: int = 120
+    max_concurrency: int = 32
+    metrics_port: int = 9155
+
+
+class MetadataSettings(BaseModel):
+    """IPFS / SIP-016 metadata resolution."""
+
+    kubo_rpc_url: str | None = None
+    gateways: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:8080"])
+    allow_https: bool = False
+    max_bytes: int = 1024 * 1024
+    request_timeout_s: float = 10.0
+    total_timeout_s: float = 30.0
+    max_attempts: int = 8
+    workers: int = 4
+    per_host_concurrency: int = 4
+    metrics_port: int = 9154
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RECCHAIN_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    # None means: start (or reuse) the embedded PostgreSQL under `data_dir`.
+    database_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("RECCHAIN_DATABASE_URL", "DATABASE_URL")
+    )
+    data_dir: Path = PROJECT_ROOT / ".data"
+    network: Literal["mainnet", "testnet"] = "testnet"
+    deployer: str = DEFAULT_DEPLOYER
+    contracts: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTRACTS))
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    indexer: IndexerSettings = Field(default_factory=IndexerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    relay: RelaySettings = Field(default_factory=RelaySettings)
+    metadata: MetadataSettings = Field(default_factory=MetadataSettings)
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value in ("", None) else value
+
+    @property
+    def chain_id(self) -> int:
+        return 0x00000001 if self.network == "mainnet" else 0x80000000
+
+    @property
+    def watched_contracts(self) -> frozenset[str]:
+        """Fully-qualified contract identifiers the indexer follows; all else is skipped."""
+        return frozenset(c if "." in c else f"{self.deployer}.{c}" for c in self.contracts)
+
+    def contract_id(self, name: str) -> str:
+        return name if "." in name else f"{self.deployer}.{name}"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("RECCHAIN_CONFIG")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
