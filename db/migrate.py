@@ -30,7 +30,7 @@ def upgrade(url: str, revision: str = "heads") -> None:
 
 
 async def upgrade_async(url: str, revision: str = "heads") -> None:
-    # Alembic's env.py runs its own event loop; keep it off the caller's loop.
+    # Migrations do blocking I/O; keep them off the caller's event loop.
     await asyncio.to_thread(upgrade, url, revision)
 
 

@@ -1,13 +1,10 @@
-"""Alembic environment: online migrations over the async psycopg engine."""
+"""Alembic environment. Migrations run over a synchronous psycopg connection (the same driver
+as the async engine), so they can be started from inside a running event loop too."""
 
 from __future__ import annotations
 
-import asyncio
-
 from alembic import context
-from sqlalchemy import pool
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import create_engine, pool
 
 import db.models
 from db.session import to_sqlalchemy_url
@@ -15,24 +12,16 @@ from db.session import to_sqlalchemy_url
 config = context.config
 target_metadata = db.models.Base.metadata
 
-
-def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-async def _run_async() -> None:
-    url = to_sqlalchemy_url(config.get_main_option("sqlalchemy.url") or "")
-    engine = create_async_engine(url, poolclass=pool.NullPool)
-    async with engine.connect() as connection:
-        await connection.run_sync(_run)
-    await engine.dispose()
-
-
 if context.is_offline_mode():
     context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata)
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(_run_async())
+    engine = create_engine(
+        to_sqlalchemy_url(config.get_main_option("sqlalchemy.url") or ""), poolclass=pool.NullPool
+    )
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()

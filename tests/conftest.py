@@ -1,0 +1,92 @@
+"""Test databases: a real PostgreSQL, never a mock.
+
+`DATABASE_URL` (CI) names a server to use; without it the embedded PostgreSQL is started. Each
+test run creates its own template database, migrated once with Alembic (the same migrations
+production runs), and every test that asks for `db_url` gets a fresh copy of that template, so
+tests never see each other's rows and the run never touches the named database itself.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import psycopg
+import pytest
+from sqlalchemy import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.migrate import upgrade
+from db.session import create_engine, to_libpq_url, to_sqlalchemy_url
+from recchain.config import PROJECT_ROOT
+
+RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+def _server_url() -> str:
+    url = os.environ.get("DATABASE_URL") or os.environ.get("RECCHAIN_DATABASE_URL")
+    if url:
+        return to_sqlalchemy_url(url)
+    from db.embedded import embedded_server_uri
+
+    data_dir = os.environ.get("RECCHAIN_TEST_DATA_DIR")
+    return to_sqlalchemy_url(
+        embedded_server_uri(
+            PROJECT_ROOT / ".data" if not data_dir else __import__("pathlib").Path(data_dir)
+        )
+    )
+
+
+def _with_database(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _admin(url: str) -> psycopg.Connection:
+    return psycopg.connect(to_libpq_url(url), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> Iterator[str]:
+    name = f"recchain_tmpl_{RUN_ID}"
+    with _admin(server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(server_url, name)
+    upgrade(url)
+    yield name
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(server_url: str, template_db: str) -> Iterator[str]:
+    """A fresh, fully migrated database for one test (SQLAlchemy URL)."""
+    name = f"recchain_t_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    with _admin(server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield _with_database(server_url, name)
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_db_url(server_url: str) -> Iterator[str]:
+    """A fresh database with no schema at all (for migration tests)."""
+    name = f"recchain_e_{RUN_ID}_{uuid.uuid4().hex[:8]}"
+    with _admin(server_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield _with_database(server_url, name)
+    with _admin(server_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(db_url)
+    yield eng
+    await eng.dispose()
