@@ -1,0 +1,1 @@
+"""The chain follower: sources, block pipeline, handlers, metadata resolution."""

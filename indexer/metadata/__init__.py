@@ -1,0 +1,1 @@
+"""IPFS / SIP-016 token metadata: resolved, verified, queued; indexing never waits for it."""
