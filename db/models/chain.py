@@ -94,8 +94,10 @@ class Event(Base):
     __tablename__ = "events"
 
     index_block_hash: Mapped[str] = mapped_column(Text, primary_key=True)
+    # stacks-node numbers events per transaction: (block, txid, event_index) is the key (0002).
+    txid: Mapped[str] = mapped_column(Text, primary_key=True)
     event_index: Mapped[int] = mapped_column(Integer, primary_key=True)
-    txid: Mapped[str] = mapped_column(Text, nullable=False)
+    tx_index: Mapped[int | None] = mapped_column(Integer)
     block_height: Mapped[int] = mapped_column(Integer, nullable=False)
     type: Mapped[str] = mapped_column(Text, nullable=False)
     # contract identifier for contract events, asset identifier for nft/ft events
@@ -119,6 +121,8 @@ class Checkpoint(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     index_block_hash: Mapped[str | None] = mapped_column(Text)
     block_height: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
+    # Source position (e.g. the last replayed request id), so a restart skips committed input.
+    position: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )

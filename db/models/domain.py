@@ -184,7 +184,8 @@ class _Fact:
     block_height: Mapped[int] = mapped_column(Integer, nullable=False)
     index_block_hash: Mapped[str] = mapped_column(Text, nullable=False)
     txid: Mapped[str] = mapped_column(Text, nullable=False)
-    event_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    event_index: Mapped[int] = mapped_column(Integer, nullable=False)  # per transaction
+    tx_index: Mapped[int | None] = mapped_column(Integer)  # chain order within the block
     block_time: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
