@@ -1,0 +1,55 @@
+# The two commands of the Quickstart: `make dev` and `make test`. Both install what they need.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+  command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+  && echo $$p && break; done)
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := contracts/node_modules/.installed
+PYTEST_ARGS ?=
+
+.PHONY: dev test test-python test-contracts install lint format demo-chain clean
+
+$(PY_STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is required" >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,embedded]'
+	@touch $@
+
+$(NODE_STAMP): contracts/package.json contracts/package-lock.json
+	@command -v npm >/dev/null || { echo "Node 20 and npm are required for contracts/" >&2; exit 1; }
+	cd contracts && npm ci --no-audit --no-fund
+	@touch $@
+
+install: $(PY_STAMP) $(NODE_STAMP)
+
+## Run the whole system on embedded defaults and print its URLs.
+dev: install
+	$(BIN)/recchain dev
+
+## Run the entire test suite: the Clarity contracts on simnet, then the Python suite.
+test: install test-contracts test-python
+
+test-contracts: $(NODE_STAMP)
+	cd contracts && npm test
+
+test-python: $(PY_STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy stacks db indexer graphql_api writers recchain
+
+format: $(PY_STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Regenerate the bundled demo chain (tests/fixtures/demo) from the contracts.
+demo-chain: $(NODE_STAMP)
+	cd contracts && npm run record:demo
+
+clean:
+	rm -rf $(VENV) contracts/node_modules .pytest_cache .mypy_cache .ruff_cache
