@@ -109,6 +109,17 @@ class MetadataSettings(BaseModel):
     workers: int = 4
     per_host_concurrency: int = 4
     metrics_port: int = 9154
+    # Path gateways (`/ipfs/CID` returning file bytes) are used only when the bytes can be
+    # checked against the CID; `gateways` above are trustless (verified block by block).
+    path_gateways: list[str] = Field(default_factory=list)
+    # Plain http(s) token URIs: hosts allowed when `allow_https` (empty = any host).
+    https_allowed_hosts: list[str] = Field(default_factory=list)
+    max_redirects: int = 3
+    per_host_rate_per_s: float = 20.0
+    backoff_initial_s: float = 5.0
+    backoff_max_s: float = 3600.0
+    lease_s: float = 120.0
+    poll_interval_s: float = 1.0
 
 
 class Settings(BaseSettings):

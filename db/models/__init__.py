@@ -13,6 +13,7 @@ from db.models.domain import (
     Transfer,
     Verifier,
 )
+from db.models.metadata import MetadataDocument, MetadataJob, MetadataUri  # noqa: F401
 
 __all__ = [
     "FACT_TABLES",
