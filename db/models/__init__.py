@@ -14,6 +14,7 @@ from db.models.domain import (
     Verifier,
 )
 from db.models.metadata import MetadataDocument, MetadataJob, MetadataUri  # noqa: F401
+from db.models.relay import RelayAttempt, RelayTx  # noqa: F401
 
 __all__ = [
     "FACT_TABLES",
