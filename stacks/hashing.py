@@ -72,7 +72,16 @@ def sha512_256_pure(data: bytes) -> bytes:
             s0 = _rotr64(a, 28) ^ _rotr64(a, 34) ^ _rotr64(a, 39)
             maj = (a & b) ^ (a & c) ^ (b & c)
             temp2 = (s0 + maj) & _MASK64
-            a, b, c, d, e, f, g, hh = (temp1 + temp2) & _MASK64, a, b, c, (d + temp1) & _MASK64, e, f, g
+            a, b, c, d, e, f, g, hh = (
+                (temp1 + temp2) & _MASK64,
+                a,
+                b,
+                c,
+                (d + temp1) & _MASK64,
+                e,
+                f,
+                g,
+            )
         h = [(x + y) & _MASK64 for x, y in zip(h, (a, b, c, d, e, f, g, hh), strict=True)]
     return struct.pack(">4Q", *h[:4])
 

@@ -1,0 +1,759 @@
+"""Clarity values and their consensus serialization (SIP-005).
+
+Three views of a value:
+- typed: frozen dataclasses below (`decode`, `encode`, `to_json`, `from_json`);
+- typed JSON: the exact user-facing form documented in `to_json`;
+- plain Python (`to_python`, `decode_hex_to_python`): int, bytes, str, bool, None, dict, list,
+  principals as strings, responses as `Ok(value)` / `Err(value)`; `(some v)` becomes `v`, so
+  `none` and `(some none)` both read as None (they are only distinguishable in the typed view).
+
+Decoding follows stacks-core: tuple fields may arrive in any order and are stored sorted by name,
+a repeated field name is rejected. Decoding does not type-check list homogeneity (stacks-core
+does; values from the node are already well-typed). Every malformed input raises a subclass of
+`ClarityDecodeError` carrying the byte offset, never IndexError, RecursionError or a hang: all
+lengths are checked against the remaining input before anything is allocated or looped over.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeAlias
+
+from stacks.c32 import AddressError, address_from_hash160, parse_principal
+
+MAX_VALUE_SIZE = 1024 * 1024
+MAX_DEPTH = 32
+CLARITY_NAME_MAX = 128
+
+_U128_MAX = (1 << 128) - 1
+_I128_MIN = -(1 << 127)
+_I128_MAX = (1 << 127) - 1
+
+# Clarity identifiers (tuple field names) and contract names, as stacks-core defines them.
+_CLARITY_NAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9\-_!?+<>=/*]*|[-+=/*]|[<>]=?")
+_CONTRACT_NAME_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9_-]*|__transient")
+# string-ascii admits printable ASCII and ASCII whitespace only (stacks-core's check).
+_ASCII_OK = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0C, 0x0D}
+_ASCII_BAD_RE = re.compile(rb"[^\x20-\x7e\t\n\x0c\r]")
+
+T_INT, T_UINT, T_BUFFER, T_TRUE, T_FALSE = 0x00, 0x01, 0x02, 0x03, 0x04
+T_STD_PRINCIPAL, T_CONTRACT_PRINCIPAL, T_OK, T_ERR, T_NONE = 0x05, 0x06, 0x07, 0x08, 0x09
+T_SOME, T_LIST, T_TUPLE, T_ASCII, T_UTF8 = 0x0A, 0x0B, 0x0C, 0x0D, 0x0E
+
+
+# ----------------------------------------------------------------------------------- errors
+
+
+class ClarityDecodeError(ValueError):
+    """Malformed serialized Clarity value; `offset` is where decoding stopped."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(f"{message} (at byte {offset})")
+        self.offset = offset
+
+
+class TruncatedError(ClarityDecodeError):
+    """The input ended before the value did."""
+
+
+class BadTypeByteError(ClarityDecodeError):
+    """A type prefix byte that is not one of the 15 Clarity type ids."""
+
+
+class OversizedLengthError(ClarityDecodeError):
+    """A length or count that exceeds the 1 MB value limit or the remaining input."""
+
+
+class BadUtf8Error(ClarityDecodeError):
+    """string-utf8 bytes that are not valid UTF-8."""
+
+
+class NonAsciiError(ClarityDecodeError):
+    """string-ascii bytes outside printable ASCII and whitespace."""
+
+
+class BadPrincipalError(ClarityDecodeError):
+    """Principal version byte >= 32, or a contract name that breaks Clarity's rules."""
+
+
+class BadNameError(ClarityDecodeError):
+    """A tuple field name that is not a Clarity name, or a name repeated within one tuple."""
+
+
+class TrailingBytesError(ClarityDecodeError):
+    """Bytes left over after a complete value."""
+
+
+class TooDeepError(ClarityDecodeError):
+    """Nesting deeper than Clarity's type depth limit of 32."""
+
+
+class BadHexError(ClarityDecodeError):
+    """The hex text itself is malformed."""
+
+
+class ClarityEncodeError(ValueError):
+    """A typed value that has no valid serialization (out-of-range int, bad name, too big)."""
+
+
+class ClarityJsonError(ValueError):
+    """Typed JSON that does not follow the documented form."""
+
+
+# ----------------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class IntCV:
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class UIntCV:
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class BufferCV:
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class BoolCV:
+    value: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StandardPrincipalCV:
+    version: int
+    hash160: bytes
+
+    @property
+    def address(self) -> str:
+        return address_from_hash160(self.version, self.hash160)
+
+    def __str__(self) -> str:
+        return self.address
+
+
+@dataclass(frozen=True, slots=True)
+class ContractPrincipalCV:
+    version: int
+    hash160: bytes
+    name: str
+
+    @property
+    def address(self) -> str:
+        return address_from_hash160(self.version, self.hash160)
+
+    def __str__(self) -> str:
+        return f"{self.address}.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class OkCV:
+    value: ClarityValue
+
+
+@dataclass(frozen=True, slots=True)
+class ErrCV:
+    value: ClarityValue
+
+
+@dataclass(frozen=True, slots=True)
+class NoneCV:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SomeCV:
+    value: ClarityValue
+
+
+@dataclass(frozen=True, slots=True)
+class ListCV:
+    items: tuple[ClarityValue, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TupleCV:
+    """Fields sorted by name, which is both Clarity's canonical order and its wire order."""
+
+    fields: tuple[tuple[str, ClarityValue], ...]
+
+    @classmethod
+    def of(cls, mapping: Mapping[str, ClarityValue]) -> TupleCV:
+        return cls(tuple(sorted(mapping.items(), key=lambda kv: kv[0])))
+
+    def __getitem__(self, name: str) -> ClarityValue:
+        for key, value in self.fields:
+            if key == name:
+                return value
+        raise KeyError(name)
+
+    def as_dict(self) -> dict[str, ClarityValue]:
+        return dict(self.fields)
+
+
+@dataclass(frozen=True, slots=True)
+class StringAsciiCV:
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class StringUtf8CV:
+    value: str
+
+
+ClarityValue: TypeAlias = (
+    IntCV
+    | UIntCV
+    | BufferCV
+    | BoolCV
+    | StandardPrincipalCV
+    | ContractPrincipalCV
+    | OkCV
+    | ErrCV
+    | NoneCV
+    | SomeCV
+    | ListCV
+    | TupleCV
+    | StringAsciiCV
+    | StringUtf8CV
+)
+PrincipalCV: TypeAlias = StandardPrincipalCV | ContractPrincipalCV
+
+
+def principal_cv(text: str) -> PrincipalCV:
+    """`ADDR` or `ADDR.name` as a principal value (raises AddressError)."""
+    parsed = parse_principal(text)
+    if parsed.contract_name is None:
+        return StandardPrincipalCV(parsed.version, parsed.hash160)
+    return ContractPrincipalCV(parsed.version, parsed.hash160, parsed.contract_name)
+
+
+class Ok(NamedTuple):
+    """`(ok value)` in the plain-Python view."""
+
+    value: Any
+
+
+class Err(NamedTuple):
+    """`(err value)` in the plain-Python view."""
+
+    value: Any
+
+
+# ----------------------------------------------------------------------------------- decoding
+
+
+def _need(data: bytes, pos: int, n: int, what: str) -> None:
+    if pos + n > len(data):
+        raise TruncatedError(f"truncated {what}: need {n} bytes, {len(data) - pos} left", pos)
+
+
+def _read_len(data: bytes, pos: int, what: str) -> int:
+    _need(data, pos, 4, f"{what} length")
+    n = int.from_bytes(data[pos : pos + 4], "big")
+    if n > MAX_VALUE_SIZE:
+        raise OversizedLengthError(f"{what} length {n} exceeds the 1 MB value limit", pos)
+    return n
+
+
+def _read_name(data: bytes, pos: int) -> tuple[str, int]:
+    _need(data, pos, 1, "tuple field name length")
+    n = data[pos]
+    _need(data, pos + 1, n, "tuple field name")
+    raw = data[pos + 1 : pos + 1 + n]
+    name = raw.decode("latin-1")
+    if n > CLARITY_NAME_MAX or _CLARITY_NAME_RE.fullmatch(name) is None:
+        raise BadNameError(f"invalid tuple field name {name!r}", pos)
+    return name, pos + 1 + n
+
+
+def _read_principal(data: bytes, pos: int, contract: bool) -> tuple[int, bytes, str | None, int]:
+    _need(data, pos, 21, "principal")
+    version = data[pos]
+    if version >= 32:
+        raise BadPrincipalError(f"principal version {version} is not below 32", pos)
+    hash160 = data[pos + 1 : pos + 21]
+    pos += 21
+    if not contract:
+        return version, hash160, None, pos
+    _need(data, pos, 1, "contract name length")
+    n = data[pos]
+    _need(data, pos + 1, n, "contract name")
+    name = data[pos + 1 : pos + 1 + n].decode("latin-1")
+    if n > CLARITY_NAME_MAX or _CONTRACT_NAME_RE.fullmatch(name) is None:
+        raise BadPrincipalError(f"invalid contract name {name!r}", pos)
+    return version, hash160, name, pos + 1 + n
+
+
+def _read_ascii(data: bytes, pos: int) -> tuple[str, int]:
+    n = _read_len(data, pos, "string-ascii")
+    _need(data, pos + 4, n, "string-ascii")
+    raw = data[pos + 4 : pos + 4 + n]
+    bad = _ASCII_BAD_RE.search(raw)
+    if bad is not None:
+        raise NonAsciiError(
+            f"string-ascii holds byte 0x{raw[bad.start()]:02x}", pos + 4 + bad.start()
+        )
+    return raw.decode("ascii"), pos + 4 + n
+
+
+def _read_utf8(data: bytes, pos: int) -> tuple[str, int]:
+    n = _read_len(data, pos, "string-utf8")
+    _need(data, pos + 4, n, "string-utf8")
+    try:
+        text = data[pos + 4 : pos + 4 + n].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadUtf8Error(
+            f"string-utf8 is not valid UTF-8: {exc.reason}", pos + 4 + exc.start
+        ) from None
+    return text, pos + 4 + n
+
+
+def _check_count(data: bytes, pos: int, count: int, min_item: int, what: str) -> None:
+    # Each element needs at least `min_item` bytes, so a count the input cannot hold is
+    # rejected before any loop runs.
+    if count * min_item > len(data) - pos:
+        raise OversizedLengthError(
+            f"{what} claims {count} entries but only {len(data) - pos} bytes remain", pos
+        )
+
+
+def _decode(data: bytes, pos: int, depth: int) -> tuple[ClarityValue, int]:
+    if depth > MAX_DEPTH:
+        raise TooDeepError(f"value nested deeper than {MAX_DEPTH}", pos)
+    _need(data, pos, 1, "type prefix")
+    t = data[pos]
+    pos += 1
+    if t in (T_UINT, T_INT):
+        _need(data, pos, 16, "integer")
+        signed = t == T_INT
+        n = int.from_bytes(data[pos : pos + 16], "big", signed=signed)
+        return (IntCV(n) if signed else UIntCV(n)), pos + 16
+    if t == T_BUFFER:
+        n = _read_len(data, pos, "buffer")
+        _need(data, pos + 4, n, "buffer")
+        return BufferCV(bytes(data[pos + 4 : pos + 4 + n])), pos + 4 + n
+    if t == T_TRUE:
+        return BoolCV(True), pos
+    if t == T_FALSE:
+        return BoolCV(False), pos
+    if t in (T_STD_PRINCIPAL, T_CONTRACT_PRINCIPAL):
+        version, h, name, pos = _read_principal(data, pos, t == T_CONTRACT_PRINCIPAL)
+        if name is None:
+            return StandardPrincipalCV(version, bytes(h)), pos
+        return ContractPrincipalCV(version, bytes(h), name), pos
+    if t in (T_OK, T_ERR, T_SOME):
+        inner, pos = _decode(data, pos, depth + 1)
+        if t == T_OK:
+            return OkCV(inner), pos
+        if t == T_ERR:
+            return ErrCV(inner), pos
+        return SomeCV(inner), pos
+    if t == T_NONE:
+        return NoneCV(), pos
+    if t == T_LIST:
+        count = _read_len(data, pos, "list")
+        pos += 4
+        _check_count(data, pos, count, 1, "list")
+        items = []
+        for _ in range(count):
+            item, pos = _decode(data, pos, depth + 1)
+            items.append(item)
+        return ListCV(tuple(items)), pos
+    if t == T_TUPLE:
+        count = _read_len(data, pos, "tuple")
+        pos += 4
+        _check_count(data, pos, count, 3, "tuple")
+        fields: dict[str, ClarityValue] = {}
+        for _ in range(count):
+            name_at = pos
+            name, pos = _read_name(data, pos)
+            value, pos = _decode(data, pos, depth + 1)
+            if name in fields:
+                raise BadNameError(f"tuple field {name!r} repeated", name_at)
+            fields[name] = value
+        return TupleCV.of(fields), pos
+    if t == T_ASCII:
+        text, pos = _read_ascii(data, pos)
+        return StringAsciiCV(text), pos
+    if t == T_UTF8:
+        text, pos = _read_utf8(data, pos)
+        return StringUtf8CV(text), pos
+    raise BadTypeByteError(f"unknown Clarity type byte 0x{t:02x}", pos - 1)
+
+
+def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def decode_prefix(
+    data: bytes | bytearray | memoryview, offset: int = 0
+) -> tuple[ClarityValue, int]:
+    """Decode one value starting at `offset`; return it and the offset just past it."""
+    buf = _as_bytes(data)
+    try:
+        value, end = _decode(buf, offset, 1)
+    except RecursionError:  # pragma: no cover - depth is bounded well below the stack limit
+        raise TooDeepError("value nested too deeply", offset) from None
+    if end - offset > MAX_VALUE_SIZE:
+        raise OversizedLengthError(f"value of {end - offset} bytes exceeds 1 MB", offset)
+    return value, end
+
+
+def decode(data: bytes | bytearray | memoryview) -> ClarityValue:
+    """Decode exactly one value; trailing bytes are an error."""
+    value, end = decode_prefix(data, 0)
+    if end != len(data):
+        raise TrailingBytesError(f"{len(data) - end} bytes after the value", end)
+    return value
+
+
+def _hex_to_bytes(text: str | bytes) -> bytes:
+    if isinstance(text, bytes):
+        text = text.decode("ascii", "replace")
+    body = text[2:] if text[:2] in ("0x", "0X") else text
+    try:
+        return bytes.fromhex(body)
+    except ValueError:
+        raise BadHexError(f"not a hex string: {text[:40]!r}", 0) from None
+
+
+def decode_hex(text: str) -> ClarityValue:
+    return decode(_hex_to_bytes(text))
+
+
+# ----------------------------------------------------------------------------------- encoding
+
+
+def _encode_into(value: ClarityValue, out: bytearray) -> None:
+    if isinstance(value, UIntCV):
+        if not 0 <= value.value <= _U128_MAX:
+            raise ClarityEncodeError(f"uint out of range: {value.value}")
+        out.append(T_UINT)
+        out += value.value.to_bytes(16, "big")
+    elif isinstance(value, IntCV):
+        if not _I128_MIN <= value.value <= _I128_MAX:
+            raise ClarityEncodeError(f"int out of range: {value.value}")
+        out.append(T_INT)
+        out += value.value.to_bytes(16, "big", signed=True)
+    elif isinstance(value, BufferCV):
+        out.append(T_BUFFER)
+        out += len(value.value).to_bytes(4, "big")
+        out += value.value
+    elif isinstance(value, BoolCV):
+        out.append(T_TRUE if value.value else T_FALSE)
+    elif isinstance(value, StandardPrincipalCV | ContractPrincipalCV):
+        if not 0 <= value.version < 32 or len(value.hash160) != 20:
+            raise ClarityEncodeError(f"bad principal version/hash: {value!r}")
+        if isinstance(value, StandardPrincipalCV):
+            out.append(T_STD_PRINCIPAL)
+            out.append(value.version)
+            out += value.hash160
+        else:
+            name = value.name
+            if len(name) > CLARITY_NAME_MAX or _CONTRACT_NAME_RE.fullmatch(name) is None:
+                raise ClarityEncodeError(f"invalid contract name {name!r}")
+            out.append(T_CONTRACT_PRINCIPAL)
+            out.append(value.version)
+            out += value.hash160
+            out.append(len(name))
+            out += name.encode("ascii")
+    elif isinstance(value, OkCV | ErrCV | SomeCV):
+        out.append(
+            T_OK if isinstance(value, OkCV) else T_ERR if isinstance(value, ErrCV) else T_SOME
+        )
+        _encode_into(value.value, out)
+    elif isinstance(value, NoneCV):
+        out.append(T_NONE)
+    elif isinstance(value, ListCV):
+        out.append(T_LIST)
+        out += len(value.items).to_bytes(4, "big")
+        for item in value.items:
+            _encode_into(item, out)
+    elif isinstance(value, TupleCV):
+        out.append(T_TUPLE)
+        out += len(value.fields).to_bytes(4, "big")
+        seen: set[str] = set()
+        for name, item in sorted(value.fields, key=lambda kv: kv[0]):
+            if name in seen:
+                raise ClarityEncodeError(f"tuple field {name!r} repeated")
+            seen.add(name)
+            if len(name) > CLARITY_NAME_MAX or _CLARITY_NAME_RE.fullmatch(name) is None:
+                raise ClarityEncodeError(f"invalid tuple field name {name!r}")
+            out.append(len(name))
+            out += name.encode("ascii")
+            _encode_into(item, out)
+    elif isinstance(value, StringAsciiCV):
+        try:
+            raw = value.value.encode("ascii")
+        except UnicodeEncodeError:
+            raise ClarityEncodeError("string-ascii holds non-ASCII characters") from None
+        if _ASCII_BAD_RE.search(raw):
+            raise ClarityEncodeError("string-ascii holds control characters")
+        out.append(T_ASCII)
+        out += len(raw).to_bytes(4, "big")
+        out += raw
+    elif isinstance(value, StringUtf8CV):
+        try:
+            raw = value.value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ClarityEncodeError("string-utf8 holds unpaired surrogates") from None
+        out.append(T_UTF8)
+        out += len(raw).to_bytes(4, "big")
+        out += raw
+    else:
+        raise ClarityEncodeError(f"not a Clarity value: {type(value).__name__}")
+
+
+def encode(value: ClarityValue) -> bytes:
+    out = bytearray()
+    _encode_into(value, out)
+    if len(out) > MAX_VALUE_SIZE:
+        raise ClarityEncodeError(f"serialized value of {len(out)} bytes exceeds 1 MB")
+    if depth_of(value) > MAX_DEPTH:
+        raise ClarityEncodeError(f"value nested deeper than {MAX_DEPTH}")
+    return bytes(out)
+
+
+def encode_hex(value: ClarityValue) -> str:
+    return "0x" + encode(value).hex()
+
+
+def depth_of(value: ClarityValue) -> int:
+    if isinstance(value, OkCV | ErrCV | SomeCV):
+        return 1 + depth_of(value.value)
+    if isinstance(value, ListCV):
+        return 1 + max((depth_of(v) for v in value.items), default=0)
+    if isinstance(value, TupleCV):
+        return 1 + max((depth_of(v) for _, v in value.fields), default=0)
+    return 1
+
+
+# ----------------------------------------------------------------------------------- JSON
+
+
+def to_json(value: ClarityValue) -> dict[str, Any]:
+    """Typed JSON: `{"type": T, "value": V}` with T one of int, uint (decimal strings), bool,
+    buffer ("0x.."), string-ascii, string-utf8, principal ("ADDR[.name]"), none (no value),
+    some / ok / err (nested), list (array), tuple (object with sorted keys)."""
+    if isinstance(value, IntCV):
+        return {"type": "int", "value": str(value.value)}
+    if isinstance(value, UIntCV):
+        return {"type": "uint", "value": str(value.value)}
+    if isinstance(value, BoolCV):
+        return {"type": "bool", "value": value.value}
+    if isinstance(value, BufferCV):
+        return {"type": "buffer", "value": "0x" + value.value.hex()}
+    if isinstance(value, StringAsciiCV):
+        return {"type": "string-ascii", "value": value.value}
+    if isinstance(value, StringUtf8CV):
+        return {"type": "string-utf8", "value": value.value}
+    if isinstance(value, StandardPrincipalCV | ContractPrincipalCV):
+        return {"type": "principal", "value": str(value)}
+    if isinstance(value, NoneCV):
+        return {"type": "none"}
+    if isinstance(value, SomeCV):
+        return {"type": "some", "value": to_json(value.value)}
+    if isinstance(value, OkCV):
+        return {"type": "ok", "value": to_json(value.value)}
+    if isinstance(value, ErrCV):
+        return {"type": "err", "value": to_json(value.value)}
+    if isinstance(value, ListCV):
+        return {"type": "list", "value": [to_json(v) for v in value.items]}
+    if isinstance(value, TupleCV):
+        return {"type": "tuple", "value": {k: to_json(v) for k, v in value.fields}}
+    raise ClarityJsonError(f"not a Clarity value: {type(value).__name__}")
+
+
+def _json_int(obj: Mapping[str, Any], kind: str) -> int:
+    raw = obj.get("value")
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise ClarityJsonError(f"{kind} value must be a decimal string")
+    if isinstance(raw, str) and re.fullmatch(r"-?[0-9]+", raw) is None:
+        raise ClarityJsonError(f"{kind} value must be a decimal string, got {raw!r}")
+    n = int(raw)
+    lo, hi = (0, _U128_MAX) if kind == "uint" else (_I128_MIN, _I128_MAX)
+    if not lo <= n <= hi:
+        raise ClarityJsonError(f"{kind} value out of range: {raw}")
+    return n
+
+
+def _json_str(obj: Mapping[str, Any], kind: str) -> str:
+    raw = obj.get("value")
+    if not isinstance(raw, str):
+        raise ClarityJsonError(f"{kind} value must be a string")
+    return raw
+
+
+def from_json(obj: Any, _depth: int = 1) -> ClarityValue:
+    """Inverse of `to_json`; raises ClarityJsonError on anything else."""
+    if _depth > MAX_DEPTH:
+        raise ClarityJsonError(f"value nested deeper than {MAX_DEPTH}")
+    if not isinstance(obj, Mapping) or not isinstance(obj.get("type"), str):
+        raise ClarityJsonError(f"expected an object with a 'type', got {obj!r:.80}")
+    kind = obj["type"]
+    if kind == "none":
+        return NoneCV()
+    if "value" not in obj:
+        raise ClarityJsonError(f"{kind} needs a 'value'")
+    raw = obj["value"]
+    if kind == "uint":
+        return UIntCV(_json_int(obj, kind))
+    if kind == "int":
+        return IntCV(_json_int(obj, kind))
+    if kind == "bool":
+        if not isinstance(raw, bool):
+            raise ClarityJsonError("bool value must be true or false")
+        return BoolCV(raw)
+    if kind == "buffer":
+        text = _json_str(obj, kind)
+        if not text.startswith("0x"):
+            raise ClarityJsonError("buffer value must be 0x-prefixed hex")
+        try:
+            return BufferCV(bytes.fromhex(text[2:]))
+        except ValueError:
+            raise ClarityJsonError(f"buffer value is not hex: {text[:40]!r}") from None
+    if kind == "string-ascii":
+        text = _json_str(obj, kind)
+        if any(ord(c) not in _ASCII_OK for c in text):
+            raise ClarityJsonError("string-ascii holds characters outside printable ASCII")
+        return StringAsciiCV(text)
+    if kind == "string-utf8":
+        return StringUtf8CV(_json_str(obj, kind))
+    if kind == "principal":
+        try:
+            return principal_cv(_json_str(obj, kind))
+        except AddressError as exc:
+            raise ClarityJsonError(f"bad principal: {exc}") from None
+    if kind in ("some", "ok", "err"):
+        inner = from_json(raw, _depth + 1)
+        return SomeCV(inner) if kind == "some" else OkCV(inner) if kind == "ok" else ErrCV(inner)
+    if kind == "list":
+        if not isinstance(raw, list):
+            raise ClarityJsonError("list value must be an array")
+        return ListCV(tuple(from_json(v, _depth + 1) for v in raw))
+    if kind == "tuple":
+        if not isinstance(raw, Mapping):
+            raise ClarityJsonError("tuple value must be an object")
+        for name in raw:
+            if (
+                not isinstance(name, str)
+                or len(name) > CLARITY_NAME_MAX
+                or _CLARITY_NAME_RE.fullmatch(name) is None
+            ):
+                raise ClarityJsonError(f"invalid tuple field name {name!r}")
+        return TupleCV.of({k: from_json(v, _depth + 1) for k, v in raw.items()})
+    raise ClarityJsonError(f"unknown Clarity type {kind!r}")
+
+
+# ----------------------------------------------------------------------------------- plain Python
+
+
+def to_python(value: ClarityValue) -> Any:
+    if isinstance(value, IntCV | UIntCV | BoolCV | StringAsciiCV | StringUtf8CV | BufferCV):
+        return value.value
+    if isinstance(value, StandardPrincipalCV | ContractPrincipalCV):
+        return str(value)
+    if isinstance(value, NoneCV):
+        return None
+    if isinstance(value, SomeCV):
+        return to_python(value.value)
+    if isinstance(value, OkCV):
+        return Ok(to_python(value.value))
+    if isinstance(value, ErrCV):
+        return Err(to_python(value.value))
+    if isinstance(value, ListCV):
+        return [to_python(v) for v in value.items]
+    if isinstance(value, TupleCV):
+        return {k: to_python(v) for k, v in value.fields}
+    raise TypeError(f"not a Clarity value: {type(value).__name__}")
+
+
+def _fast(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
+    # The indexer's hot path: same checks as `_decode`, but builds plain Python directly and
+    # orders branches by how often event payloads use each type.
+    if depth > MAX_DEPTH:
+        raise TooDeepError(f"value nested deeper than {MAX_DEPTH}", pos)
+    if pos >= len(data):
+        raise TruncatedError("truncated type prefix", pos)
+    t = data[pos]
+    pos += 1
+    if t == T_UINT:
+        end = pos + 16
+        if end > len(data):
+            raise TruncatedError("truncated integer", pos)
+        return int.from_bytes(data[pos:end], "big"), end
+    if t == T_TUPLE:
+        count = _read_len(data, pos, "tuple")
+        pos += 4
+        _check_count(data, pos, count, 3, "tuple")
+        out: dict[str, Any] = {}
+        for _ in range(count):
+            name_at = pos
+            name, pos = _read_name(data, pos)
+            out[name], pos = _fast(data, pos, depth + 1)
+            if len(out) != _ + 1:
+                raise BadNameError(f"tuple field {name!r} repeated", name_at)
+        return out, pos
+    if t in (T_STD_PRINCIPAL, T_CONTRACT_PRINCIPAL):
+        version, h, cname, pos = _read_principal(data, pos, t == T_CONTRACT_PRINCIPAL)
+        address = address_from_hash160(version, h)
+        return (address if cname is None else f"{address}.{cname}"), pos
+    if t == T_ASCII:
+        return _read_ascii(data, pos)
+    if t == T_UTF8:
+        return _read_utf8(data, pos)
+    if t == T_BUFFER:
+        n = _read_len(data, pos, "buffer")
+        _need(data, pos + 4, n, "buffer")
+        return data[pos + 4 : pos + 4 + n], pos + 4 + n
+    if t == T_INT:
+        end = pos + 16
+        if end > len(data):
+            raise TruncatedError("truncated integer", pos)
+        return int.from_bytes(data[pos:end], "big", signed=True), end
+    if t == T_TRUE:
+        return True, pos
+    if t == T_FALSE:
+        return False, pos
+    if t == T_NONE:
+        return None, pos
+    if t == T_SOME:
+        return _fast(data, pos, depth + 1)
+    if t == T_OK:
+        inner, pos = _fast(data, pos, depth + 1)
+        return Ok(inner), pos
+    if t == T_ERR:
+        inner, pos = _fast(data, pos, depth + 1)
+        return Err(inner), pos
+    if t == T_LIST:
+        count = _read_len(data, pos, "list")
+        pos += 4
+        _check_count(data, pos, count, 1, "list")
+        items = []
+        for _ in range(count):
+            item, pos = _fast(data, pos, depth + 1)
+            items.append(item)
+        return items, pos
+    raise BadTypeByteError(f"unknown Clarity type byte 0x{t:02x}", pos - 1)
+
+
+def decode_to_python(data: bytes | bytearray | memoryview) -> Any:
+    buf = _as_bytes(data)
+    value, end = _fast(buf, 0, 1)
+    if end > MAX_VALUE_SIZE:
+        raise OversizedLengthError(f"value of {end} bytes exceeds 1 MB", 0)
+    if end != len(buf):
+        raise TrailingBytesError(f"{len(buf) - end} bytes after the value", end)
+    return value
+
+
+def decode_hex_to_python(text: str) -> Any:
+    """`0x`-prefixed (or bare) hex straight to plain Python, skipping the typed objects."""
+    return decode_to_python(_hex_to_bytes(text))
