@@ -1,0 +1,110 @@
+"""The Starlette application: `/graphql` (GraphiQL, POST, websocket subscriptions), health,
+readiness and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+
+from db.migrate import current_revisions, head_revisions
+from db.session import create_engine, database_url
+from graphql_api.context import Context
+from graphql_api.db import Reader
+from graphql_api.schema import build_schema
+from recchain.config import Settings
+
+
+@lru_cache(maxsize=1)
+def _heads() -> frozenset[str]:
+    return frozenset(head_revisions())
+
+
+def api_database_url(settings: Settings) -> str:
+    """The API may read from a replica (`api.read_database_url`); otherwise the primary."""
+    if settings.api.read_database_url is not None:
+        return settings.api.read_database_url.get_secret_value()
+    return database_url(settings)
+
+
+class GraphQLApp(GraphQL[Context, None]):
+    def __init__(self, settings: Settings, engine: AsyncEngine, hub: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.engine = engine
+        self.hub = hub
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        return Context(
+            settings=self.settings,
+            engine=self.engine,
+            # Websocket pushes read per statement, so idle subscribers hold no connection.
+            reader=Reader(
+                self.engine,
+                self.settings.api.statement_timeout_ms,
+                snapshot=not isinstance(request, WebSocket),
+            ),
+            request=request,
+            response=response,
+            hub=self.hub,
+        )
+
+
+def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Starlette:
+    """The API as an ASGI app; `engine` may be injected (tests, `recchain dev`)."""
+    api = settings.api
+    owns_engine = engine is None
+    eng = engine if engine is not None else create_engine(api_database_url(settings))
+    from graphql_api.guards import build_extensions
+
+    schema = build_schema(build_extensions(settings))
+    graphql = GraphQLApp(
+        settings,
+        eng,
+        None,
+        schema=schema,
+        graphql_ide="graphiql" if api.graphiql else None,
+        keep_alive=True,
+        keep_alive_interval=15,
+        allowed_origins=api.ws_allowed_origins,
+    )
+
+    async def healthz(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(_: Request) -> Response:
+        try:
+            async with eng.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            migrated = await current_revisions(eng) == _heads()
+        except Exception as exc:
+            return JSONResponse({"ready": False, "reason": f"database: {type(exc).__name__}"}, 503)
+        if not migrated:
+            return JSONResponse({"ready": False, "reason": "database not migrated"}, 503)
+        return JSONResponse({"ready": True})
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owns_engine:
+                await eng.dispose()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
