@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, TypeAlias
 
 from stacks.c32 import AddressError, address_from_hash160, parse_principal
 
@@ -234,13 +234,16 @@ def principal_cv(text: str) -> PrincipalCV:
     return ContractPrincipalCV(parsed.version, parsed.hash160, parsed.contract_name)
 
 
-class Ok(NamedTuple):
+# Dataclasses rather than NamedTuples: tuples would make Ok(x) == Err(x).
+@dataclass(frozen=True, slots=True)
+class Ok:
     """`(ok value)` in the plain-Python view."""
 
     value: Any
 
 
-class Err(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Err:
     """`(err value)` in the plain-Python view."""
 
     value: Any
