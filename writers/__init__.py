@@ -1,0 +1,1 @@
+"""The transaction relay: verify -> outbox -> broadcast -> track (see writers/README.md)."""

@@ -1,0 +1,261 @@
+"""The relay's HTTP face: `POST /v1/transactions`, `GET /v1/transactions/{txid}`, `/metrics`.
+
+A submission passes, in order: API key (when keys are configured), the client's rate limit and
+concurrency cap, the body size cap, body parsing, then the transaction checks in
+`writers.policy`. Only then is it written to the outbox, and only after that commit does the
+client get 202. Every submission, accepted or not, leaves one JSON line on the audit logger
+`recchain.relay.audit`; it carries the transaction (which is public once broadcast) and facts
+derived from it, never request headers or keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from recchain.config import Settings
+from writers import outbox
+from writers.errors import Reject, SubmissionRejected
+from writers.metrics import RelayMetrics
+from writers.policy import AcceptedTx, Policy, parse_body
+
+audit_log = logging.getLogger("recchain.relay.audit")
+TXID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+
+
+@dataclass
+class ClientLimits:
+    """Per-client token bucket (`per_minute`, bursting to the same number) and in-flight cap.
+
+    In-process: one relay process enforces its own limits (several replicas would each allow
+    the configured rate; a shared limiter is the optional Redis of the architecture)."""
+
+    per_minute: int
+    max_in_flight: int
+    buckets: dict[str, _Bucket] = field(default_factory=dict)
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+    def take(self, client: str, now: float) -> bool:
+        bucket = self.buckets.get(client)
+        if bucket is None:
+            if len(self.buckets) > 100_000:
+                self._prune(now)
+            bucket = self.buckets[client] = _Bucket(float(self.per_minute), now)
+        rate = self.per_minute / 60.0
+        bucket.tokens = min(float(self.per_minute), bucket.tokens + (now - bucket.updated) * rate)
+        bucket.updated = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
+
+    def _prune(self, now: float) -> None:
+        # Forget clients whose bucket has refilled: they would start full anyway.
+        full_after = 60.0
+        for key in [k for k, b in self.buckets.items() if now - b.updated > full_after]:
+            del self.buckets[key]
+
+    def enter(self, client: str) -> bool:
+        current = self.in_flight.get(client, 0)
+        if current >= self.max_in_flight:
+            return False
+        self.in_flight[client] = current + 1
+        return True
+
+    def leave(self, client: str) -> None:
+        left = self.in_flight.get(client, 1) - 1
+        if left <= 0:
+            self.in_flight.pop(client, None)
+        else:
+            self.in_flight[client] = left
+
+
+class RelayApi:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        metrics: RelayMetrics,
+        on_accept: Callable[[], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.policy = Policy.from_settings(settings)
+        self.max_body = settings.relay.max_body_bytes
+        self.keys = [k.get_secret_value().encode() for k in settings.relay.api_keys]
+        self.limits = ClientLimits(
+            settings.relay.rate_limit_per_minute, settings.relay.max_concurrency
+        )
+        self.on_accept = on_accept
+
+    # ------------------------------------------------------------------ identity and limits
+
+    def _client(self, request: Request) -> str:
+        """The client's identity: its API key's fingerprint, else its address."""
+        if self.keys:
+            given = _presented_key(request)
+            if given is None or not any(hmac.compare_digest(given, k) for k in self.keys):
+                raise SubmissionRejected(Reject.UNAUTHORIZED, "a valid API key is required")
+            return "key:" + hashlib.sha256(given).hexdigest()[:16]
+        host = request.client.host if request.client else "unknown"
+        return "ip:" + host
+
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise SubmissionRejected(
+                Reject.BODY_TOO_LARGE, f"body of {declared} bytes exceeds {self.max_body}"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise SubmissionRejected(
+                    Reject.BODY_TOO_LARGE, f"body exceeds {self.max_body} bytes"
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def submit(self, request: Request) -> Response:
+        started = time.perf_counter()
+        client: str | None = None
+        raw: bytes | None = None
+        entered = False
+        try:
+            client = self._client(request)
+            if not self.limits.take(client, time.monotonic()):
+                raise SubmissionRejected(Reject.RATE_LIMITED, "too many submissions; slow down")
+            if not self.limits.enter(client):
+                raise SubmissionRejected(
+                    Reject.TOO_MANY_CONCURRENT, "too many submissions in flight"
+                )
+            entered = True
+            body = await self._body(request)
+            raw = parse_body(body, request.headers.get("content-type", ""))
+            tx = self.policy.check(raw)
+            status, created = await outbox.submit(self.engine, tx, client)
+        except SubmissionRejected as exc:
+            self.metrics.submissions.labels("rejected", exc.reason.code).inc()
+            self._audit("rejected", client, raw, None, exc, started)
+            headers = {"retry-after": "60"} if exc.reason is Reject.RATE_LIMITED else None
+            return JSONResponse(exc.to_json(), status_code=exc.reason.http_status, headers=headers)
+        finally:
+            if entered and client is not None:
+                self.limits.leave(client)
+        outcome = "accepted" if created else "duplicate"
+        self.metrics.submissions.labels(outcome, "").inc()
+        self._audit(outcome, client, raw, tx, None, started)
+        if created and self.on_accept is not None:
+            self.on_accept()
+        return JSONResponse(
+            {"txid": tx.txid, "status": status},
+            status_code=202 if created else 200,
+            headers={"location": f"/v1/transactions/{tx.txid}"},
+        )
+
+    async def get_status(self, request: Request) -> Response:
+        txid = request.path_params["txid"]
+        if not TXID_RE.match(txid):
+            err = SubmissionRejected(Reject.BAD_TXID, "a txid is 64 hex digits, 0x optional")
+            return JSONResponse(err.to_json(), status_code=err.reason.http_status)
+        txid = "0x" + txid.lower().removeprefix("0x")
+        row = await outbox.status(self.engine, txid)
+        if row is None:
+            err = SubmissionRejected(Reject.NOT_FOUND, "this relay never accepted that txid")
+            return JSONResponse(err.to_json(), status_code=err.reason.http_status)
+        return JSONResponse(row)
+
+    async def metrics_endpoint(self, request: Request) -> Response:
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    # ------------------------------------------------------------------ audit
+
+    def _audit(
+        self,
+        outcome: str,
+        client: str | None,
+        raw: bytes | None,
+        tx: AcceptedTx | None,
+        error: SubmissionRejected | None,
+        started: float,
+    ) -> None:
+        record: dict[str, Any] = {
+            "event": "relay_submission",
+            "outcome": outcome,
+            "client": client,
+            "ms": round((time.perf_counter() - started) * 1000, 3),
+        }
+        if error is not None:
+            record["error"] = error.reason.code
+            record["message"] = error.message
+            if error.txid is not None:
+                record["txid"] = error.txid
+        if raw is not None:
+            # The transaction itself, bounded by the body cap: nothing beyond what was signed.
+            record["bytes"] = len(raw)
+            record["tx"] = raw.hex()
+        if tx is not None:
+            record.update(
+                txid=tx.txid,
+                sender=tx.sender,
+                sponsor=tx.sponsor,
+                nonce=tx.nonce,
+                fee=tx.fee,
+                contract=tx.contract_id,
+                function=tx.function_name,
+            )
+        audit_log.info(json.dumps(record, separators=(",", ":")))
+
+
+def _presented_key(request: Request) -> bytes | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip().encode()
+    key = request.headers.get("x-api-key")
+    return key.encode() if key else None
+
+
+def build_app(
+    settings: Settings,
+    engine: AsyncEngine,
+    metrics: RelayMetrics,
+    on_accept: Callable[[], None] | None = None,
+) -> Starlette:
+    api = RelayApi(settings, engine, metrics, on_accept)
+
+    app = Starlette(
+        routes=[
+            Route("/v1/transactions", api.submit, methods=["POST"]),
+            Route("/v1/transactions/{txid}", api.get_status, methods=["GET"]),
+            Route("/metrics", api.metrics_endpoint, methods=["GET"]),
+            Route("/healthz", api.health, methods=["GET"]),
+        ]
+    )
+    app.state.relay = api
+    return app

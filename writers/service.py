@@ -1,0 +1,103 @@
+"""One relay process: the HTTP API, the broadcaster and the time-to-mined listener, sharing one
+engine. The API wakes the broadcaster in-process on every accept; other processes' rows and
+retries are found by polling, so any number of relay processes can share one database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+import psycopg
+import uvicorn
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from db.channels import RELAY
+from db.session import create_engine, database_url, to_libpq_url
+from recchain.config import Settings
+from writers.app import build_app
+from writers.broadcaster import Broadcaster
+from writers.metrics import RelayMetrics
+from writers.node import NodeClient
+
+log = logging.getLogger("recchain.relay")
+
+
+async def watch_mined(url: str, engine: AsyncEngine, metrics: RelayMetrics) -> None:
+    """Observe time-to-mined from the NOTIFYs the status trigger sends when the indexer marks a
+    relayed transaction mined or failed."""
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(
+                to_libpq_url(url), autocommit=True
+            ) as conn:
+                await conn.execute(f"LISTEN {RELAY}")
+                async for note in conn.notifies():
+                    payload = json.loads(note.payload)
+                    if payload.get("status") not in ("mined", "failed"):
+                        continue
+                    async with engine.connect() as db:
+                        seconds = (
+                            await db.execute(
+                                text(
+                                    "SELECT extract(epoch FROM coalesce(mined_at, updated_at)"
+                                    " - received_at) FROM relay_txs WHERE txid = :txid"
+                                ),
+                                {"txid": payload["txid"]},
+                            )
+                        ).scalar_one_or_none()
+                    if seconds is not None:
+                        metrics.time_to_mined.observe(float(seconds))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("relay status listener failed; reconnecting")
+            await asyncio.sleep(1.0)
+
+
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    node_url: str,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    url = database_url(settings)
+    engine = create_engine(url)
+    metrics = RelayMetrics()
+    node = NodeClient(node_url)
+    broadcaster = Broadcaster(engine, node, metrics)
+    app = build_app(settings, engine, metrics, on_accept=broadcaster.wake.set)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    )
+    stop = asyncio.Event()
+    background = [
+        asyncio.create_task(broadcaster.run(stop)),
+        asyncio.create_task(watch_mined(url, engine, metrics)),
+    ]
+    serving = asyncio.create_task(server.serve())
+    try:
+        # uvicorn exposes only a `started` flag, no event to await.
+        while not server.started and not serving.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+        if server.started and on_ready is not None:
+            bound = server.servers[0].sockets[0].getsockname()
+            on_ready(f"http://{bound[0]}:{bound[1]}")
+        await serving
+    finally:
+        stop.set()
+        background[1].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(*background)
+        await node.aclose()
+        await engine.dispose()
+
+
+def print_ready(base_url: str) -> None:
+    # Tests and scripts wait for this exact line on stderr before talking to the relay.
+    print(f"relay listening on {base_url}", file=sys.stderr, flush=True)
