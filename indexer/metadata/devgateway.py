@@ -101,6 +101,7 @@ class DevGateway:
                 Route("/api/v0/block/get", self.kubo_block, methods=["GET", "POST"]),
                 Route("/_dev/behaviour", self.set_behaviour_http, methods=["POST"]),
                 Route("/_dev/hits", self.hits_http, methods=["GET"]),
+                Route("/_dev/web/{rest:path}", self.web, methods=["GET"]),
             ]
         )
 
@@ -182,6 +183,14 @@ class DevGateway:
         return await self._respond(
             request, cid, body, RAW if raw else "application/octet-stream", kubo=False
         )
+
+    async def web(self, request: Request) -> Response:
+        """The same content as an ordinary web server would serve it (no IPFS in the URL)."""
+        try:
+            cid, body = await self._content(request.path_params["rest"], raw=False)
+        except MetadataError as exc:
+            return Response(f"{exc.message}\n", status_code=400)
+        return await self._respond(request, cid, body, "application/json", kubo=False)
 
     async def _kubo(self, request: Request, raw: bool) -> Response:
         if request.method != "POST":

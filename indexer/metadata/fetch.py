@@ -152,7 +152,7 @@ class Http:
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception(_transient),
             stop=stop,
-            wait=tenacity.wait_exponential_jitter(initial=0.1, max=1.0, jitter=0.2),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.1, max=1.0, jitter=0.2),
             reraise=True,
         )
         async for attempt in retrying:

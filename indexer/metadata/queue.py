@@ -272,7 +272,7 @@ async def complete(
 
 def backoff_seconds(attempt: int, initial: float, maximum: float) -> float:
     """Exponential backoff with jitter for the ``attempt``-th failure (tenacity's policy)."""
-    wait = tenacity.wait_exponential_jitter(initial=initial, max=maximum, jitter=initial)
+    wait = tenacity.wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
     state = tenacity.RetryCallState(tenacity.AsyncRetrying(), None, (), {})
     state.attempt_number = max(attempt, 1)
     return float(wait(state))
