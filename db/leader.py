@@ -1,0 +1,242 @@
+"""Leader election: one active indexer, any number of hot standbys, PostgreSQL as the referee.
+
+The active process holds a *session* advisory lock (`pg_try_advisory_lock`) on a dedicated
+connection that does nothing else. PostgreSQL releases a session lock only when it is unlocked
+or when the session ends, so the lock lives exactly as long as the holder's connection: a
+`kill -9`, an OOM kill or a crashed node closes the socket and the lock is free at once (a
+silently vanished host is detected by the TCP keepalives set below). Standbys poll with
+`pg_try_advisory_lock` rather than blocking in `pg_advisory_lock`, so a standby stays
+cancellable, reconnects by itself when the database restarts, and never holds a backend stuck
+in a lock wait.
+
+Losing the connection while leading means another process may already lead, so the holder
+must stop writing: `Leadership.lost` is set and `run_as_leader` cancels the work. The indexer's
+own writes are idempotent and checkpointed in the same transaction as the data, so the short
+window between a lost connection and the old leader noticing it cannot corrupt anything; it
+only wastes a few statements that the new leader repeats.
+
+Usage, in the indexer:
+
+    await run_as_leader(database_url, "indexer", lambda leadership: follow_chain(...))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import psycopg
+
+from db.session import to_libpq_url
+
+log = logging.getLogger("recchain.leader")
+
+T = TypeVar("T")
+
+# Server-side keepalives for the lock session (user-settable GUCs): a holder whose host
+# disappears without closing its socket loses the lock after about idle + interval * count
+# seconds instead of the operating system's default of two hours.
+KEEPALIVE_OPTIONS = (
+    "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+)
+
+
+class LeadershipLost(RuntimeError):
+    """The lock connection failed while leading: another process may be the leader now."""
+
+
+def lock_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for `name` (the type pg_advisory_lock takes).
+
+    Derived by hashing so that different names cannot collide by construction the way small
+    hand-picked integers do across applications sharing one database.
+    """
+    digest = hashlib.sha256(f"recchain.leader:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def holder_label(name: str) -> str:
+    """The `application_name` of the lock session: who holds it shows in pg_stat_activity."""
+    return f"recchain-leader:{name}:{socket.gethostname()}:{os.getpid()}"[:63]
+
+
+@dataclass
+class Leadership:
+    """Held while this process is the leader for `name`."""
+
+    name: str
+    key: int
+    backend_pid: int
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def ensure(self) -> None:
+        """Raise `LeadershipLost` if the lock connection has failed; call before writing."""
+        if self.lost.is_set():
+            raise LeadershipLost(f"leadership of {self.name!r} lost")
+
+
+async def _connect(url: str, name: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
+    return await psycopg.AsyncConnection.connect(
+        to_libpq_url(url),
+        autocommit=True,
+        application_name=holder_label(name),
+        options=KEEPALIVE_OPTIONS,
+        connect_timeout=10,
+    )
+
+
+async def _try_lock(conn: psycopg.AsyncConnection[tuple[object, ...]], key: int) -> bool:
+    row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
+    return bool(row and row[0])
+
+
+async def _backend_pid(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> int:
+    row = await (await conn.execute("SELECT pg_backend_pid()")).fetchone()
+    assert row is not None
+    return int(row[0])  # type: ignore[call-overload]
+
+
+async def _watch(
+    conn: psycopg.AsyncConnection[tuple[object, ...]],
+    leadership: Leadership,
+    check_interval: float,
+    check_timeout: float,
+) -> None:
+    # A live session still holds its session lock, so "the connection answers" is the whole
+    # check. A check that hangs (half-open TCP) counts as lost: stepping down early is safe,
+    # leading without the lock is not.
+    while True:
+        await asyncio.sleep(check_interval)
+        try:
+            await asyncio.wait_for(conn.execute("SELECT 1"), check_timeout)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            log.error(
+                "leader lock connection failed; stepping down",
+                extra={"leader": leadership.name, "error": type(exc).__name__},
+            )
+            leadership.lost.set()
+            return
+
+
+@asynccontextmanager
+async def leadership(
+    url: str,
+    name: str = "indexer",
+    *,
+    poll_interval: float = 1.0,
+    check_interval: float = 2.0,
+    check_timeout: float = 10.0,
+) -> AsyncIterator[Leadership]:
+    """Wait until this process holds the `name` lock, then yield; release it on exit.
+
+    While waiting, retries every `poll_interval` seconds (reconnecting if the database is
+    unreachable). While held, checks the lock connection every `check_interval` seconds and
+    sets `Leadership.lost` when it fails.
+    """
+    key = lock_key(name)
+    announced_standby = False
+    while True:
+        try:
+            conn = await _connect(url, name)
+        except (psycopg.Error, OSError) as exc:
+            log.warning(
+                "leader lock: database unreachable, retrying",
+                extra={"leader": name, "error": type(exc).__name__},
+            )
+            await asyncio.sleep(poll_interval)
+            continue
+        try:
+            while not await _try_lock(conn, key):
+                if not announced_standby:
+                    log.info("standing by: another process leads", extra={"leader": name})
+                    announced_standby = True
+                await asyncio.sleep(poll_interval)
+            break
+        except (psycopg.Error, OSError) as exc:
+            log.warning(
+                "leader lock: connection lost while standing by, reconnecting",
+                extra={"leader": name, "error": type(exc).__name__},
+            )
+            await conn.close()
+            await asyncio.sleep(poll_interval)
+        except BaseException:
+            await conn.close()
+            raise
+
+    held = Leadership(name=name, key=key, backend_pid=await _backend_pid(conn))
+    log.info("acquired leadership", extra={"leader": name, "backend_pid": held.backend_pid})
+    watcher = asyncio.create_task(_watch(conn, held, check_interval, check_timeout))
+    try:
+        yield held
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if not held.lost.is_set():
+            # Closing the session would release the lock too; unlocking first makes the
+            # hand-over explicit and does not depend on how the pool treats the socket.
+            with contextlib.suppress(psycopg.Error, OSError):
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        with contextlib.suppress(psycopg.Error, OSError):
+            await conn.close()
+        log.info("released leadership", extra={"leader": name})
+
+
+async def run_as_leader(
+    url: str,
+    name: str,
+    work: Callable[[Leadership], Awaitable[T]],
+    **options: float,
+) -> T:
+    """Become the leader for `name`, run `work`, and cancel it if leadership is lost.
+
+    Raises `LeadershipLost` in that case; the caller should exit (a supervisor restarts it as a
+    standby) rather than retry in-process with possibly stale state.
+    """
+    async with leadership(url, name, **options) as held:
+        task: asyncio.Task[T] = asyncio.ensure_future(work(held))
+        lost = asyncio.create_task(held.lost.wait())
+        try:
+            done, _ = await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            task.cancel()
+            lost.cancel()
+            raise
+        if task in done:
+            lost.cancel()
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise LeadershipLost(f"leadership of {name!r} lost")
+
+
+async def current_holder(url: str, name: str) -> str | None:
+    """`application_name` of the session holding the `name` lock, or None: for operators."""
+    key = lock_key(name)
+    # A bigint advisory key is stored as classid = high 32 bits, objid = low 32 bits,
+    # objsubid = 1 (pg_locks documentation).
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    classid, objid = unsigned >> 32, unsigned & 0xFFFFFFFF
+    async with await psycopg.AsyncConnection.connect(to_libpq_url(url), autocommit=True) as conn:
+        row = await (
+            await conn.execute(
+                """
+                SELECT a.application_name
+                FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                  AND l.classid::bigint = %s AND l.objid::bigint = %s
+                  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                """,
+                (classid, objid),
+            )
+        ).fetchone()
+    return None if row is None else str(row[0])

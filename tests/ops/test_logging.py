@@ -1,0 +1,106 @@
+"""Structured logs: one JSON object per line, correlation ids from context, no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from typing import Any
+
+from pydantic import SecretStr
+
+from recchain.config import Settings
+from recchain.logging import REDACTED, configure_logging, log_context
+
+DB_PASSWORD = "s3cr3t-db-pass"
+API_KEY = "relay-key-0123456789"
+
+
+def _settings(**overrides: Any) -> Settings:
+    fields: dict[str, Any] = {
+        "database_url": f"postgresql://recchain:{DB_PASSWORD}@db:5432/recchain",
+        "log_json": True,
+        **overrides,
+    }
+    return Settings(**fields)
+
+
+def _capture(settings: Settings) -> tuple[io.StringIO, logging.Handler]:
+    stream = io.StringIO()
+    handler = configure_logging(settings, stream=stream)
+    return stream, handler
+
+
+def _lines(stream: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_lines_carry_request_and_block_context() -> None:
+    stream, handler = _capture(_settings())
+    try:
+        log = logging.getLogger("recchain.test")
+        with log_context(request_id="req-1"):
+            log.info("handled %s", "query", extra={"field": "certificates"})
+            with log_context(block_height=42, index_block_hash="0xabc"):
+                log.warning("block applied")
+        log.info("outside")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    first, second, third = _lines(stream)
+    assert first["msg"] == "handled query" and first["level"] == "info"
+    assert first["request_id"] == "req-1" and first["field"] == "certificates"
+    assert first["logger"] == "recchain.test" and first["ts"].endswith("+00:00")
+    assert second["request_id"] == "req-1" and second["block_height"] == 42
+    assert second["index_block_hash"] == "0xabc"
+    assert "request_id" not in third and "block_height" not in third
+
+
+def test_secrets_never_reach_the_output() -> None:
+    settings = _settings(
+        relay={"api_keys": [API_KEY]},
+        api={"read_database_url": "postgresql://reader:replica-pass-77@replica/recchain"},
+    )
+    stream, handler = _capture(settings)
+    try:
+        log = logging.getLogger("recchain.test")
+        log.info("connecting to %s", settings.database_url.get_secret_value())  # type: ignore[union-attr]
+        log.info("replica postgresql://reader:replica-pass-77@replica/recchain")
+        log.info("request", extra={"api_key": API_KEY, "password": "x", "token": SecretStr("t")})
+        log.info("header echoed: Authorization: Bearer %s", API_KEY)
+        log.info("settings %s", settings)
+        try:
+            raise RuntimeError(f"bad key {API_KEY} for postgresql://u:other-pass@h/db")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue()
+    for secret in (DB_PASSWORD, API_KEY, "replica-pass-77", "other-pass"):
+        assert secret not in out
+    lines = _lines(stream)
+    assert lines[0]["msg"] == f"connecting to postgresql://recchain:{REDACTED}@db:5432/recchain"
+    assert lines[2]["api_key"] == REDACTED and lines[2]["password"] == REDACTED
+    assert "RuntimeError" in lines[-1]["exc"]
+
+
+def test_text_mode_for_terminals_is_scrubbed_too() -> None:
+    stream, handler = _capture(_settings(log_json=False))
+    try:
+        with log_context(request_id="r-9"):
+            logging.getLogger("recchain.test").error("db %s", DB_PASSWORD)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    line = stream.getvalue().strip()
+    assert line.endswith("request_id=r-9")
+    assert DB_PASSWORD not in line and f"db {REDACTED}" in line
+    assert "ERROR" in line
+
+
+def test_level_from_settings_filters_debug() -> None:
+    stream, handler = _capture(_settings(log_level="info"))
+    try:
+        logging.getLogger("recchain.test").debug("hidden")
+        logging.getLogger("recchain.test").info("shown")
+    finally:
+        logging.getLogger().removeHandler(handler)
+    assert [line["msg"] for line in _lines(stream)] == ["shown"]
