@@ -265,15 +265,27 @@ def _read_len(data: bytes, pos: int, what: str) -> int:
     return n
 
 
+# Event payloads reuse a handful of field names; remembering validated ones skips the regex.
+_NAME_CACHE: dict[bytes, str] = {}
+_NAME_CACHE_MAX = 4096
+
+
 def _read_name(data: bytes, pos: int) -> tuple[str, int]:
-    _need(data, pos, 1, "tuple field name length")
-    n = data[pos]
-    _need(data, pos + 1, n, "tuple field name")
-    raw = data[pos + 1 : pos + 1 + n]
+    if pos >= len(data):
+        raise TruncatedError("truncated tuple field name length", pos)
+    end = pos + 1 + data[pos]
+    if end > len(data):
+        raise TruncatedError(f"truncated tuple field name: need {end - pos - 1} bytes", pos + 1)
+    raw = data[pos + 1 : end]
+    name = _NAME_CACHE.get(raw)
+    if name is not None:
+        return name, end
     name = raw.decode("latin-1")
-    if n > CLARITY_NAME_MAX or _CLARITY_NAME_RE.fullmatch(name) is None:
+    if len(raw) > CLARITY_NAME_MAX or _CLARITY_NAME_RE.fullmatch(name) is None:
         raise BadNameError(f"invalid tuple field name {name!r}", pos)
-    return name, pos + 1 + n
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+        _NAME_CACHE[raw] = name
+    return name, end
 
 
 def _read_principal(data: bytes, pos: int, contract: bool) -> tuple[int, bytes, str | None, int]:
