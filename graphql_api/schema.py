@@ -2,22 +2,139 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import strawberry
+from strawberry.tools import merge_types
 from strawberry.types import Info
 
+from graphql_api import types as t
 from graphql_api.context import BlockInput, Context
+from graphql_api.errors import BadUserInput
+from graphql_api.loaders import one_by
 from graphql_api.meta import Meta, load_meta
+from graphql_api.query import ENTITIES, Connection, build_inputs, list_entity
+
+build_inputs()
+Ctx = Info[Context, None]
+DEFAULT_FIRST = 100
 
 
-@strawberry.type(description="Read the indexed REC-Chain state; every field accepts `block`.")
+def list_field(entity_name: str, description: str, extra: tuple[str, ...] = ()) -> Any:
+    """A root list field: `(where, orderBy, first, after, block) -> <Type>Connection`."""
+    entity = ENTITIES[entity_name]
+
+    async def resolve(
+        info: Ctx,
+        where: Any = None,
+        order_by: Any = None,
+        first: int = DEFAULT_FIRST,
+        after: str | None = None,
+        block: BlockInput | None = None,
+    ) -> Any:
+        at = await info.context.at(block)
+        return await list_entity(
+            info.context,
+            entity,
+            where=where,
+            order_by=order_by,
+            first=first,
+            after=after,
+            at=at,
+            extra=extra,
+        )
+
+    resolve.__annotations__ = {
+        "info": Ctx,
+        "where": entity.filter_input | None,
+        "order_by": list[entity.order_input] | None,  # type: ignore[name-defined]
+        "first": int,
+        "after": str | None,
+        "block": BlockInput | None,
+        "return": Connection[entity.type_],  # type: ignore[name-defined]
+    }
+    return strawberry.field(resolver=resolve, description=description)
+
+
+def one_field(entity_name: str, arg: str, column: str, description: str) -> Any:
+    """A root lookup by key at an optional block."""
+    entity = ENTITIES[entity_name]
+
+    async def resolve(info: Ctx, key: Any, block: BlockInput | None = None) -> Any:
+        at = await info.context.at(block)
+        return await one_by(info.context, entity_name, column, key, at)
+
+    resolve.__annotations__ = {
+        "info": Ctx,
+        "key": Any,
+        "block": BlockInput | None,
+        "return": entity.type_ | None,
+    }
+    key_type = entity.columns[column]
+    resolve.__annotations__["key"] = key_type
+    field = strawberry.field(resolver=resolve, description=description)
+    # The Python parameter is generic; the GraphQL argument carries the entity's key name.
+    field.base_resolver.arguments[0].graphql_name = arg  # type: ignore[union-attr]
+    return field
+
+
+def _node_loader(type_name: str, key: str) -> Callable[[Context], Awaitable[Any]] | None:
+    entity = ENTITIES.get(type_name)
+    if entity is None:
+        return None
+    column = entity.key
+    kind = entity.columns.get(column, int)
+    try:
+        value: Any = int(key) if kind is not str else key
+    except ValueError:
+        return None
+    return lambda ctx: one_by(ctx, type_name, column, value, None)
+
+
+@strawberry.type(
+    description="Read the indexed REC-Chain state; lists accept `block` for time travel."
+)
 class Query:
     @strawberry.field(
         name="_meta",
         description="The chain position of the answer: tip block, finality and indexing lag.",
     )
-    async def meta(self, info: Info[Context, None], block: BlockInput | None = None) -> Meta:
+    async def meta(self, info: Ctx, block: BlockInput | None = None) -> Meta:
         return await load_meta(info.context, block)
+
+    @strawberry.field(description="Refetch any object by its global id (current state).")
+    async def node(self, info: Ctx, id: strawberry.ID) -> t.Node | None:
+        type_name, key = t.parse_global_id(str(id))
+        load = _node_loader(type_name, key)
+        if load is None:
+            raise BadUserInput("node: not a global id issued by this API")
+        result: t.Node | None = await load(info.context)
+        return result
+
+    certificate = one_field("Certificate", "tokenId", "token_id", "A certificate by token id.")
+    certificates = list_field("Certificate", "Certificates, filtered, sorted and paginated.")
+    facility = one_field("Facility", "id", "facility_id", "A facility by on-chain id.")
+    facilities = list_field("Facility", "Facilities, filtered, sorted and paginated.")
+    verifier = one_field("Verifier", "principal", "principal", "A verifier by principal.")
+    verifiers = list_field("Verifier", "Verification bodies.")
+    generation_report = one_field("GenerationReport", "id", "report_id", "A report by id.")
+    generation_reports = list_field("GenerationReport", "Generation reports.")
+    listing = one_field("Listing", "id", "listing_id", "A listing by id.")
+    listings = list_field("Listing", "Fixed-price listings and auctions.")
+    auctions = list_field("Listing", "English auctions only.", ("t.kind = 'auction'",))
+    bids = list_field("Bid", "Auction bids.")
+    sales = list_field("Sale", "Completed sales (fills).")
+    retirements = list_field("Retirement", "Retirements (final claims).")
+    transfers = list_field("Transfer", "Custody changes of every certificate.")
 
 
 def build_schema(extensions: list[object] | None = None) -> strawberry.Schema:
-    return strawberry.Schema(query=Query, extensions=list(extensions or []))  # type: ignore[arg-type]
+    from graphql_api.analytics import AnalyticsQuery
+
+    query = merge_types("Query", (Query, AnalyticsQuery))
+    return strawberry.Schema(
+        query=query,
+        types=[t.Transfer, t.Bid],
+        extensions=list(extensions or []),  # type: ignore[arg-type]
+    )

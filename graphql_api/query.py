@@ -1,0 +1,409 @@
+"""Generic list queries: the graph-node `where` dialect, multi-field `orderBy`, keyset cursors and
+block-range time travel, compiled to one parameterised SQL statement per page.
+
+Filter inputs and order enums are generated from the Strawberry output types, so a column that
+can be read can be filtered and (when declared orderable) sorted, and the two never drift.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+import strawberry
+from strawberry.types.base import StrawberryOptional, get_object_definition
+from strawberry.types.private import is_private
+from strawberry.utils.str_converters import to_camel_case
+
+from graphql_api.context import Context
+from graphql_api.errors import BadUserInput, LimitExceeded
+
+T = TypeVar("T")
+
+COMPARE = {"": "=", "_not": "<>", "_gt": ">", "_gte": ">=", "_lt": "<", "_lte": "<="}
+LISTS = {"_in": "= ANY({p})", "_not_in": "<> ALL({p})"}
+TEXT = {
+    "_contains": "LIKE",
+    "_not_contains": "NOT LIKE",
+    "_contains_nocase": "ILIKE",
+    "_starts_with": "LIKE",
+}
+_MODULE = sys.modules[__name__]
+
+
+def live(alias: str, versioned: bool, at: int | None, params: dict[str, Any]) -> str:
+    """The rows of `alias` valid at height `at` (None = the current state)."""
+    if versioned:
+        if at is None:
+            return f"{alias}.block_to IS NULL"
+        params["_at"] = at
+        return (
+            f"{alias}.block_from <= :_at AND ({alias}.block_to IS NULL OR {alias}.block_to > :_at)"
+        )
+    if at is None:
+        return "TRUE"
+    params["_at"] = at
+    return f"{alias}.block_height <= :_at"
+
+
+@dataclass
+class Entity:
+    """How an output type maps to a table."""
+
+    type_: type
+    table: str
+    key: str
+    versioned: bool
+    orderable: tuple[str, ...]
+    # Nested filters `name_: OtherFilter`: name -> (entity name, local column, remote column).
+    nested: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    columns: dict[str, Any] = field(default_factory=dict)
+    ops: dict[str, tuple[str, str]] = field(default_factory=dict)
+    filter_input: Any = None
+    order_input: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.type_.__name__
+
+    @property
+    def key_attr(self) -> str:
+        """Fact rows keep their surrogate `id` private: `id` is the global Node id."""
+        return "id_" if self.key == "id" else self.key
+
+    def from_row(self, row: Any, at: int | None) -> Any:
+        values = {c: row[c] for c in self.columns}
+        if self.key == "id":
+            values["id_"] = row["id"]
+        return self.type_(**values, _at=at)
+
+
+ENTITIES: dict[str, Entity] = {}
+
+
+@strawberry.enum(description="Sort direction.")
+class OrderDirection(enum.Enum):
+    asc = "asc"
+    desc = "desc"
+
+
+def _scalar(tp: Any) -> Any:
+    return tp.of_type if isinstance(tp, StrawberryOptional) else tp
+
+
+def register(entity: Entity) -> Entity:
+    definition = get_object_definition(entity.type_, strict=True)
+    for f in definition.fields:
+        if f.base_resolver is None and not is_private(f.type) and f.python_name[0] != "_":
+            entity.columns[f.python_name] = _scalar(f.type)
+    ENTITIES[entity.name] = entity
+    return entity
+
+
+def build_inputs() -> None:
+    """Generate `<Type>Filter`, `<Type>OrderField` and `<Type>OrderBy` for every entity."""
+    for entity in ENTITIES.values():
+        name = f"{entity.name}Filter"
+        annotations: dict[str, Any] = {}
+        defaults: dict[str, Any] = {}
+        for col, tp in entity.columns.items():
+            is_text = tp is str
+            ordered = tp is not bool
+            for suffix in COMPARE:
+                if suffix in ("", "_not") or ordered:
+                    annotations[col + suffix] = tp | None
+                    entity.ops[col + suffix] = (col, suffix)
+            for suffix in LISTS:
+                annotations[col + suffix] = list[tp] | None  # type: ignore[valid-type]
+                entity.ops[col + suffix] = (col, suffix)
+            if is_text:
+                for suffix in TEXT:
+                    annotations[col + suffix] = str | None
+                    entity.ops[col + suffix] = (col, suffix)
+        for nested, (target, _, _) in entity.nested.items():
+            annotations[nested + "_"] = f"{target}Filter | None"
+        annotations["and_"] = f"list[{name}] | None"
+        annotations["or_"] = f"list[{name}] | None"
+        for key in annotations:
+            col, suffix = entity.ops.get(key, (key[:-1], "_"))
+            defaults[key] = strawberry.field(default=None, name=to_camel_case(col) + suffix)
+        defaults["and_"] = strawberry.field(default=None, name="and", description="All of.")
+        defaults["or_"] = strawberry.field(default=None, name="or", description="Any of.")
+        cls = type(name, (), {"__annotations__": annotations, "__module__": __name__, **defaults})
+        setattr(_MODULE, name, cls)
+        entity.filter_input = strawberry.input(
+            cls,
+            name=name,
+            description=f"Filter on {entity.name}: `field`, `field_not`, `_gt/_gte/_lt/_lte`,"
+            " `_in/_not_in`, text `_contains/_contains_nocase/_starts_with`, nested `x_`,"
+            " `and`/`or`.",
+        )
+        setattr(_MODULE, name, entity.filter_input)
+        order_enum = strawberry.enum(
+            enum.Enum(f"{entity.name}OrderField", {to_camel_case(c): c for c in entity.orderable}),  # type: ignore[misc]
+            description=f"Sortable fields of {entity.name}.",
+        )
+        order_cls = type(
+            f"{entity.name}OrderBy",
+            (),
+            {
+                "__annotations__": {"field": order_enum, "direction": OrderDirection},
+                "__module__": __name__,
+                "direction": OrderDirection.asc,
+            },
+        )
+        entity.order_input = strawberry.input(
+            order_cls, description=f"One sort key of {entity.name}."
+        )
+
+
+@dataclass
+class SqlWhere:
+    entity: Entity
+    at: int | None
+    params: dict[str, Any]
+    counter: list[int] = field(default_factory=lambda: [0])
+
+    def bind(self, value: Any) -> str:
+        self.counter[0] += 1
+        name = f"p{self.counter[0]}"
+        self.params[name] = value
+        return f":{name}"
+
+    def compile(self, where: Any, alias: str, entity: Entity | None = None, depth: int = 0) -> str:
+        entity = entity or self.entity
+        if depth > 4:
+            raise BadUserInput("where: nesting deeper than 4 levels")
+        clauses: list[str] = []
+        for name, value in vars(where).items():
+            if value is None:
+                continue
+            if name == "and_":
+                clauses.extend(self.compile(w, alias, entity, depth + 1) for w in value)
+            elif name == "or_":
+                parts = [self.compile(w, alias, entity, depth + 1) for w in value]
+                clauses.append("(" + " OR ".join(parts or ["FALSE"]) + ")")
+            elif name.endswith("_") and name[:-1] in entity.nested:
+                target_name, local, remote = entity.nested[name[:-1]]
+                target = ENTITIES[target_name]
+                sub = f"n{depth}_{self.counter[0]}"
+                self.counter[0] += 1
+                inner = self.compile(value, sub, target, depth + 1)
+                clauses.append(
+                    f"EXISTS (SELECT 1 FROM {target.table} {sub} WHERE {sub}.{remote} = "
+                    f"{alias}.{local} AND {live(sub, target.versioned, self.at, self.params)}"
+                    f" AND {inner})"
+                )
+            else:
+                col, op = entity.ops[name]
+                ref = f"{alias}.{col}"
+                if op in COMPARE:
+                    clauses.append(f"{ref} {COMPARE[op]} {self.bind(value)}")
+                elif op in LISTS:
+                    if len(value) > 1000:
+                        raise LimitExceeded(f"where.{name}: at most 1000 values")
+                    clauses.append(f"{ref} {LISTS[op].format(p=self.bind(list(value)))}")
+                else:
+                    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                    pattern = escaped + "%" if op == "_starts_with" else f"%{escaped}%"
+                    clauses.append(f"{ref} {TEXT[op]} {self.bind(pattern)}")
+        return "(" + " AND ".join(clauses or ["TRUE"]) + ")"
+
+
+# -- cursors --------------------------------------------------------------------------------
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return {"t": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"d": str(value)}
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        if "t" in value:
+            text = value["t"]
+            return datetime.fromisoformat(text) if "T" in text else date.fromisoformat(text)
+        if "d" in value:
+            return Decimal(value["d"])
+    return value
+
+
+def encode_cursor(signature: str, values: Sequence[Any]) -> str:
+    raw = json.dumps([signature, [_to_json(v) for v in values]], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(signature: str, cursor: str, width: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        sig, values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, TypeError) as exc:
+        raise BadUserInput("after: not a cursor issued by this API") from exc
+    if sig != signature or not isinstance(values, list) or len(values) != width:
+        raise BadUserInput("after: the cursor belongs to another list or ordering")
+    return [_from_json(v) for v in values]
+
+
+def keyset(columns: Sequence[tuple[str, bool]], values: Sequence[Any], bind: Any) -> str:
+    """Rows strictly after `values` in the order `columns` (name, descending)."""
+    ors = []
+    for i, (col, desc) in enumerate(columns):
+        eqs = [f"{c} = {bind(v)}" for (c, _), v in zip(columns[:i], values[:i], strict=True)]
+        eqs.append(f"{col} {'<' if desc else '>'} {bind(values[i])}")
+        ors.append("(" + " AND ".join(eqs) + ")")
+    return "(" + " OR ".join(ors) + ")"
+
+
+# -- connections ----------------------------------------------------------------------------
+
+
+@strawberry.type(description="Relay page information.")
+class PageInfo:
+    has_next_page: bool = strawberry.field(description="More rows follow `endCursor`.")
+    has_previous_page: bool = strawberry.field(description="This page started after a cursor.")
+    start_cursor: str | None = strawberry.field(description="Cursor of the first edge.")
+    end_cursor: str | None = strawberry.field(description="Pass as `after` for the next page.")
+
+
+@strawberry.type(description="A node and the cursor that resumes after it.")
+class Edge(Generic[T]):
+    cursor: str = strawberry.field(description="Opaque keyset cursor; valid across new blocks.")
+    node: T = strawberry.field(description="The item.")
+
+
+@strawberry.type(description="A page of a keyset-paginated list.")
+class Connection(Generic[T]):
+    edges: list[Edge[T]] = strawberry.field(description="The page's items with cursors.")
+    page_info: PageInfo = strawberry.field(description="Paging state.")
+    _count: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="Number of matching items (costs a COUNT; ask only if needed).")
+    async def total_count(self) -> int:
+        return await self._count()
+
+    @strawberry.field(description="The items without cursors.")
+    def nodes(self) -> list[T]:
+        return [e.node for e in self.edges]
+
+
+def check_first(ctx: Context, first: int) -> int:
+    cap = ctx.settings.api.max_page_size
+    if first < 0:
+        raise BadUserInput("first must be >= 0")
+    if first > cap:
+        raise LimitExceeded(f"first must be <= {cap}", limit="max_page_size", max=cap)
+    return first
+
+
+async def paginate(
+    ctx: Context,
+    *,
+    from_sql: str,
+    alias: str,
+    params: dict[str, Any],
+    conditions: list[str],
+    order: Sequence[tuple[str, bool]],
+    signature: str,
+    first: int,
+    after: str | None,
+    build: Callable[[Any], Any],
+    select: str | None = None,
+) -> Connection[Any]:
+    """One keyset page: `order` must end with a unique column so the order is total."""
+    check_first(ctx, first)
+    sig = hashlib.sha1(signature.encode()).hexdigest()[:12]
+    counter = [0]
+
+    def bind(value: Any) -> str:
+        counter[0] += 1
+        name = f"k{counter[0]}"
+        params[name] = value
+        return f":{name}"
+
+    base_where = " AND ".join(conditions or ["TRUE"])
+    page_where = base_where
+    if after:
+        values = decode_cursor(sig, after, len(order))
+        page_where += " AND " + keyset(order, values, bind)
+    order_sql = ", ".join(f"{c} {'DESC' if d else 'ASC'}" for c, d in order)
+    cols = ", ".join(f"{c} AS _o{i}" for i, (c, _) in enumerate(order))
+    sql = (
+        f"SELECT {select or alias + '.*'}, {cols} FROM {from_sql} WHERE {page_where}"
+        f" ORDER BY {order_sql} LIMIT {first + 1}"
+    )
+    rows = await ctx.reader.all(sql, params) if first > 0 else []
+    edges = [
+        Edge(cursor=encode_cursor(sig, [r[f"_o{i}"] for i in range(len(order))]), node=build(r))
+        for r in rows[:first]
+    ]
+    count_params = {k: v for k, v in params.items() if not k.startswith("k")}
+
+    async def count() -> int:
+        row = await ctx.reader.one(
+            f"SELECT count(*) AS n FROM {from_sql} WHERE {base_where}", count_params
+        )
+        return int(row["n"]) if row is not None else 0
+
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=len(rows) > first,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        _count=count,
+    )
+
+
+async def list_entity(
+    ctx: Context,
+    entity: Entity,
+    *,
+    where: Any,
+    order_by: Sequence[Any] | None,
+    first: int,
+    after: str | None,
+    at: int | None,
+    extra: Sequence[str] = (),
+    extra_params: dict[str, Any] | None = None,
+) -> Connection[Any]:
+    """The root list fields: `where`, `orderBy`, keyset page, time travel."""
+    params: dict[str, Any] = dict(extra_params or {})
+    conditions = [live("t", entity.versioned, at, params), *extra]
+    if where is not None:
+        conditions.append(SqlWhere(entity, at, params).compile(where, "t"))
+    order: list[tuple[str, bool]] = []
+    for key in order_by or []:
+        col = key.field.value
+        if any(c == f"t.{col}" for c, _ in order):
+            raise BadUserInput(f"orderBy: {col} given twice")
+        order.append((f"t.{col}", key.direction == OrderDirection.desc))
+    if len(order) > 4:
+        raise BadUserInput("orderBy: at most 4 keys")
+    # The key breaks ties (ascending), which makes the order total and the cursor exact.
+    order.append((f"t.{entity.key}", False))
+    signature = entity.name + "|" + ",".join(f"{c}:{d}" for c, d in order)
+    return await paginate(
+        ctx,
+        from_sql=f"{entity.table} t",
+        alias="t",
+        params=params,
+        conditions=conditions,
+        order=order,
+        signature=signature,
+        first=first,
+        after=after,
+        build=lambda r: entity.from_row(r, at),
+    )

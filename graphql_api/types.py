@@ -1,0 +1,446 @@
+"""Output types. Plain fields are table columns (and thereby filterable); resolver fields are
+relations, loaded in batches per operation at the same block as their parent."""
+
+from __future__ import annotations
+
+import base64
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import strawberry
+from strawberry.scalars import JSON
+from strawberry.types import Info
+
+from graphql_api.context import Context
+from graphql_api.loaders import many_by, one_by
+from graphql_api.query import Entity, register
+from graphql_api.scalars import BigDecimal, BigInt
+
+WH_PER_MWH = Decimal(1_000_000)
+At = strawberry.Private[int | None]
+f = strawberry.field
+
+
+def mwh(wh: int) -> Decimal:
+    return Decimal(wh) / WH_PER_MWH
+
+
+def price_per_mwh(price: Decimal | int | None, wh: int) -> Decimal | None:
+    if price is None or not wh:
+        return None
+    return (Decimal(price) * WH_PER_MWH / Decimal(wh)).quantize(Decimal("0.000001"))
+
+
+def global_id(type_name: str, key: Any) -> strawberry.ID:
+    return strawberry.ID(base64.urlsafe_b64encode(f"{type_name}:{key}".encode()).decode())
+
+
+def parse_global_id(value: str) -> tuple[str, str]:
+    try:
+        type_name, key = base64.urlsafe_b64decode(value.encode()).decode().split(":", 1)
+    except (ValueError, UnicodeDecodeError):
+        return "", ""
+    return type_name, key
+
+
+@strawberry.interface(description="An object with a global id, refetchable with `node(id)`.")
+class Node:
+    @strawberry.field(description="Global id: stable across blocks and forks.")
+    def id(self) -> strawberry.ID:
+        from graphql_api.query import ENTITIES
+
+        entity = ENTITIES[type(self).__name__]
+        return global_id(entity.name, getattr(self, entity.key_attr))
+
+
+Ctx = Info[Context, None]
+
+
+@strawberry.type(description="A verification body allowed to attest generation reports.")
+class Verifier(Node):
+    principal: str = f(description="Stacks principal of the verifier.")
+    name: str = f(description="Display name.")
+    status: str = f(description="active | revoked.")
+    added_height: int = f(description="Block height at which it was added.")
+    _at: At
+
+
+@strawberry.type(description="A generating facility (device) registered on-chain.")
+class Facility(Node):
+    facility_id: int = f(description="On-chain facility id.")
+    owner: str = f(description="Owner principal.")
+    name: str = f(description="Facility name.")
+    country: str = f(description="ISO 3166-1 alpha-2 country.")
+    subdivision: str | None = f(description="ISO 3166-2 subdivision.")
+    market_boundary: str | None = f(description="Market boundary, e.g. US-ERCOT, EU-AIB.")
+    grid_zone: str | None = f(description="Grid operator or bidding zone.")
+    latitude: Decimal | None = f(description="Latitude (degrees).")
+    longitude: Decimal | None = f(description="Longitude (degrees).")
+    energy_source: str = f(description="I-REC energy source code (ES100 solar, ES200 wind...).")
+    technology: str | None = f(description="I-REC technology code (TC110 ground PV...).")
+    capacity_w: BigInt | None = f(description="Capacity in W.")
+    commissioning_date: date | None = f(description="Commissioning date.")
+    repowering_date: date | None = f(description="Repowering date.")
+    public_support: bool = f(description="Received public support.")
+    registry_ids: JSON = f(description="External registry ids (I-REC code, meter GSRN...).")
+    metadata_uri: str | None = f(description="Metadata URI (ipfs://CID).")
+    status: str = f(description="pending | active | suspended | retired.")
+    verifier: str | None = f(description="Principal of the verifier that approved it.")
+    registered_height: int = f(description="Block height of registration.")
+    registered_txid: str | None = f(description="Registration transaction id.")
+    _at: At
+
+    @strawberry.field(description="The verifier record (at the same block).")
+    async def verifier_info(self, info: Ctx) -> Verifier | None:
+        return await one_by(info.context, "Verifier", "principal", self.verifier, self._at)
+
+    @strawberry.field(description="Generation reports of this facility, by period (max 1000).")
+    async def reports(self, info: Ctx) -> list[GenerationReport]:
+        return await many_by(
+            info.context,
+            "GenerationReport",
+            "facility_id",
+            self.facility_id,
+            self._at,
+            "t.period_start, t.report_id",
+        )
+
+    @strawberry.field(description="Certificates issued by this facility, by period (max 1000).")
+    async def certificates(self, info: Ctx) -> list[Certificate]:
+        return await many_by(
+            info.context,
+            "Certificate",
+            "facility_id",
+            self.facility_id,
+            self._at,
+            "t.period_start, t.token_id",
+        )
+
+
+@strawberry.type(description="A generation report (issuance request) for a facility and period.")
+class GenerationReport(Node):
+    report_id: int = f(description="On-chain report id.")
+    facility_id: int = f(description="Facility id.")
+    period_start: datetime = f(description="Start of the generation period (inclusive).")
+    period_end: datetime = f(description="End of the generation period (exclusive).")
+    wh: BigInt = f(description="Energy generated, Wh.")
+    evidence_hash: str | None = f(description="sha256 of the meter data (0x-hex).")
+    submitter: str = f(description="Submitting principal.")
+    verifier: str | None = f(description="Attesting verifier principal.")
+    status: str = f(description="submitted | attested | minted | rejected | withdrawn | revoked.")
+    submitted_height: int = f(description="Block height of submission.")
+    submitted_txid: str | None = f(description="Submission transaction id.")
+    attested_height: int | None = f(description="Block height of attestation.")
+    attested_txid: str | None = f(description="Attestation transaction id.")
+    _at: At
+
+    @strawberry.field(description="The facility (at the same block).")
+    async def facility(self, info: Ctx) -> Facility | None:
+        return await one_by(info.context, "Facility", "facility_id", self.facility_id, self._at)
+
+
+@strawberry.type(description="A custody change of a certificate.")
+class Transfer(Node):
+    id_: strawberry.Private[int]
+    token_id: int = f(description="Certificate token id.")
+    sender: str | None = f(description="Previous holder (null on mint or split-issue).")
+    recipient: str | None = f(description="New holder (null on burn, retire).")
+    kind: str = f(description="mint | transfer | sale | escrow | release | split | retire...")
+    price: BigInt | None = f(description="Sale price in the currency's smallest unit.")
+    currency: str | None = f(description="STX or a SIP-010 contract id.")
+    txid: str = f(description="Transaction id.")
+    block_height: int = f(description="Stacks block height.")
+    event_index: int = f(description="Event index within the block.")
+    block_time: datetime | None = f(description="Block time.")
+    _at: At
+
+
+@strawberry.type(description="A bid on an auction listing.")
+class Bid(Node):
+    id_: strawberry.Private[int]
+    listing_id: int = f(description="Auction listing id.")
+    bidder: str = f(description="Bidder principal.")
+    amount: BigInt = f(description="Bid amount in the currency's smallest unit.")
+    txid: str = f(description="Transaction id.")
+    block_height: int = f(description="Stacks block height.")
+    event_index: int = f(description="Event index.")
+    block_time: datetime | None = f(description="Block time.")
+    _at: At
+
+
+@strawberry.type(description="A fixed-price listing or English auction of a certificate.")
+class Listing(Node):
+    listing_id: int = f(description="On-chain listing id.")
+    kind: str = f(description="fixed | auction.")
+    token_id: int = f(description="Listed certificate.")
+    seller: str = f(description="Seller principal.")
+    currency: str = f(description="STX or a SIP-010 contract id (e.g. sBTC).")
+    price: BigInt | None = f(description="Fixed price, or auction start price.")
+    reserve: BigInt | None = f(description="Auction reserve.")
+    min_increment: BigInt | None = f(description="Auction minimum bid increment.")
+    highest_bid: BigInt | None = f(description="Current highest bid.")
+    highest_bidder: str | None = f(description="Current highest bidder.")
+    bid_count: int = f(description="Number of bids.")
+    start_height: int = f(description="Block height the listing opened.")
+    end_height: int | None = f(description="Expiry or auction end height.")
+    status: str = f(description="active | sold | cancelled | expired | settled-unsold.")
+    buyer: str | None = f(description="Buyer once sold.")
+    created_txid: str | None = f(description="Listing transaction id.")
+    _at: At
+
+    @strawberry.field(description="The listed certificate (at the same block).")
+    async def certificate(self, info: Ctx) -> Certificate | None:
+        return await one_by(info.context, "Certificate", "token_id", self.token_id, self._at)
+
+    @strawberry.field(description="Bids, oldest first (max 1000).")
+    async def bids(self, info: Ctx) -> list[Bid]:
+        return await many_by(
+            info.context,
+            "Bid",
+            "listing_id",
+            self.listing_id,
+            self._at,
+            "t.block_height, t.event_index",
+        )
+
+
+@strawberry.type(description="A completed sale (fill) of a listing.")
+class Sale(Node):
+    id_: strawberry.Private[int]
+    listing_id: int = f(description="Listing id.")
+    token_id: int = f(description="Certificate sold.")
+    kind: str = f(description="fixed | auction.")
+    seller: str = f(description="Seller principal.")
+    buyer: str = f(description="Buyer principal.")
+    currency: str = f(description="STX or a SIP-010 contract id.")
+    price: BigInt = f(description="Price in the currency's smallest unit.")
+    fee: BigInt = f(description="Platform fee in the currency's smallest unit.")
+    wh: BigInt = f(description="Energy sold, Wh.")
+    txid: str = f(description="Transaction id.")
+    block_height: int = f(description="Stacks block height.")
+    event_index: int = f(description="Event index.")
+    block_time: datetime | None = f(description="Block time.")
+    _at: At
+
+    @strawberry.field(description="Price per MWh in the currency's smallest unit.")
+    def price_per_mwh(self) -> BigDecimal | None:
+        return price_per_mwh(self.price, self.wh)
+
+    @strawberry.field(description="The certificate as of the sale's block.")
+    async def certificate(self, info: Ctx) -> Certificate | None:
+        return await one_by(
+            info.context, "Certificate", "token_id", self.token_id, self.block_height
+        )
+
+
+@strawberry.type(description="A final retirement (compliance claim) of a certificate.")
+class Retirement(Node):
+    id_: strawberry.Private[int]
+    token_id: int = f(description="Retired certificate.")
+    facility_id: int = f(description="Facility of origin.")
+    wh: BigInt = f(description="Energy retired, Wh.")
+    serial_start: BigInt = f(description="First serial (Wh) of the retired interval.")
+    serial_end: BigInt = f(description="End serial (exclusive).")
+    vintage: int = f(description="Vintage year.")
+    retiring_account: str = f(description="Account that retired.")
+    beneficiary_name: str = f(description="Beneficiary of the claim.")
+    beneficiary_principal: str | None = f(description="Beneficiary principal, if any.")
+    consumption_country: str | None = f(description="Country of consumption.")
+    consumption_subdivision: str | None = f(description="Subdivision of consumption.")
+    consumption_boundary: str | None = f(description="Market boundary of consumption.")
+    claim_start: datetime | None = f(description="Claim period start (inclusive).")
+    claim_end: datetime | None = f(description="Claim period end (exclusive).")
+    reporting_year: int = f(description="Reporting year of the claim.")
+    purpose: str | None = f(description="Scope 2, RE100, CDP, RPS compliance...")
+    via_listing_id: int | None = f(description="Listing when bought-and-retired.")
+    txid: str = f(description="Transaction id.")
+    block_height: int = f(description="Stacks block height.")
+    event_index: int = f(description="Event index.")
+    block_time: datetime | None = f(description="Block time.")
+    _at: At
+
+    @strawberry.field(description="Retired energy in MWh.")
+    def mwh(self) -> BigDecimal:
+        return mwh(self.wh)
+
+    @strawberry.field(description="The certificate as of the retirement's block.")
+    async def certificate(self, info: Ctx) -> Certificate | None:
+        return await one_by(
+            info.context, "Certificate", "token_id", self.token_id, self.block_height
+        )
+
+    @strawberry.field(description="The facility as of the retirement's block.")
+    async def facility(self, info: Ctx) -> Facility | None:
+        return await one_by(
+            info.context, "Facility", "facility_id", self.facility_id, self.block_height
+        )
+
+
+@strawberry.type(description="A Renewable Energy Certificate (the REC NFT).")
+class Certificate(Node):
+    token_id: int = f(description="NFT token id.")
+    facility_id: int = f(description="Facility of origin.")
+    report_id: int | None = f(description="Generation report it was minted from.")
+    owner: str = f(description="Current holder (the marketplace while listed).")
+    status: str = f(description="active | listed | retired | revoked | split.")
+    period_start: datetime = f(description="Generation period start (inclusive).")
+    period_end: datetime = f(description="Generation period end (exclusive).")
+    vintage: int = f(description="Vintage year.")
+    wh: BigInt = f(description="Energy, Wh.")
+    serial_start: BigInt = f(description="First serial (Wh) of the interval.")
+    serial_end: BigInt = f(description="End serial (exclusive).")
+    metadata_uri: str | None = f(description="Metadata URI (ipfs://CID).")
+    parent_token_id: int | None = f(description="Parent token when it came from a split.")
+    issued_height: int = f(description="Block height of issuance (mint or split).")
+    issued_txid: str | None = f(description="Issuance transaction id.")
+    issued_at: datetime | None = f(description="Issuance time.")
+    expires_at: datetime | None = f(description="Expiry, if any.")
+    revoked_height: int | None = f(description="Block height of revocation.")
+    revocation_reason: str | None = f(description="Reason of revocation.")
+    _at: At
+
+    @strawberry.field(description="Energy in MWh.")
+    def mwh(self) -> BigDecimal:
+        return mwh(self.wh)
+
+    @strawberry.field(description="The facility (at the same block).")
+    async def facility(self, info: Ctx) -> Facility | None:
+        return await one_by(info.context, "Facility", "facility_id", self.facility_id, self._at)
+
+    @strawberry.field(description="The generation report (at the same block).")
+    async def report(self, info: Ctx) -> GenerationReport | None:
+        return await one_by(info.context, "GenerationReport", "report_id", self.report_id, self._at)
+
+    @strawberry.field(description="The parent certificate of a split (at the same block).")
+    async def parent(self, info: Ctx) -> Certificate | None:
+        return await one_by(info.context, "Certificate", "token_id", self.parent_token_id, self._at)
+
+    @strawberry.field(description="Custody changes of this token, oldest first (max 1000).")
+    async def transfers(self, info: Ctx) -> list[Transfer]:
+        return await many_by(
+            info.context,
+            "Transfer",
+            "token_id",
+            self.token_id,
+            self._at,
+            "t.block_height, t.event_index",
+        )
+
+    @strawberry.field(description="Listings of this token, oldest first (max 1000).")
+    async def listings(self, info: Ctx) -> list[Listing]:
+        return await many_by(
+            info.context, "Listing", "token_id", self.token_id, self._at, "t.listing_id"
+        )
+
+    @strawberry.field(description="The retirement of this token, if retired.")
+    async def retirement(self, info: Ctx) -> Retirement | None:
+        return await one_by(info.context, "Retirement", "token_id", self.token_id, self._at)
+
+
+ORDER_FACTS = ("block_height", "event_index", "txid")
+register(Entity(Verifier, "verifiers", "principal", True, ("name", "added_height", "status")))
+register(
+    Entity(
+        Facility,
+        "facilities",
+        "facility_id",
+        True,
+        (
+            "facility_id",
+            "name",
+            "country",
+            "energy_source",
+            "capacity_w",
+            "registered_height",
+            "commissioning_date",
+        ),
+        nested={"verifier_info": ("Verifier", "verifier", "principal")},
+    )
+)
+register(
+    Entity(
+        GenerationReport,
+        "generation_reports",
+        "report_id",
+        True,
+        ("report_id", "period_start", "wh", "submitted_height", "status"),
+        nested={"facility": ("Facility", "facility_id", "facility_id")},
+    )
+)
+register(
+    Entity(
+        Certificate,
+        "certificates",
+        "token_id",
+        True,
+        (
+            "token_id",
+            "vintage",
+            "wh",
+            "period_start",
+            "issued_height",
+            "serial_start",
+            "owner",
+            "status",
+            "facility_id",
+        ),
+        nested={"facility": ("Facility", "facility_id", "facility_id")},
+    )
+)
+register(
+    Entity(
+        Listing,
+        "listings",
+        "listing_id",
+        True,
+        ("listing_id", "price", "start_height", "end_height", "bid_count", "currency", "status"),
+        nested={"certificate": ("Certificate", "token_id", "token_id")},
+    )
+)
+register(
+    Entity(
+        Transfer,
+        "transfers",
+        "id",
+        False,
+        (*ORDER_FACTS, "token_id"),
+        nested={"certificate": ("Certificate", "token_id", "token_id")},
+    )
+)
+register(
+    Entity(
+        Bid,
+        "bids",
+        "id",
+        False,
+        (*ORDER_FACTS, "amount"),
+        nested={"listing": ("Listing", "listing_id", "listing_id")},
+    )
+)
+register(
+    Entity(
+        Sale,
+        "sales",
+        "id",
+        False,
+        (*ORDER_FACTS, "price", "wh", "block_time"),
+        nested={
+            "certificate": ("Certificate", "token_id", "token_id"),
+            "listing": ("Listing", "listing_id", "listing_id"),
+        },
+    )
+)
+register(
+    Entity(
+        Retirement,
+        "retirements",
+        "id",
+        False,
+        (*ORDER_FACTS, "wh", "vintage", "reporting_year", "beneficiary_name"),
+        nested={
+            "certificate": ("Certificate", "token_id", "token_id"),
+            "facility": ("Facility", "facility_id", "facility_id"),
+        },
+    )
+)
