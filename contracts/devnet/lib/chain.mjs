@@ -14,6 +14,8 @@ import {
   serializeTransaction,
   ClarityVersion,
   PostConditionMode,
+  wireToPostCondition,
+  Cl,
 } from "@stacks/transactions";
 import { loadDevnetAccounts } from "./keys.mjs";
 
@@ -142,7 +144,7 @@ function observerEvent(ev, txid, eventIndex) {
  * Simnet does not enforce post-conditions, so a recording whose transactions a node would abort
  * is refused here instead of being written with a false `success`.
  */
-export function checkPostConditions(postConditions, events) {
+export function checkPostConditions(postConditions, events, mode = "deny") {
   const fungible = new Map(); // "principal|asset" -> bigint sent
   const nfts = new Map(); // "principal|asset|rawValue" -> true
   for (const ev of events) {
@@ -177,9 +179,16 @@ export function checkPostConditions(postConditions, events) {
     }
   }
   for (const k of [...fungible.keys(), ...nfts.keys()]) {
-    if (!covered.has(k)) problems.push(`outflow ${k} not covered by a post-condition`);
+    if (mode === "deny" && !covered.has(k)) problems.push(`outflow ${k} not covered by a post-condition`);
   }
   return problems;
+}
+
+/** Post-condition problems of a signed transaction, read from its own wire form. */
+export function postConditionProblems(t, events) {
+  const pcs = (t.postConditions.values ?? []).map(wireToPostCondition);
+  const mode = t.postConditionMode === PostConditionMode.Allow ? "allow" : "deny";
+  return checkPostConditions(pcs, events, mode);
 }
 
 /** Format unix seconds + microseconds like PostgreSQL's timestamptz text output in UTC. */
@@ -213,6 +222,7 @@ export class Chain {
     this.feesPaid = new Map();
     this.ops = []; // replayable log of what was done to the simnet
     this.headers = []; // mined stacks block headers, in order
+    this.txidsByBlock = new Map();
     this.burn = null; // current burn block header
     this.t0 = Number(simnet.getBlockTime());
     this.blocksInTenure = 0;
@@ -331,6 +341,7 @@ export class Chain {
       tenure_height: this.burn.burn_block_height,
     };
     this.headers.push(header);
+    this.txidsByBlock.set(index_block_hash, transactions.map((t) => t.txid));
     this.stats.blocks++;
     this.stats.txs += transactions.length;
     this.stats.events += events.length;
@@ -440,49 +451,78 @@ export class Chain {
       this.addFee(sender.address, BigInt(t.auth.spendingCondition.fee));
       signed.push({ call: c, sender, t });
     }
-    return this.mineSigned(signed);
+    return this.mineSigned(signed, { strict: true });
   }
 
-  /** Execute already-signed transactions (nonces already accounted) as one block. */
-  mineSigned(signed) {
+  /**
+   * Execute already-signed transactions (nonces and fees already accounted) as one block.
+   * `strict` (the recorder): a transaction a node would abort for its post-conditions is a
+   * scenario bug and throws. Otherwise (the live node): the block is re-executed on a rebuilt
+   * simnet without it, and it is mined as `abort_by_post_condition` with no effects.
+   */
+  async mineSigned(signed, { strict = true } = {}) {
     const height = this.simnet.blockHeight;
     const time = this.blockTime();
     const simTxs = signed.map(({ call, sender }) =>
       simTx.callPublicFn(this.contractId(call.contract), call.fn, call.args, sender.address),
     );
     this.ops.push({ kind: "block", txs: simTxs });
-    const results = quiet(() => this.simnet.mineBlock(simTxs));
+    let results = quiet(() => this.simnet.mineBlock(simTxs));
+    const failedPc = new Map();
+    results.forEach((res, i) => {
+      if (res.result.type !== "ok") return;
+      const problems = postConditionProblems(signed[i].t, res.events);
+      if (problems.length) failedPc.set(i, problems);
+    });
+    if (failedPc.size) {
+      if (strict) {
+        const [i, problems] = [...failedPc][0];
+        throw new RecorderError(`${signed[i].call.fn}: post-conditions would abort: ${problems.join("; ")}`);
+      }
+      // Simnet cannot undo a block; replaying the log without the aborted calls can.
+      const kept = simTxs.filter((_, i) => !failedPc.has(i));
+      this.ops[this.ops.length - 1] = { kind: "block", txs: kept };
+      await this.rebuild();
+      const rerun = quiet(() => this.simnet.mineBlock(kept));
+      let k = 0;
+      results = results.map((r, i) => (failedPc.has(i) ? r : rerun[k++]));
+    }
     const records = results.map((res, i) => {
       const { call, t } = signed[i];
-      const ok = res.result.type === "ok";
-      const txid = "0x" + t.txid();
-      if (call.expect && (call.expect === "ok") !== ok) {
+      const ok = res.result.type === "ok" && !failedPc.has(i);
+      if (call.expect && (call.expect === "ok") !== (res.result.type === "ok")) {
         throw new RecorderError(
-          `${call.fn} by ${call.sender} expected ${call.expect}, got ${JSON.stringify(res.result)}`,
+          `${call.fn} by ${call.sender} expected ${call.expect}, got ${Cl.prettyPrint(res.result)}`,
           { height, call: call.fn },
         );
       }
-      if (ok) {
-        const problems = checkPostConditions(call.postConditions ?? [], res.events);
-        if (problems.length) {
-          throw new RecorderError(`${call.fn}: post-conditions would abort: ${problems.join("; ")}`);
-        }
-      } else {
-        this.stats.failedTxs++;
-      }
+      if (!ok) this.stats.failedTxs++;
       return {
-        txid,
+        txid: "0x" + t.txid(),
         rawTx: "0x" + serializeTransaction(t),
-        status: ok ? "success" : "abort_by_response",
+        status: failedPc.has(i) ? "abort_by_post_condition" : ok ? "success" : "abort_by_response",
         rawResult: "0x" + serializeCV(res.result),
         cost: costOf(res.costs),
         events: ok ? res.events : [],
+        vmError: failedPc.has(i) ? `Post-condition check failure: ${failedPc.get(i).join("; ")}` : null,
         result: res.result,
       };
     });
     this.emitBlock(height, records, time);
     this.blocksInTenure++;
     return records;
+  }
+
+  /** A fresh simnet session brought to this chain's state by replaying the operation log. */
+  async rebuild() {
+    const simnet = await openSimnet(this.manifestPath);
+    const t0 = Number(simnet.getBlockTime());
+    for (const op of this.ops) {
+      quiet(() => (op.kind === "block" ? simnet.mineBlock(op.txs) : simnet.mineEmptyBurnBlock()));
+    }
+    this.simnet = simnet;
+    // Simnet clocks start at session creation; only their deltas are deterministic.
+    this.t0 = t0;
   }
 
   /** Start a new tenure: a new burn block and the (empty) Stacks block simnet mines with it. */

@@ -1,0 +1,350 @@
+#!/usr/bin/env node
+// A live devnet that answers the subset of the stacks-node RPC a transaction relay needs and
+// pushes every block to an event observer, backed by clarinet-sdk simnet.
+//
+//   node devnet/node.mjs --port 20443 --observer http://127.0.0.1:3700 [--activity]
+//        [--manifest Clarinet.toml] [--scenario demo|fixture|none] [--history push|silent]
+//        [--activity-ms 4000]
+//
+// On start the chosen scenario is replayed (default: the demo chain, so a wallet can buy a live
+// listing). `--history push` (default) delivers those blocks to the observer too: they are
+// byte-identical to tests/fixtures/demo/chain.tsv, so an observer that already imported the
+// recording sees duplicates it must treat as no-ops. `--history silent` replays without pushing,
+// for an observer that imported the recording and should only see new blocks.
+//
+// Response shapes follow stacks-core's RPC (docs/rpc/openapi.yaml; src/net/api/postblock,
+// posttransaction, getinfo, getaccount): a rejected transaction is HTTP 400 with
+// `{error, reason, reason_data, txid}`, an accepted one is HTTP 200 with the txid as a JSON string.
+import { createServer } from "node:http";
+import { fileURLToPath } from "node:url";
+import { dirname, resolve } from "node:path";
+import {
+  deserializeTransaction,
+  addressFromVersionHash,
+  addressToString,
+  AddressHashMode,
+  AddressVersion,
+  PayloadType,
+  AuthType,
+  validateStacksAddress,
+  txidFromBytes,
+} from "@stacks/transactions";
+import { Chain, TESTNET_CHAIN_ID } from "./lib/chain.mjs";
+import { ObserverPusher } from "./lib/observer.mjs";
+import { SCENARIOS } from "./scenarios.mjs";
+import { startActivity } from "./activity.mjs";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+export const DEFAULT_MANIFEST = resolve(HERE, "../Clarinet.toml");
+/** stacks-node's default minimum relay fee is 1 uSTX per byte of the serialized transaction. */
+const MIN_FEE_PER_BYTE = 1n;
+const MAX_BODY = 2 * 1024 * 1024;
+
+class Rejection extends Error {
+  constructor(reason, reasonData, txid, message = "transaction rejected") {
+    super(message);
+    this.reason = reason;
+    this.reasonData = reasonData;
+    this.txid = txid;
+  }
+}
+
+function senderAddress(cond) {
+  const single = cond.hashMode === AddressHashMode.P2PKH || cond.hashMode === AddressHashMode.P2WPKH;
+  const version = single ? AddressVersion.TestnetSingleSig : AddressVersion.TestnetMultiSig;
+  return addressToString(addressFromVersionHash(version, cond.signer));
+}
+
+const u128hex = (n) => "0x" + BigInt(n).toString(16).padStart(32, "0");
+const strip0x = (h) => h.replace(/^0x/, "");
+
+function readBody(req) {
+  return new Promise((resolveBody, reject) => {
+    const chunks = [];
+    let size = 0;
+    req.on("data", (c) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reject(new Rejection("Deserialization", { message: "body too large" }, null));
+        req.destroy();
+      } else chunks.push(c);
+    });
+    req.on("end", () => resolveBody(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+export class DevnetNode {
+  constructor(chain, pusher, { log = () => {} } = {}) {
+    this.chain = chain;
+    this.pusher = pusher;
+    this.log = log;
+    this.lock = Promise.resolve();
+    this.accepted = 0;
+    this.rejected = 0;
+  }
+
+  /** Serialize all chain mutations: one block at a time, like a single miner. */
+  exclusive(fn) {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => {});
+    return run;
+  }
+
+  /** Validate and mine a raw transaction; returns its txid (0x-less hex) or throws a Rejection. */
+  async submit(bytes) {
+    let t;
+    let txid = null;
+    try {
+      txid = txidFromBytes(bytes);
+      t = deserializeTransaction(bytes);
+    } catch (e) {
+      throw new Rejection("Deserialization", { message: String(e.message ?? e) }, txid);
+    }
+    if (t.transactionVersion !== 0x80 || t.chainId !== TESTNET_CHAIN_ID) {
+      throw new Rejection(
+        "BadTransactionVersion",
+        { message: `expected testnet version 0x80 and chain id 0x80000000, got ${t.transactionVersion} / ${t.chainId}` },
+        txid,
+      );
+    }
+    if (t.auth.authType !== AuthType.Standard) {
+      throw new Rejection("ServerFailureOther", { message: "sponsored transactions are not supported by this devnet" }, txid);
+    }
+    try {
+      t.verifyOrigin();
+    } catch (e) {
+      throw new Rejection("SignatureValidation", { message: String(e.message ?? e) }, txid);
+    }
+    if (t.payload.payloadType !== PayloadType.ContractCall) {
+      throw new Rejection("ServerFailureOther", { message: "only contract calls are accepted by this devnet" }, txid);
+    }
+    const cond = t.auth.spendingCondition;
+    const sender = senderAddress(cond);
+    const contractId = `${addressToString(t.payload.contractAddress)}.${t.payload.contractName.content}`;
+    const fn = t.payload.functionName.content;
+    return this.exclusive(async () => {
+      const chain = this.chain;
+      if (chain.simnet.getContractSource(contractId) === undefined) {
+        throw new Rejection("NoSuchContract", { message: contractId }, txid);
+      }
+      const iface = chain.simnet.getContractsInterfaces().get(contractId);
+      const def = iface?.functions.find((f) => f.name === fn && f.access === "public");
+      if (!def) throw new Rejection("NoSuchPublicFunction", { message: `${contractId}::${fn}` }, txid);
+      if (def.args.length !== t.payload.functionArgs.length) {
+        throw new Rejection(
+          "BadFunctionArgument",
+          { message: `${fn} takes ${def.args.length} arguments, got ${t.payload.functionArgs.length}` },
+          txid,
+        );
+      }
+      const expected = chain.nonces.get(sender) ?? 0n;
+      const nonce = BigInt(cond.nonce);
+      if (nonce !== expected) {
+        throw new Rejection("BadNonce", { expected: Number(expected), actual: Number(nonce), principal: sender, is_origin: true }, txid);
+      }
+      const fee = BigInt(cond.fee);
+      const minFee = BigInt(bytes.length) * MIN_FEE_PER_BYTE;
+      if (fee < minFee) throw new Rejection("FeeTooLow", { expected: Number(minFee), actual: Number(fee) }, txid);
+      const balance = chain.stxBalance(sender);
+      if (balance < fee) {
+        throw new Rejection("NotEnoughFunds", { expected: u128hex(fee), actual: u128hex(balance) }, txid);
+      }
+      // Accepted into the "mempool": announce it, then mine it in its own block.
+      this.pusher.push("/new_mempool_tx", ["0x" + Buffer.from(bytes).toString("hex")]);
+      if (!chain.nonces.has(sender)) chain.nonces.set(sender, 0n);
+      chain.nonces.set(sender, nonce + 1n);
+      chain.addFee(sender, fee);
+      const account = chain.byAddress.get(sender) ?? { name: sender, address: sender };
+      if (chain.blocksInTenure >= chain.tenureBlocks) await chain.newTenure();
+      const [rec] = await chain.mineSigned(
+        [{ call: { sender, contract: contractId, fn, args: t.payload.functionArgs }, sender: account, t }],
+        { strict: false },
+      );
+      this.accepted++;
+      this.log(`mined ${rec.txid} (${fn}) at height ${chain.tip().block_height}: ${rec.status}`);
+      return strip0x(rec.txid);
+    });
+  }
+
+  info() {
+    const tip = this.chain.tip();
+    const burn = this.chain.burn;
+    return {
+      peer_version: 4207599116,
+      pox_consensus: strip0x(burn.consensus_hash),
+      burn_block_height: burn.burn_block_height,
+      stable_pox_consensus: strip0x(burn.consensus_hash),
+      stable_burn_block_height: burn.burn_block_height,
+      server_version: "stacks-node devnet (recchain simnet)",
+      network_id: TESTNET_CHAIN_ID,
+      parent_network_id: 3669344250,
+      stacks_tip_height: tip.block_height,
+      stacks_tip: strip0x(tip.block_hash),
+      stacks_tip_consensus_hash: strip0x(burn.consensus_hash),
+      index_block_hash: strip0x(tip.index_block_hash),
+      genesis_chainstate_hash: "0".repeat(64),
+      unanchored_tip: null,
+      unanchored_seq: null,
+      tenure_height: tip.tenure_height,
+      exit_at_block_height: null,
+      is_fully_synced: true,
+    };
+  }
+
+  account(principal) {
+    return {
+      balance: u128hex(this.chain.stxBalance(principal)),
+      locked: u128hex(0),
+      unlock_height: 0,
+      nonce: Number(this.chain.nonces.get(principal) ?? 0n),
+      balance_proof: "",
+      nonce_proof: "",
+    };
+  }
+
+  async handle(req, res) {
+    const url = new URL(req.url, "http://devnet");
+    const send = (status, body) => {
+      const data = JSON.stringify(body);
+      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(data) });
+      res.end(data);
+    };
+    try {
+      if (req.method === "GET" && url.pathname === "/v2/info") return send(200, this.info());
+      const acct = url.pathname.match(/^\/v2\/accounts\/([^/]+)$/);
+      if (req.method === "GET" && acct) {
+        const principal = decodeURIComponent(acct[1]);
+        const [addr, name] = principal.split(".");
+        if (!validateStacksAddress(addr) || (name !== undefined && !/^[a-zA-Z][a-zA-Z0-9_-]{0,39}$/.test(name))) {
+          return send(400, { error: "invalid principal", principal });
+        }
+        return send(200, this.account(principal));
+      }
+      if (req.method === "POST" && url.pathname === "/v2/transactions") {
+        let body = await readBody(req);
+        if ((req.headers["content-type"] ?? "").startsWith("application/json")) {
+          let hex;
+          try {
+            hex = JSON.parse(body.toString("utf8"));
+          } catch {
+            hex = null;
+          }
+          if (typeof hex !== "string" || !/^(0x)?([0-9a-fA-F]{2})+$/.test(hex)) {
+            throw new Rejection("Deserialization", { message: "JSON body must be a hex string" }, null);
+          }
+          body = Buffer.from(strip0x(hex), "hex");
+        }
+        const txid = await this.submit(new Uint8Array(body));
+        return send(200, txid);
+      }
+      return send(404, { error: "not found", path: url.pathname });
+    } catch (e) {
+      if (e instanceof Rejection) {
+        this.rejected++;
+        this.log(`rejected transaction: ${e.reason} ${JSON.stringify(e.reasonData)}`);
+        return send(400, { error: e.message, reason: e.reason, reason_data: e.reasonData, txid: e.txid });
+      }
+      this.log(`internal error: ${e.stack ?? e}`);
+      return send(500, { error: "internal error", reason: "ServerFailureOther", reason_data: { message: String(e.message ?? e) } });
+    }
+  }
+}
+
+/**
+ * Start a devnet node. Returns `{url, port, node, chain, pusher, close}`. `port: 0` picks a free
+ * port (tests).
+ */
+export async function startNode({
+  port = 20443,
+  host = "127.0.0.1",
+  observer = null,
+  manifestPath = DEFAULT_MANIFEST,
+  scenario = "demo",
+  history = "push",
+  activity = false,
+  activityMs = 4000,
+  log = () => {},
+} = {}) {
+  if (!["push", "silent"].includes(history)) throw new TypeError(`--history must be push or silent, not ${history}`);
+  const pusher = new ObserverPusher(observer, { log });
+  const chain = await Chain.open({
+    manifestPath,
+    sink: history === "push" ? (path, payload) => pusher.push(path, payload) : null,
+  });
+  await chain.emitDeployments();
+  let state = null;
+  if (scenario !== "none") {
+    const run = SCENARIOS[scenario];
+    if (!run) throw new TypeError(`unknown scenario ${scenario}; one of ${Object.keys(SCENARIOS).join(", ")}, none`);
+    state = await run(chain, { log });
+  }
+  chain.sink = (path, payload) => pusher.push(path, payload);
+  const node = new DevnetNode(chain, pusher, { log });
+  const server = createServer((req, res) => node.handle(req, res));
+  await new Promise((r, j) => server.once("error", j).listen(port, host, r));
+  const actualPort = server.address().port;
+  const stopActivity = activity ? startActivity(node, state, { intervalMs: activityMs, log }) : () => {};
+  return {
+    url: `http://${host}:${actualPort}`,
+    port: actualPort,
+    node,
+    chain,
+    pusher,
+    state,
+    async close() {
+      stopActivity();
+      pusher.close();
+      await new Promise((r) => server.close(r));
+      server.closeAllConnections?.();
+    },
+  };
+}
+
+function parseArgs(argv) {
+  const opts = {};
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => {
+      if (i + 1 >= argv.length) throw new TypeError(`${a} needs a value`);
+      return argv[++i];
+    };
+    if (a === "--port") opts.port = Number(next());
+    else if (a === "--host") opts.host = next();
+    else if (a === "--observer") opts.observer = next();
+    else if (a === "--manifest") opts.manifestPath = resolve(next());
+    else if (a === "--scenario") opts.scenario = next();
+    else if (a === "--history") opts.history = next();
+    else if (a === "--activity") opts.activity = true;
+    else if (a === "--activity-ms") opts.activityMs = Number(next());
+    else throw new TypeError(`unknown option ${a}`);
+  }
+  if (opts.port !== undefined && !(Number.isInteger(opts.port) && opts.port >= 0 && opts.port < 65536)) {
+    throw new TypeError("--port must be an integer 0..65535");
+  }
+  return opts;
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  let opts;
+  try {
+    opts = parseArgs(process.argv.slice(2));
+  } catch (e) {
+    console.error(`error: ${e.message}`);
+    process.exit(2);
+  }
+  const log = (m) => console.log(`[devnet] ${m}`);
+  const started = Date.now();
+  const n = await startNode({ ...opts, log });
+  const info = n.node.info();
+  log(
+    `listening on ${n.url}; tip ${info.stacks_tip_height}, scenario ${opts.scenario ?? "demo"} replayed in ${Date.now() - started} ms` +
+      (opts.observer ? `; pushing to ${opts.observer} (history ${opts.history ?? "push"})` : "; no observer"),
+  );
+  const stop = async () => {
+    await n.close();
+    process.exit(0);
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
