@@ -1,0 +1,265 @@
+"""The one internal Block every source produces, and the parser of the observer's `/new_block`.
+
+Only what the watched contracts touched is kept (their print events, their assets' nft/ft events,
+stx transfers to or from them, and the transactions that carry those); every other event is
+skipped by a string comparison, before any Clarity decoding. Everything is validated here, before
+the first write, so a malformed payload is refused whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from indexer.errors import PayloadError
+
+_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+NFT_TYPES = ("nft_mint_event", "nft_transfer_event", "nft_burn_event")
+FT_TYPES = ("ft_mint_event", "ft_transfer_event", "ft_burn_event")
+STX_TYPES = ("stx_transfer_event", "stx_mint_event", "stx_burn_event", "stx_lock_event")
+KNOWN_EVENT_TYPES = frozenset(("contract_event", *NFT_TYPES, *FT_TYPES, *STX_TYPES))
+
+
+@dataclass(slots=True)
+class BlockHeader:
+    index_block_hash: str
+    block_hash: str
+    block_height: int
+    parent_index_block_hash: str
+    parent_block_hash: str | None = None
+    burn_block_hash: str | None = None
+    burn_block_height: int | None = None
+    burn_block_time: int | None = None
+    block_time: int | None = None
+
+
+@dataclass(slots=True)
+class Tx:
+    txid: str
+    tx_index: int
+    status: str
+    raw_result: str | None = None
+    raw_tx: str | None = None
+
+
+@dataclass(slots=True)
+class Event:
+    txid: str
+    tx_index: int
+    event_index: int
+    type: str
+    contract_id: str  # contract (print events) or contract part of the asset identifier
+    asset_identifier: str | None = None
+    topic: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    amount: str | None = None
+    raw_value: str | None = None
+    # Decoded Clarity value (python form), filled by the decoder for watched events only.
+    value: Any = None
+    kind: str | None = None
+
+
+@dataclass(slots=True)
+class Block:
+    header: BlockHeader
+    txs: list[Tx] = field(default_factory=list)  # transactions carrying watched events
+    events: list[Event] = field(default_factory=list)  # watched events, in chain order
+    # Status of every transaction in the block (cheap): relayed transactions are matched by txid.
+    tx_status: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    tx_count: int = 0
+    event_count: int = 0
+
+    @property
+    def height(self) -> int:
+        return self.header.block_height
+
+    @property
+    def hash(self) -> str:
+        return self.header.index_block_hash
+
+
+def _req(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise PayloadError(f"{where}.{key}: missing")
+    value = obj[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise PayloadError(f"{where}.{key}: expected {_kind_name(kind)}, got {_json_type(value)}")
+    return value
+
+
+def _opt(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise PayloadError(f"{where}.{key}: expected {_kind_name(kind)}, got {_json_type(value)}")
+    return value
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return {"str": "string", "int": "integer", "list": "array", "dict": "object"}.get(
+        kind.__name__, kind.__name__
+    )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
+        type(value).__name__, {"list": "array", "dict": "object"}.get(type(value).__name__, "?")
+    )
+
+
+def _hex(obj: Mapping[str, Any], key: str, where: str, required: bool = True) -> str | None:
+    value = _req(obj, key, str, where) if required else _opt(obj, key, str, where)
+    if value is not None and not _HEX_RE.match(value):
+        raise PayloadError(f"{where}.{key}: not 0x-prefixed hex")
+    return value
+
+
+def _height(obj: Mapping[str, Any], key: str, where: str) -> int:
+    value = _req(obj, key, int, where)
+    if value < 0 or value > 2**31 - 1:
+        raise PayloadError(f"{where}.{key}: out of range")
+    return int(value)
+
+
+def parse_header(payload: Mapping[str, Any], where: str = "block") -> BlockHeader:
+    return BlockHeader(
+        index_block_hash=_hex(payload, "index_block_hash", where) or "",
+        block_hash=_hex(payload, "block_hash", where) or "",
+        block_height=_height(payload, "block_height", where),
+        parent_index_block_hash=_hex(payload, "parent_index_block_hash", where) or "",
+        parent_block_hash=_hex(payload, "parent_block_hash", where, required=False),
+        burn_block_hash=_hex(payload, "burn_block_hash", where, required=False),
+        burn_block_height=_opt(payload, "burn_block_height", int, where),
+        burn_block_time=_opt(payload, "burn_block_time", int, where),
+        block_time=_opt(payload, "block_time", int, where),
+    )
+
+
+def _asset_contract(asset_identifier: str) -> str:
+    return asset_identifier.split("::", 1)[0]
+
+
+def parse_new_block(
+    payload: Any,
+    watched: frozenset[str],
+    decode: Callable[[Event], None] | None = None,
+) -> Block:
+    """Validate an observer `/new_block` body and keep the watched part of it.
+
+    `decode` (the Clarity step) is called for every kept event; it raises PayloadError subclasses.
+    """
+    if not isinstance(payload, dict):
+        raise PayloadError(f"block: expected object, got {_json_type(payload)}")
+    header = parse_header(payload)
+    raw_txs = _req(payload, "transactions", list, "block")
+    raw_events = _req(payload, "events", list, "block")
+    block = Block(header=header, tx_count=len(raw_txs), event_count=len(raw_events))
+
+    txs: dict[str, Tx] = {}
+    for i, t in enumerate(raw_txs):
+        where = f"transactions[{i}]"
+        if not isinstance(t, dict):
+            raise PayloadError(f"{where}: expected object, got {_json_type(t)}")
+        txid = _hex(t, "txid", where) or ""
+        status = _req(t, "status", str, where)
+        tx_index = _opt(t, "tx_index", int, where)
+        tx = Tx(
+            txid=txid,
+            tx_index=i if tx_index is None else tx_index,
+            status=status,
+            raw_result=_hex(t, "raw_result", where, required=False),
+            raw_tx=_hex(t, "raw_tx", where, required=False),
+        )
+        txs[txid] = tx
+        block.tx_status[txid] = (status, tx.raw_result)
+
+    kept_txids: dict[str, None] = {}
+    for i, e in enumerate(raw_events):
+        where = f"events[{i}]"
+        if not isinstance(e, dict):
+            raise PayloadError(f"{where}: expected object, got {_json_type(e)}")
+        etype = _req(e, "type", str, where)
+        if e.get("committed") is False:
+            continue
+        body = e.get(etype)
+        if etype not in KNOWN_EVENT_TYPES:
+            continue  # a newer node may add kinds; none of them concern our contracts
+        if not isinstance(body, dict):
+            raise PayloadError(f"{where}.{etype}: missing or not an object")
+        where_b = f"{where}.{etype}"
+        ev: Event | None = None
+        if etype == "contract_event":
+            cid = _req(body, "contract_identifier", str, where_b)
+            if cid not in watched:
+                continue
+            ev = Event(
+                txid="",
+                tx_index=0,
+                event_index=0,
+                type=etype,
+                contract_id=cid,
+                topic=_opt(body, "topic", str, where_b),
+                raw_value=_hex(body, "raw_value", where_b),
+            )
+        elif etype in NFT_TYPES or etype in FT_TYPES:
+            asset = _req(body, "asset_identifier", str, where_b)
+            cid = _asset_contract(asset)
+            if cid not in watched:
+                continue
+            ev = Event(
+                txid="",
+                tx_index=0,
+                event_index=0,
+                type=etype,
+                contract_id=cid,
+                asset_identifier=asset,
+                sender=_opt(body, "sender", str, where_b),
+                recipient=_opt(body, "recipient", str, where_b),
+            )
+            if etype in NFT_TYPES:
+                ev.raw_value = _hex(body, "raw_value", where_b)
+            else:
+                ev.amount = str(_req(body, "amount", (str, int), where_b))
+        else:
+            sender = _opt(body, "sender", str, where_b)
+            recipient = _opt(body, "recipient", str, where_b)
+            touched = sender if sender in watched else recipient if recipient in watched else None
+            if touched is None:
+                continue
+            ev = Event(
+                txid="",
+                tx_index=0,
+                event_index=0,
+                type=etype,
+                contract_id=touched,
+                sender=sender,
+                recipient=recipient,
+                amount=str(_opt(body, "amount", (str, int), where_b) or "0"),
+            )
+        txid = _hex(e, "txid", where) or ""
+        tx = txs.get(txid)
+        if tx is None:
+            raise PayloadError(f"{where}.txid: {txid} is not a transaction of this block")
+        ev.txid = txid
+        ev.tx_index = tx.tx_index
+        ev.event_index = _req(e, "event_index", int, where)
+        if decode is not None:
+            try:
+                decode(ev)
+            except PayloadError as exc:
+                raise type(exc)(f"{where}: {exc}") from None
+        block.events.append(ev)
+        kept_txids[txid] = None
+
+    # Chain order: events are delivered per transaction; keep (tx_index, event_index) order.
+    block.events.sort(key=lambda ev: (ev.tx_index, ev.event_index))
+    block.txs = [txs[t] for t in kept_txids]
+    return block

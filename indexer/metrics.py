@@ -1,0 +1,17 @@
+"""Prometheus metrics of the chain follower (served by `recchain index` on indexer.metrics_port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TIP = Gauge("recchain_indexer_tip_height", "Height of the canonical tip in the database")
+LAG = Gauge("recchain_indexer_lag_blocks", "Blocks between the source's tip and ours")
+LAG_SECONDS = Gauge("recchain_indexer_lag_seconds", "Seconds since the tip block was produced")
+BLOCKS = Counter("recchain_indexer_blocks_total", "Canonical blocks applied")
+EVENTS = Counter("recchain_indexer_events_total", "Watched events applied")
+FORK_DEPTH = Histogram(
+    "recchain_indexer_fork_depth",
+    "Blocks rolled back per fork",
+    buckets=(1, 2, 3, 5, 10, 25, 50, 100, 500, 1000),
+)
+ERRORS = Counter("recchain_indexer_errors_total", "Refused payloads and failed batches", ["kind"])

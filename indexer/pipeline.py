@@ -1,0 +1,697 @@
+"""The block pipeline: raw request -> canonical/fork decision -> handlers -> one transaction.
+
+`Indexer.process` takes a batch of requests (one at the tip, hundreds in catch-up) and commits
+them in one transaction together with the checkpoint; NOTIFYs are issued inside it, so PostgreSQL
+delivers them exactly when (and only if) the data is visible.
+
+Forks (STACKS.md §2): a block whose parent is the tip extends it; a block higher than the tip
+on another branch triggers a reorg: walk back to the common ancestor, undo everything above it
+using the block ranges of the versioned tables (delete versions that start above it, reopen those
+closed above it, delete facts above it), then re-apply the new branch from its stored events. A
+block whose parent is unknown is stored as an orphan and applied when its parent arrives.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from db.channels import BLOCKS
+from db.models.base import FACT_TABLES, VERSIONED_TABLES
+from indexer import metrics
+from indexer.block import Block, BlockHeader, Event, Tx, parse_new_block
+from indexer.errors import FinalityError, PayloadError
+from indexer.handlers import Ctx, MetadataJob, apply_events
+from indexer.schema import decode_event
+from indexer.state import KEYS, EntityCache, copy_rows
+from recchain.config import Settings
+from stacks.hashing import sha512_256
+
+log = logging.getLogger("recchain.indexer")
+
+CHECKPOINT = "indexer"
+NOTIFY_LIMIT = 7900  # PostgreSQL's NOTIFY payload limit is 8000 bytes
+OBSERVER_PATHS = frozenset(
+    {
+        "/new_block",
+        "/new_burn_block",
+        "/new_mempool_tx",
+        "/drop_mempool_tx",
+        "/attachments/new",
+        "/new_microblocks",
+        "/stackerdb_chunks",
+        "/proposal_response",
+    }
+)
+_RAW_COLS = ["id", "received_at", "event_path", "payload", "payload_hash", "error"]
+_BLOCK_COLS = [
+    "index_block_hash", "block_hash", "block_height", "parent_index_block_hash",
+    "parent_block_hash", "burn_block_hash", "burn_block_height", "burn_block_time", "block_time",
+    "canonical", "orphan", "tx_count", "event_count", "raw_request_id",
+]  # fmt: skip
+
+
+@dataclass(slots=True)
+class Request:
+    path: str
+    payload: str
+    received_at: datetime | None = None
+    position: int | None = None  # e.g. the replay file's request id
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: str  # applied | stored | orphan | duplicate | rejected
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "rejected"
+
+
+@dataclass(slots=True)
+class _Known:
+    height: int
+    parent: str
+    canonical: bool
+    orphan: bool
+
+
+@dataclass(slots=True)
+class _Batch:
+    cache: EntityCache = field(default_factory=EntityCache)
+    raw_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    new_blocks: list[tuple[Block, int | None]] = field(default_factory=list)
+    jobs: list[MetadataJob] = field(default_factory=list)
+    refresh: list[tuple[str, list[int] | None]] = field(default_factory=list)
+    mined: dict[str, tuple[str, str | None, str, int]] = field(default_factory=dict)
+    rolled_back: list[str] = field(default_factory=list)
+    fork_heights: list[int] = field(default_factory=list)
+    position: int | None = None
+    blocks: int = 0
+    events: int = 0
+
+
+def _hash(payload: str) -> bytes:
+    return hashlib.sha256(payload.encode()).digest()
+
+
+class Indexer:
+    """Owns one database connection; not safe for concurrent `process` calls (serialise them)."""
+
+    def __init__(self, conn: AsyncConnection, settings: Settings) -> None:
+        self.conn = conn
+        self.settings = settings
+        self.watched = settings.watched_contracts
+        self.tip: tuple[str, int] | None = None
+        self._known: dict[str, _Known] = {}
+        self._has_relay = False
+        self._db_orphans = 0
+        self._pg: psycopg.AsyncConnection[Any] | None = None
+        self.last_events = 0  # watched events applied by the last `process` call
+
+    @property
+    def pg(self) -> psycopg.AsyncConnection[Any]:
+        assert self._pg is not None, "call start() first"
+        return self._pg
+
+    async def _begin(self) -> None:
+        # Statements go through the raw psycopg connection (COPY); SQLAlchemy must still know a
+        # transaction is open so that commit/rollback and the metadata session's savepoint work.
+        if not self.conn.in_transaction():
+            await self.conn.begin()
+
+    async def start(self) -> None:
+        await self._begin()
+        raw = await self.conn.get_raw_connection()
+        self._pg = raw.driver_connection  # type: ignore[assignment]
+        await self._load()
+        await self.conn.commit()
+
+    async def _load(self) -> None:
+        self._known.clear()
+        cur = await self.pg.execute(
+            "SELECT index_block_hash, block_height FROM blocks WHERE canonical "
+            "ORDER BY block_height DESC LIMIT 1"
+        )
+        row = await cur.fetchone()
+        self.tip = (row[0], row[1]) if row else None
+        cur = await self.pg.execute("SELECT to_regclass('relay_txs') IS NOT NULL")
+        self._has_relay = bool((await cur.fetchone())[0])  # type: ignore[index]
+        cur = await self.pg.execute("SELECT count(*) FROM blocks WHERE orphan")
+        self._db_orphans = int((await cur.fetchone())[0])  # type: ignore[index]
+
+    async def position(self) -> int | None:
+        await self._begin()
+        cur = await self.pg.execute(
+            "SELECT position FROM checkpoints WHERE name = %s", (CHECKPOINT,)
+        )
+        row = await cur.fetchone()
+        await self.conn.commit()
+        return None if row is None else row[0]
+
+    # ------------------------------------------------------------------ entry point
+    async def process(self, requests: Sequence[Request]) -> list[Outcome]:
+        """Apply `requests` in one transaction. Bad input is stored with its reason and
+        answered as `rejected`; any other failure rolls everything back and raises."""
+        batch = _Batch()
+        await self._begin()
+        try:
+            outcomes = await self._process(batch, requests)
+            await self._finish(batch)
+            await self.conn.commit()
+        except BaseException:
+            await self.conn.rollback()
+            await self._begin()
+            await self._load()  # the in-memory block index may describe rolled-back rows
+            await self.conn.commit()
+            metrics.ERRORS.labels("transaction").inc()
+            raise
+        self.last_events = batch.events
+        metrics.BLOCKS.inc(batch.blocks)
+        metrics.EVENTS.inc(batch.events)
+        if self.tip is not None:
+            metrics.TIP.set(self.tip[1])
+        for depth in batch.fork_heights:
+            metrics.FORK_DEPTH.observe(depth)
+        return outcomes
+
+    async def store_rejected(self, request: Request, reason: str) -> None:
+        """Keep a payload that could not be processed, for inspection (own transaction)."""
+        await self._begin()
+        await self.pg.execute(
+            "INSERT INTO raw_requests (received_at, event_path, payload, payload_hash, error) "
+            "VALUES (coalesce(%s, now()), %s, %s, %s, %s) ON CONFLICT (payload_hash) DO NOTHING",
+            (request.received_at, request.path, request.payload, _hash(request.payload), reason),
+        )
+        await self.conn.commit()
+
+    async def _process(self, batch: _Batch, requests: Sequence[Request]) -> list[Outcome]:
+        hashes = [_hash(r.payload) for r in requests]
+        cur = await self.pg.execute(
+            "SELECT payload_hash FROM raw_requests WHERE payload_hash = ANY(%s)", (hashes,)
+        )
+        seen = {bytes(row[0]) for row in await cur.fetchall()}
+        cur = await self.pg.execute(
+            "SELECT nextval(pg_get_serial_sequence('raw_requests', 'id')) "
+            "FROM generate_series(1, %s)",
+            (len(requests),),
+        )
+        ids = [row[0] for row in await cur.fetchall()]
+        outcomes: list[Outcome] = []
+        parsed: list[tuple[Block, int]] = []
+        for request, digest, raw_id in zip(requests, hashes, ids, strict=True):
+            if request.position is not None:
+                batch.position = max(batch.position or 0, request.position)
+            if digest in seen:
+                outcomes.append(Outcome("duplicate"))
+                continue
+            seen.add(digest)
+            error: str | None = None
+            block: Block | None = None
+            try:
+                block = await self._interpret(batch, request)
+            except PayloadError as exc:
+                error = str(exc)
+                metrics.ERRORS.labels("payload").inc()
+            batch.raw_rows.append(
+                (
+                    raw_id,
+                    request.received_at or datetime.now(UTC),
+                    request.path,
+                    request.payload,
+                    digest,
+                    error,
+                )
+            )
+            if error is not None:
+                outcomes.append(Outcome("rejected", error))
+            elif block is None:
+                outcomes.append(Outcome("stored"))
+            else:
+                outcomes.append(Outcome("applied"))
+                parsed.append((block, raw_id))
+        if parsed:
+            await self._prefetch(batch, [b for b, _ in parsed])
+        index = 0
+        for i, outcome in enumerate(outcomes):
+            if outcome.status != "applied":
+                continue
+            block, raw_id = parsed[index]
+            index += 1
+            outcomes[i] = await self._on_block(batch, block, raw_id)
+        return outcomes
+
+    async def _interpret(self, batch: _Batch, request: Request) -> Block | None:
+        if request.path not in OBSERVER_PATHS:
+            raise PayloadError(f"unknown event path {request.path[:80]!r}")
+        try:
+            payload = json.loads(request.payload)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise PayloadError(f"malformed JSON: {exc}") from None
+        if request.path == "/new_block":
+            return parse_new_block(payload, self.watched, decode_event)
+        if request.path == "/new_mempool_tx":
+            await self._mempool(payload)
+        elif request.path == "/drop_mempool_tx":
+            await self._dropped(payload)
+        elif not isinstance(payload, dict | list):
+            raise PayloadError(f"{request.path}: expected a JSON object or array")
+        return None
+
+    # ------------------------------------------------------------------ mempool
+    async def _mempool(self, payload: Any) -> None:
+        if not isinstance(payload, list) or not all(isinstance(t, str) for t in payload):
+            raise PayloadError("/new_mempool_tx: expected an array of hex strings")
+        rows = []
+        for i, tx_hex in enumerate(payload):
+            try:
+                raw = bytes.fromhex(tx_hex.removeprefix("0x"))
+            except ValueError:
+                raise PayloadError(f"/new_mempool_tx[{i}]: not hex") from None
+            rows.append(("0x" + sha512_256(raw).hex(), raw))
+        async with self.pg.cursor() as cur:
+            await cur.executemany(
+                "INSERT INTO mempool_txs (txid, raw_tx) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                rows,
+            )
+            if self._has_relay and rows:
+                await cur.execute(
+                    "UPDATE relay_txs SET status = 'mempool', updated_at = now() "
+                    "WHERE txid = ANY(%s) AND status IN ('received', 'broadcast')",
+                    ([t for t, _ in rows],),
+                )
+
+    async def _dropped(self, payload: Any) -> None:
+        if not isinstance(payload, dict) or not isinstance(payload.get("dropped_txids"), list):
+            raise PayloadError("/drop_mempool_tx: expected {dropped_txids: [...], reason}")
+        txids = payload["dropped_txids"]
+        if not all(isinstance(t, str) for t in txids):
+            raise PayloadError("/drop_mempool_tx.dropped_txids: expected strings")
+        reason = payload.get("reason")
+        new_txid = payload.get("new_txid")
+        if not isinstance(reason, str | None) or not isinstance(new_txid, str | None):
+            raise PayloadError("/drop_mempool_tx: reason and new_txid must be strings")
+        async with self.pg.cursor() as cur:
+            await cur.execute(
+                "INSERT INTO mempool_txs (txid, status, reason, replaced_by) "
+                "SELECT t, 'dropped', %s, %s FROM unnest(%s::text[]) t "
+                "ON CONFLICT (txid) DO UPDATE SET status = 'dropped', reason = EXCLUDED.reason, "
+                "replaced_by = EXCLUDED.replaced_by",
+                (reason, new_txid, txids),
+            )
+            if self._has_relay and txids:
+                await cur.execute(
+                    "UPDATE relay_txs SET status = 'dropped', reason = %s, updated_at = now() "
+                    "WHERE txid = ANY(%s) AND status IN ('received', 'broadcast', 'mempool')",
+                    (reason, txids),
+                )
+
+    # ------------------------------------------------------------------ blocks
+    async def _known_block(self, block_hash: str) -> _Known | None:
+        known = self._known.get(block_hash)
+        if known is None:
+            cur = await self.pg.execute(
+                "SELECT block_height, parent_index_block_hash, canonical, orphan FROM blocks "
+                "WHERE index_block_hash = %s",
+                (block_hash,),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            known = self._known[block_hash] = _Known(row[0], row[1], row[2], row[3])
+        return known
+
+    async def _on_block(self, batch: _Batch, block: Block, raw_id: int | None) -> Outcome:
+        if await self._known_block(block.hash) is not None:
+            return Outcome("duplicate")
+        parent = await self._known_block(block.header.parent_index_block_hash)
+        orphan = self.tip is not None and (parent is None or parent.orphan)
+        self._known[block.hash] = _Known(
+            block.height, block.header.parent_index_block_hash, False, orphan
+        )
+        batch.new_blocks.append((block, raw_id))
+        if orphan:
+            log.warning(
+                "block %s at %d has an unknown parent; kept until it arrives",
+                block.hash, block.height,
+            )  # fmt: skip
+            return Outcome("orphan", "parent unknown; stored until it arrives")
+        await self._place(batch, block)
+        await self._adopt_orphans(batch, block.hash)
+        return Outcome("applied")
+
+    async def _place(self, batch: _Batch, block: Block) -> None:
+        """Decide where a block with a known parent goes, and apply it if it is canonical."""
+        if self.tip is None or block.header.parent_index_block_hash == self.tip[0]:
+            await self._apply(batch, block)
+        elif block.height > self.tip[1]:
+            await self._reorg(batch, block)
+        # else: a sibling at or below the tip: stored, non-canonical, until its branch wins.
+
+    async def _adopt_orphans(self, batch: _Batch, parent_hash: str) -> None:
+        pending = [parent_hash]
+        while pending:
+            parent = pending.pop()
+            children: list[str] = [
+                h for h, k in self._known.items() if k.orphan and k.parent == parent
+            ]
+            if self._db_orphans:
+                cur = await self.pg.execute(
+                    "SELECT index_block_hash FROM blocks WHERE orphan "
+                    "AND parent_index_block_hash = %s",
+                    (parent,),
+                )
+                children += [r[0] for r in await cur.fetchall() if r[0] not in children]
+            for child in children:
+                known = await self._known_block(child)
+                assert known is not None
+                known.orphan = False
+                block = await self._block_for(batch, child)
+                if any(b is block for b, _ in batch.new_blocks):
+                    pass
+                else:
+                    await self.pg.execute(
+                        "UPDATE blocks SET orphan = false WHERE index_block_hash = %s", (child,)
+                    )
+                    self._db_orphans -= 1
+                await self._place(batch, block)
+                pending.append(child)
+
+    async def _block_for(self, batch: _Batch, block_hash: str) -> Block:
+        for block, _ in batch.new_blocks:
+            if block.hash == block_hash:
+                return block
+        return await self._load_block(block_hash)
+
+    async def _load_block(self, block_hash: str) -> Block:
+        """Rebuild a stored block from its rows, to re-apply it when its branch wins."""
+        cur = await self.pg.execute(
+            "SELECT index_block_hash, block_hash, block_height, parent_index_block_hash, "
+            "parent_block_hash, burn_block_hash, burn_block_height, burn_block_time, block_time, "
+            "tx_count, event_count FROM blocks WHERE index_block_hash = %s",
+            (block_hash,),
+        )
+        row = await cur.fetchone()
+        assert row is not None, block_hash
+        block = Block(header=BlockHeader(*row[:9]), tx_count=row[9], event_count=row[10])
+        cur = await self.pg.execute(
+            "SELECT txid, tx_index, status, raw_result FROM transactions "
+            "WHERE index_block_hash = %s ORDER BY tx_index",
+            (block_hash,),
+        )
+        for txid, tx_index, status, raw_result in await cur.fetchall():
+            block.txs.append(Tx(txid, tx_index, status, raw_result))
+            block.tx_status[txid] = (status, raw_result)
+        cur = await self.pg.execute(
+            "SELECT txid, tx_index, event_index, type, contract_id, topic, sender, recipient, "
+            "amount, raw_value FROM events WHERE index_block_hash = %s "
+            "ORDER BY tx_index, event_index",
+            (block_hash,),
+        )
+        for r in await cur.fetchall():
+            ev = Event(
+                txid=r[0], tx_index=r[1], event_index=r[2], type=r[3], contract_id=r[4],
+                topic=r[5], sender=r[6], recipient=r[7], amount=r[8], raw_value=r[9],
+            )  # fmt: skip
+            if ev.type.startswith(("nft_", "ft_")):
+                ev.asset_identifier = ev.contract_id
+                ev.contract_id = ev.contract_id.split("::", 1)[0]
+            decode_event(ev)
+            block.events.append(ev)
+        return block
+
+    async def _prefetch(self, batch: _Batch, blocks: list[Block]) -> None:
+        """Load the current version of every entity the batch will touch, one query a table."""
+        keys: dict[str, set[Any]] = {t: set() for t in KEYS}
+        for block in blocks:
+            for ev in block.events:
+                v = ev.value
+                if not isinstance(v, dict) or ev.kind is None:
+                    continue
+                kind = ev.kind
+                if kind.startswith("verifier-"):
+                    keys["verifiers"].add(v["verifier"])
+                elif kind.startswith("facility-"):
+                    keys["facilities"].add(v["facility-id"])
+                elif kind.startswith("report-"):
+                    keys["generation_reports"].add(v["report-id"])
+                elif kind.startswith("certificate-"):
+                    if kind == "certificate-split":
+                        keys["certificates"].add(v["parent-id"])
+                        keys["certificates"].update(c["token-id"] for c in v["children"])
+                    else:
+                        keys["certificates"].add(v["token-id"])
+                elif "listing-id" in v:
+                    keys["listings"].add(v["listing-id"])
+                    if kind == "sale":
+                        keys["certificates"].add(v["token-id"])
+        for table, wanted in keys.items():
+            if wanted:
+                await batch.cache.prefetch(self.pg, table, wanted)
+
+    async def _apply(self, batch: _Batch, block: Block) -> None:
+        header = block.header
+        when = header.block_time or header.burn_block_time
+        ctx = Ctx(
+            conn=self.pg,
+            cache=batch.cache,
+            block=block,
+            block_time=datetime.fromtimestamp(when, UTC) if when else None,
+        )
+        await apply_events(ctx)
+        batch.jobs.extend(ctx.jobs)
+        batch.refresh.extend(ctx.refresh)
+        known = self._known[block.hash]
+        known.canonical = True
+        if not any(b is block for b, _ in batch.new_blocks):
+            for table in ("blocks", "transactions", "events"):
+                await self.pg.execute(
+                    sql.SQL("UPDATE {} SET canonical = true WHERE index_block_hash = %s").format(
+                        sql.Identifier(table)
+                    ),
+                    (block.hash,),
+                )
+        for txid, (status, result) in block.tx_status.items():
+            batch.mined[txid] = (status, result, block.hash, block.height)
+        self.tip = (block.hash, block.height)
+        batch.blocks += 1
+        batch.events += len(block.events)
+
+    async def _reorg(self, batch: _Batch, block: Block) -> None:
+        assert self.tip is not None
+        branch = [block.hash]
+        cursor = block.header.parent_index_block_hash
+        while True:
+            known = await self._known_block(cursor)
+            assert known is not None and not known.orphan, "a placed block has a known parent"
+            if known.canonical:
+                break
+            branch.append(cursor)
+            cursor = known.parent
+        ancestor = self._known[cursor]
+        depth = self.tip[1] - ancestor.height
+        if depth > self.settings.indexer.finality_depth:
+            raise FinalityError(
+                f"fork at height {ancestor.height} is {depth} blocks deep, beyond the "
+                f"finality horizon of {self.settings.indexer.finality_depth}"
+            )
+        log.warning(
+            "fork: rolling back %d block(s) above %d for %s", depth, ancestor.height, block.hash
+        )
+        await self._flush(batch)
+        await self._rollback_above(batch, ancestor.height)
+        batch.fork_heights.append(depth)
+        for block_hash in reversed(branch):
+            await self._apply(batch, await self._block_for(batch, block_hash))
+
+    async def _rollback_above(self, batch: _Batch, height: int) -> None:
+        pg = self.pg
+        cur = await pg.execute(
+            "UPDATE blocks SET canonical = false WHERE canonical AND block_height > %s "
+            "RETURNING index_block_hash",
+            (height,),
+        )
+        rolled = [r[0] for r in await cur.fetchall()]
+        for table in ("transactions", "events"):
+            await pg.execute(
+                sql.SQL("UPDATE {} SET canonical = false WHERE index_block_hash = ANY(%s)").format(
+                    sql.Identifier(table)
+                ),
+                (rolled,),
+            )
+        changes = batch.cache.changes
+        for table in VERSIONED_TABLES:
+            key = sql.Identifier(KEYS[table])
+            t = sql.Identifier(table)
+            cur = await pg.execute(
+                sql.SQL("DELETE FROM {} WHERE block_from > %s RETURNING {}").format(t, key),
+                (height,),
+            )
+            changes[table].update(r[0] for r in await cur.fetchall())
+            cur = await pg.execute(
+                sql.SQL("UPDATE {} SET block_to = NULL WHERE block_to > %s RETURNING {}").format(
+                    t, key
+                ),
+                (height,),
+            )
+            changes[table].update(r[0] for r in await cur.fetchall())
+        for table in FACT_TABLES:
+            await pg.execute(
+                sql.SQL("DELETE FROM {} WHERE block_height > %s").format(sql.Identifier(table)),
+                (height,),
+            )
+        if self._has_relay and rolled:
+            await pg.execute(
+                "UPDATE relay_txs SET status = 'broadcast', block_height = NULL, "
+                "index_block_hash = NULL, tx_status = NULL, result = NULL, mined_at = NULL, "
+                "updated_at = now() WHERE index_block_hash = ANY(%s) "
+                "AND status IN ('mined', 'failed')",
+                (rolled,),
+            )
+        for h in rolled:
+            if h in self._known:
+                self._known[h].canonical = False
+        batch.rolled_back.extend(rolled)
+        payload = {"rolled_back": rolled, "fork_height": height}
+        await pg.execute("SELECT pg_notify(%s, %s)", (BLOCKS, _fit(payload)))
+
+    # ------------------------------------------------------------------ writing
+    async def _flush(self, batch: _Batch) -> None:
+        pg = self.pg
+        await copy_rows(pg, "raw_requests", _RAW_COLS, batch.raw_rows)
+        batch.raw_rows = []
+        block_rows = []
+        for block, raw_id in batch.new_blocks:
+            h = block.header
+            known = self._known[block.hash]
+            block_rows.append(
+                (
+                    h.index_block_hash, h.block_hash, h.block_height, h.parent_index_block_hash,
+                    h.parent_block_hash, h.burn_block_hash, h.burn_block_height,
+                    h.burn_block_time, h.block_time, known.canonical, known.orphan,
+                    block.tx_count, block.event_count, raw_id,
+                )
+            )  # fmt: skip
+            for tx in block.txs:
+                batch.cache.chain(
+                    "transactions",
+                    {
+                        "index_block_hash": block.hash,
+                        "txid": tx.txid,
+                        "block_height": block.height,
+                        "tx_index": tx.tx_index,
+                        "status": tx.status,
+                        "raw_result": tx.raw_result,
+                        "raw_tx": bytes.fromhex(tx.raw_tx[2:]) if tx.raw_tx else None,
+                        "canonical": known.canonical,
+                    },
+                )
+            for ev in block.events:
+                batch.cache.chain(
+                    "events",
+                    {
+                        "index_block_hash": block.hash,
+                        "txid": ev.txid,
+                        "event_index": ev.event_index,
+                        "tx_index": ev.tx_index,
+                        "block_height": block.height,
+                        "type": ev.type,
+                        "contract_id": ev.asset_identifier or ev.contract_id,
+                        "topic": ev.topic,
+                        "kind": ev.kind,
+                        "sender": ev.sender,
+                        "recipient": ev.recipient,
+                        "amount": ev.amount,
+                        "raw_value": ev.raw_value,
+                        "canonical": known.canonical,
+                    },
+                )
+            if known.orphan:
+                self._db_orphans += 1
+        await copy_rows(pg, "blocks", _BLOCK_COLS, block_rows)
+        batch.new_blocks = []
+        await batch.cache.flush(pg)
+        if self._has_relay and batch.mined:
+            txids = list(batch.mined)
+            vals = [batch.mined[t] for t in txids]
+            await pg.execute(
+                "UPDATE relay_txs r SET status = CASE WHEN v.st = 'success' THEN 'mined' "
+                "ELSE 'failed' END, tx_status = v.st, result = v.res, index_block_hash = v.bh, "
+                "block_height = v.h, mined_at = now(), updated_at = now() FROM "
+                "(SELECT unnest(%s::text[]) AS txid, unnest(%s::text[]) AS st, "
+                "unnest(%s::text[]) AS res, unnest(%s::text[]) AS bh, unnest(%s::int[]) AS h) v "
+                "WHERE r.txid = v.txid AND r.status NOT IN ('mined', 'failed', 'rejected')",
+                (
+                    txids,
+                    [v[0] for v in vals],
+                    [v[1] for v in vals],
+                    [v[2] for v in vals],
+                    [v[3] for v in vals],
+                ),
+            )
+            batch.mined = {}
+
+    async def _finish(self, batch: _Batch) -> None:
+        await self._flush(batch)
+        if batch.jobs or batch.refresh:
+            await self._metadata(batch)
+        tip_hash, tip_height = self.tip if self.tip else (None, 0)
+        await self.pg.execute(
+            "INSERT INTO checkpoints (name, index_block_hash, block_height, position, updated_at) "
+            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (name) DO UPDATE SET "
+            "index_block_hash = EXCLUDED.index_block_hash, block_height = "
+            "EXCLUDED.block_height, position = coalesce(EXCLUDED.position, checkpoints.position), "
+            "updated_at = now()",
+            (CHECKPOINT, tip_hash, tip_height, batch.position),
+        )
+        if batch.blocks or batch.rolled_back:
+            payload = {
+                "height": tip_height,
+                "hash": tip_hash,
+                "canonical_tip": tip_hash,
+                "rolled_back": batch.rolled_back,
+                "changes": {t: sorted(ids, key=str) for t, ids in batch.cache.changes.items()},
+            }
+            await self.pg.execute("SELECT pg_notify(%s, %s)", (BLOCKS, _fit(payload)))
+        batch.cache.changes.clear()
+
+    async def _metadata(self, batch: _Batch) -> None:
+        try:
+            from indexer.metadata import queue
+        except ImportError:  # the resolver is optional; indexing never waits for it
+            return
+        # Its own savepoint: a failure in the queue must never block the chain (the jobs can be
+        # re-derived from the tables); the session must not roll back the block transaction.
+        session = AsyncSession(bind=self.conn, join_transaction_mode="create_savepoint")
+        try:
+            for job in batch.jobs:
+                await queue.enqueue(session, job.uri, job.subject_kind, job.subject_id)
+            for kind, ids in batch.refresh:
+                await queue.requeue_for_refresh(session, kind, ids)
+            await session.commit()
+        except Exception as exc:
+            await session.rollback()
+            metrics.ERRORS.labels("metadata").inc()
+            log.error("metadata enqueue failed (%s); block data committed without it", exc)
+
+
+def _fit(payload: dict[str, Any]) -> str:
+    """NOTIFY payloads are capped; beyond the cap, listeners are told to re-read everything."""
+    text = json.dumps(payload, default=str, separators=(",", ":"))
+    if len(text) <= NOTIFY_LIMIT:
+        return text
+    slim = {k: v for k, v in payload.items() if k not in ("changes", "rolled_back")}
+    slim["changes"] = {t: [] for t in payload.get("changes", {})}
+    slim["rolled_back"] = payload.get("rolled_back", [])[:50]
+    slim["truncated"] = True
+    return json.dumps(slim, default=str, separators=(",", ":"))

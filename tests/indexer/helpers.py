@@ -1,0 +1,48 @@
+"""Shared helpers of the indexer tests: run requests through a real Indexer on a real database,
+and snapshot the domain tables without surrogate ids for equality checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from db.models.base import FACT_TABLES, VERSIONED_TABLES
+from db.session import create_engine, to_libpq_url
+from indexer.pipeline import Indexer, Outcome, Request
+from indexer.state import COLUMNS
+from recchain.config import Settings
+
+
+async def run_requests(
+    db_url: str, batches: Sequence[Sequence[tuple[str, str]]], settings: Settings | None = None
+) -> list[Outcome]:
+    settings = settings or Settings(database_url=db_url)
+    engine = create_engine(db_url, pool_size=1)
+    outcomes: list[Outcome] = []
+    try:
+        async with engine.connect() as conn:
+            indexer = Indexer(conn, settings)
+            await indexer.start()
+            for batch in batches:
+                outcomes += await indexer.process([Request(p, body) for p, body in batch])
+    finally:
+        await engine.dispose()
+    return outcomes
+
+
+def snapshot(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every domain table as a sorted list of rows, surrogate ids left out."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with psycopg.connect(to_libpq_url(db_url)) as conn:
+        for table in (*VERSIONED_TABLES, *FACT_TABLES):
+            cols = ", ".join(COLUMNS[table])
+            rows = conn.execute(f"SELECT {cols} FROM {table}").fetchall()
+            out[table] = sorted(rows, key=repr)
+    return out
+
+
+def query(db_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(to_libpq_url(db_url)) as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
