@@ -63,9 +63,9 @@ def is_immutable(uri: str) -> bool:
 _ENQUEUE = text(
     """
     WITH known AS (
-        SELECT u.cid FROM metadata_uris u WHERE u.uri = :uri AND :immutable
+        SELECT u.cid FROM metadata_uris u WHERE u.uri = :uri AND CAST(:immutable AS boolean)
         UNION ALL
-        SELECT d.cid FROM metadata_documents d WHERE d.cid = :key
+        SELECT d.cid FROM metadata_documents d WHERE d.cid = CAST(:key AS text)
         LIMIT 1
     ), mapped AS (
         INSERT INTO metadata_uris (uri, cid, resolved_by)
@@ -75,11 +75,11 @@ _ENQUEUE = text(
     INSERT INTO metadata_jobs (uri, subject_kind, subject_id, status, cid, finished_at,
                                last_reason, last_error)
     SELECT :uri, :kind, :sid,
-           CASE WHEN :bad_reason IS NOT NULL THEN 'permanent'
+           CASE WHEN CAST(:bad_reason AS text) IS NOT NULL THEN 'permanent'
                 WHEN known.cid IS NULL THEN 'queued' ELSE 'done' END,
            known.cid,
-           CASE WHEN known.cid IS NULL AND :bad_reason IS NULL THEN NULL ELSE now() END,
-           :bad_reason, :bad_error
+           CASE WHEN known.cid IS NULL AND CAST(:bad_reason AS text) IS NULL THEN NULL ELSE now() END,
+           CAST(:bad_reason AS text), CAST(:bad_error AS text)
     FROM (SELECT 1) AS one LEFT JOIN known ON true
     ON CONFLICT (uri, subject_kind, subject_id) DO NOTHING
     RETURNING id, status
@@ -192,7 +192,7 @@ async def cached(session: AsyncSession, uri: str) -> tuple[str, dict[str, Any]] 
                 """
                 SELECT d.cid, d.document FROM metadata_documents d
                 WHERE d.cid = (SELECT cid FROM metadata_uris WHERE uri = :uri)
-                   OR d.cid = :key
+                   OR d.cid = CAST(:key AS text)
                 LIMIT 1
                 """
             ),
