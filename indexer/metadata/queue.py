@@ -78,7 +78,8 @@ _ENQUEUE = text(
            CASE WHEN CAST(:bad_reason AS text) IS NOT NULL THEN 'permanent'
                 WHEN known.cid IS NULL THEN 'queued' ELSE 'done' END,
            known.cid,
-           CASE WHEN known.cid IS NULL AND CAST(:bad_reason AS text) IS NULL THEN NULL ELSE now() END,
+           CASE WHEN known.cid IS NULL AND CAST(:bad_reason AS text) IS NULL
+                THEN NULL ELSE now() END,
            CAST(:bad_reason AS text), CAST(:bad_error AS text)
     FROM (SELECT 1) AS one LEFT JOIN known ON true
     ON CONFLICT (uri, subject_kind, subject_id) DO NOTHING
