@@ -1,0 +1,174 @@
+"""Generates ops/CONFIG.md from the Settings model: `python -m ops.configdoc > ops/CONFIG.md`.
+
+Names, defaults and types come from `recchain.config` itself, so the table cannot drift; the
+one-line meanings live here, and a test fails when a setting has none or a meaning is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from pydantic import BaseModel, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from recchain.config import PROJECT_ROOT, Settings
+
+ROLES = {
+    "": "all",
+    "indexer": "index",
+    "api": "serve",
+    "relay": "relay",
+    "metadata": "metadata work",
+}
+
+MEANINGS: dict[str, str] = {
+    "database_url": "Primary PostgreSQL URL (or `DATABASE_URL`); unset = embedded server.",
+    "data_dir": "Where the embedded PostgreSQL and local state live (development only).",
+    "network": "`mainnet` or `testnet`: chain id checked by the relay, address versions.",
+    "deployer": "Address that deployed the watched contracts.",
+    "contracts": "Watched contract names (or fully qualified ids); everything else is skipped.",
+    "log_level": "Root log level (`DEBUG`, `INFO`, `WARNING`, ...).",
+    "log_json": "One JSON object per log line (set in the container image).",
+    "indexer.source": "`observer` (stacks-node pushes), `api` (follow a Stacks API) or `replay`.",
+    "indexer.listen_host": "Bind address of the event-observer server.",
+    "indexer.listen_port": "Port of the event-observer server (`[[events_observer]] endpoint`).",
+    "indexer.api_url": "Stacks Blockchain API base URL for the `api` source.",
+    "indexer.max_body_bytes": "Largest observer payload accepted.",
+    "indexer.finality_depth": "Blocks below the tip that are final; deeper forks are refused.",
+    "indexer.catchup_batch_blocks": "Blocks written per transaction while catching up.",
+    "indexer.metrics_port": "Prometheus `/metrics` port of the indexer.",
+    "api.host": "Bind address of the GraphQL server.",
+    "api.port": "Port of the GraphQL server (also `/metrics`, `/healthz`, `/readyz`).",
+    "api.read_database_url": "Read replica for queries and subscriptions; unset = primary.",
+    "api.max_depth": "Largest query depth.",
+    "api.max_aliases": "Most aliases in one query.",
+    "api.max_tokens": "Most lexer tokens in one query.",
+    "api.max_page_size": "Largest `first`/`last` on a connection.",
+    "api.max_cost": "Largest estimated query cost.",
+    "api.max_body_bytes": "Largest request body.",
+    "api.statement_timeout_ms": "PostgreSQL `statement_timeout` for API queries.",
+    "api.rate_limit_per_minute": "Requests per client per minute.",
+    "api.cors_origins": "Allowed CORS origins (JSON list in the environment).",
+    "api.ws_allowed_origins": "Allowed websocket `Origin`s for subscriptions.",
+    "api.mask_errors": "Hide internal error details from clients.",
+    "api.graphiql": "Serve the GraphiQL IDE on GET `/graphql`.",
+    "relay.host": "Bind address of the transaction relay.",
+    "relay.port": "Port of the relay (`/v1/transactions`, `/metrics`, `/healthz`).",
+    "relay.node_url": "stacks-node RPC the relay broadcasts to (`/v2/transactions`).",
+    "relay.api_keys": "Accepted client API keys (JSON list); several at once allow rotation.",
+    "relay.allowed_functions": "`contract.function` calls the relay accepts.",
+    "relay.min_fee": "Smallest fee accepted (micro-STX).",
+    "relay.max_fee": "Largest fee accepted (micro-STX).",
+    "relay.max_body_bytes": "Largest request body.",
+    "relay.rate_limit_per_minute": "Submissions per client per minute.",
+    "relay.max_concurrency": "Concurrent requests handled.",
+    "relay.metrics_port": "Reserved metrics port (the relay serves `/metrics` on `relay.port`).",
+    "metadata.kubo_rpc_url": "Local Kubo RPC (`/api/v0/cat`), tried first.",
+    "metadata.gateways": "Trustless IPFS gateways, in priority order (verified block by block).",
+    "metadata.allow_https": "Resolve plain `https://` token URIs.",
+    "metadata.max_bytes": "Largest metadata document.",
+    "metadata.request_timeout_s": "Timeout of one HTTP request.",
+    "metadata.total_timeout_s": "Timeout of resolving one URI across all sources.",
+    "metadata.max_attempts": "Attempts before a job is `permanent`ly failed.",
+    "metadata.workers": "Concurrent resolutions per process.",
+    "metadata.per_host_concurrency": "Concurrent requests per remote host.",
+    "metadata.metrics_port": "Prometheus `/metrics` port of the metadata workers.",
+    "metadata.path_gateways": "Path gateways, used only when bytes can be checked against the CID.",
+    "metadata.https_allowed_hosts": "Hosts allowed for plain https URIs (empty = any).",
+    "metadata.max_redirects": "Redirects followed per request.",
+    "metadata.per_host_rate_per_s": "Request rate per remote host (Retry-After still wins).",
+    "metadata.backoff_initial_s": "First retry delay of a failed job.",
+    "metadata.backoff_max_s": "Longest retry delay.",
+    "metadata.lease_s": "How long a worker owns a job before another may take it.",
+    "metadata.poll_interval_s": "Idle poll interval of a worker.",
+}
+
+
+def _default(info: FieldInfo) -> Any:
+    if info.default_factory is not None:
+        return info.default_factory()  # type: ignore[call-arg]
+    return None if info.default is PydanticUndefined else info.default
+
+
+def _render(value: Any, secret: bool) -> str:
+    if value is None:
+        return "*(unset)*"
+    if secret:
+        return "*(secret)*"
+    if isinstance(value, list):
+        text = json.dumps(value)
+        return f"`{text}`" if len(text) <= 60 else f"`{text[:57]}...`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if str(value).startswith(str(PROJECT_ROOT)):
+        return f"`<repo>{str(value)[len(str(PROJECT_ROOT)) :]}`"
+    return f"`{value}`"
+
+
+def settings_rows() -> Iterator[tuple[str, str, str, str, str]]:
+    """(dotted name, env var, default, role, meaning) for every setting."""
+    for name, info in Settings.model_fields.items():
+        section = _default(info)
+        if isinstance(section, BaseModel):
+            for sub, sub_info in type(section).model_fields.items():
+                dotted = f"{name}.{sub}"
+                secret = "SecretStr" in str(sub_info.annotation)
+                yield (
+                    dotted,
+                    f"RECCHAIN_{name.upper()}__{sub.upper()}",
+                    _render(_default(sub_info), secret),
+                    ROLES[name],
+                    MEANINGS.get(dotted, ""),
+                )
+        else:
+            secret = "SecretStr" in str(info.annotation) or isinstance(section, SecretStr)
+            env = f"RECCHAIN_{name.upper()}"
+            if name == "database_url":
+                env += " / DATABASE_URL"
+            yield name, env, _render(section, secret), ROLES[""], MEANINGS.get(name, "")
+
+
+def render() -> str:
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated by `python -m ops.configdoc > ops/CONFIG.md`; edit ops/configdoc.py. -->",
+        "",
+        "Every role reads one `Settings` model (`recchain/config.py`). Sources, highest first:",
+        "keyword arguments, environment variables, the TOML file named by `RECCHAIN_CONFIG`",
+        "(sections `[indexer]`, `[api]`, `[relay]`, `[metadata]`), then the defaults below.",
+        "Nested settings use `__` in the environment (`RECCHAIN_API__PORT=8000`); lists are JSON",
+        '(`RECCHAIN_RELAY__API_KEYS=\'["k1","k2"]\'`). Secrets are never logged.',
+        "",
+        "Role: which command reads it (`all` = every role; `recchain dev` runs them all).",
+        "",
+        "| Setting | Environment variable | Default | Role | Meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for dotted, env, default, role, meaning in settings_rows():
+        lines.append(f"| `{dotted}` | `{env}` | {default} | {role} | {meaning} |")
+    lines += [
+        "",
+        "## Health endpoints",
+        "",
+        "- API `GET /healthz`: the process is up (liveness). Never touches the database.",
+        "- API `GET /readyz`: 200 only when the database answers and is migrated to every",
+        "  Alembic head; 503 with a reason otherwise (readiness; the proxy and Kubernetes",
+        "  route traffic only to ready replicas). Freshness (the indexer being within a few",
+        "  blocks of the tip) is reported by every response's `_meta` and alerted on through",
+        "  `recchain_indexer_lag_blocks`, not by readiness: a lagging indexer must not take",
+        "  the whole read API offline.",
+        "- Relay `GET /healthz`: the process is up and its database answers.",
+        "- Indexer: liveness = `/metrics` on `indexer.metrics_port`; readiness = the observer",
+        "  port is open, which only the leader (the holder of the advisory lock) does.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
