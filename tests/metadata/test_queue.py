@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -44,7 +45,7 @@ async def _drain(worker: Worker, limit: int = 50) -> int:
 
 
 def _settings(db_url: str, md: MetadataSettings) -> Settings:
-    return Settings(database_url=db_url, metadata=md)
+    return Settings(database_url=SecretStr(db_url), metadata=md)
 
 
 async def test_enqueue_is_idempotent_and_bad_uris_are_recorded(engine: AsyncEngine) -> None:
