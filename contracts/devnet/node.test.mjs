@@ -1,0 +1,235 @@
+// The live devnet node against a real HTTP observer on loopback: a wallet-signed purchase is
+// accepted, mined and pushed; bad transactions are refused with stacks-node's error shape and
+// change nothing; a failing observer is retried in order without losing a block.
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { createServer } from "node:http";
+import { dirname, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  makeContractCall,
+  serializeTransaction,
+  deserializeCV,
+  Cl,
+  Pc,
+  PostConditionMode,
+} from "@stacks/transactions";
+import { startNode } from "./node.mjs";
+import { ObserverPusher } from "./lib/observer.mjs";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const MANIFEST = resolve(HERE, "../Clarinet.toml");
+// Well-known Clarinet devnet keys (settings/Devnet.toml): written out here so the test does not
+// depend on the node's own mnemonic derivation.
+const DEPLOYER = "ST1PQHQKV0RJXZFY1DGX8MNSNYVE3VGZJSRTPGZGM";
+const WALLET_2_KEY = "530d9f61984c888536871c6573073bdfc0058896dc1adfe9a6a10dfacadc209101";
+const WALLET_2 = "ST2CY5V39NHDPWSXMW9QDT3HC3GD6Q6XX4CFRK9AG";
+const WALLET_4 = "ST2NEB84ASENDXKYGJPQW86YXQCEFEX2ZQPG87ND";
+
+/** A minimal event observer: records every POST, answers with `status(path, n)` (default 200). */
+async function startObserver(status = () => 200) {
+  const received = [];
+  const waiters = [];
+  let n = 0;
+  const server = createServer((req, res) => {
+    const chunks = [];
+    req.on("data", (c) => chunks.push(c));
+    req.on("end", () => {
+      const code = status(req.url, n++);
+      if (code === 200) {
+        received.push({ path: req.url, body: JSON.parse(Buffer.concat(chunks).toString("utf8")) });
+        for (const w of [...waiters]) w();
+      }
+      res.writeHead(code, { "content-type": "application/json" });
+      res.end(JSON.stringify({ result: code === 200 ? "ok" : "try again" }));
+    });
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    received,
+    /** Resolve once `pred(received)` holds; fail after a generous deadline instead of hanging. */
+    until(pred, what) {
+      return new Promise((resolveWait, reject) => {
+        const check = () => {
+          const v = pred(received);
+          if (v) {
+            waiters.splice(waiters.indexOf(check), 1);
+            clearTimeout(timer);
+            resolveWait(v);
+          }
+        };
+        const timer = setTimeout(() => reject(new Error(`observer never received ${what}`)), 60000);
+        waiters.push(check);
+        check();
+      });
+    },
+    close: () => new Promise((r) => server.close(r)),
+  };
+}
+
+async function post(url, body, contentType = "application/octet-stream") {
+  const res = await fetch(`${url}/v2/transactions`, { method: "POST", headers: { "content-type": contentType }, body });
+  return { status: res.status, body: await res.json() };
+}
+
+describe("devnet node", () => {
+  let observer;
+  let node;
+  let listingId;
+  let tokenId;
+  const price = 7_500_000n;
+
+  beforeAll(async () => {
+    observer = await startObserver();
+    node = await startNode({ port: 0, observer: observer.url, manifestPath: MANIFEST, scenario: "none" });
+    // Seed a listing through the node's chain (signed calls, pushed like any block).
+    const c = node.chain;
+    await c.mine([{ sender: "deployer", contract: "verification", fn: "add-verifier", args: [Cl.principal(c.account("wallet_1").address), Cl.stringUtf8("Verifier One")], expect: "ok" }]);
+    await c.mine([{
+      sender: "wallet_4", contract: "verification", fn: "register-facility", expect: "ok",
+      args: [Cl.stringUtf8("Test Solar"), Cl.stringAscii("DE"), Cl.stringAscii("DE-BY"), Cl.stringAscii("EU-AIB"), Cl.stringAscii("DE-LU"),
+        Cl.int(48_000_000), Cl.int(11_000_000), Cl.stringAscii("ES100"), Cl.stringAscii("TC110"), Cl.uint(10_000_000), Cl.uint(1_600_000_000),
+        Cl.none(), Cl.bool(false), Cl.stringAscii(""), Cl.stringAscii(""), Cl.stringAscii("ipfs://bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")],
+    }]);
+    await c.mine([{ sender: "wallet_1", contract: "verification", fn: "approve-facility", args: [Cl.uint(1)], expect: "ok" }]);
+    await c.mine([{ sender: "wallet_4", contract: "verification", fn: "submit-report", args: [Cl.uint(1), Cl.uint(1_735_689_600), Cl.uint(1_735_776_000), Cl.uint(50_000_000), Cl.buffer(Buffer.alloc(32, 7))], expect: "ok" }]);
+    await c.mine([{ sender: "wallet_1", contract: "verification", fn: "attest-report", args: [Cl.uint(1)], expect: "ok" }]);
+    const [minted] = await c.mine([{ sender: "wallet_4", contract: "rec-nft", fn: "mint", args: [Cl.uint(1), Cl.stringAscii("ipfs://bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku")], expect: "ok" }]);
+    tokenId = Number(minted.result.value.value);
+    const [listed] = await c.mine([{
+      sender: "wallet_4", contract: "marketplace", fn: "list-fixed", expect: "ok",
+      args: [Cl.uint(tokenId), Cl.none(), Cl.uint(price), Cl.uint(c.simnet.blockHeight + 500)],
+      postConditions: [Pc.principal(WALLET_4).willSendAsset().nft(`${DEPLOYER}.rec-nft::rec`, Cl.uint(tokenId))],
+    }]);
+    listingId = Number(listed.result.value.value);
+    await node.pusher.idle();
+  });
+
+  afterAll(async () => {
+    await node?.close();
+    await observer?.close();
+  });
+
+  async function signedBuy({ nonce, fee = 5000n } = {}) {
+    const acct = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
+    return makeContractCall({
+      contractAddress: DEPLOYER,
+      contractName: "marketplace",
+      functionName: "buy",
+      functionArgs: [Cl.uint(listingId), Cl.none()],
+      senderKey: WALLET_2_KEY,
+      network: "testnet",
+      nonce: nonce ?? BigInt(acct.nonce),
+      fee,
+      postConditionMode: PostConditionMode.Deny,
+      postConditions: [
+        Pc.principal(WALLET_2).willSendEq(price).ustx(),
+        Pc.principal(`${DEPLOYER}.marketplace`).willSendAsset().nft(`${DEPLOYER}.rec-nft::rec`, Cl.uint(tokenId)),
+      ],
+    });
+  }
+
+  it("delivered the seeded history to the observer in chain order", () => {
+    const blocks = observer.received.filter((r) => r.path === "/new_block").map((r) => r.body);
+    expect(blocks.length).toBeGreaterThanOrEqual(8);
+    for (let i = 1; i < blocks.length; i++) {
+      expect(blocks[i].parent_index_block_hash).toBe(blocks[i - 1].index_block_hash);
+      expect(blocks[i].block_height).toBe(blocks[i - 1].block_height + 1);
+    }
+  });
+
+  it("rejects a transaction with a bad signature and changes nothing", async () => {
+    const before = await (await fetch(`${node.url}/v2/info`)).json();
+    const t = await signedBuy();
+    const raw = Buffer.from(serializeTransaction(t), "hex");
+    // The 65-byte signature ends the single-sig spending condition; corrupt a byte of `r`.
+    const sigAt = raw.indexOf(Buffer.from(t.auth.spendingCondition.signature.data, "hex"));
+    expect(sigAt).toBeGreaterThan(0);
+    raw[sigAt + 5] ^= 0xff;
+    const res = await post(node.url, raw);
+    expect(res.status).toBe(400);
+    expect(res.body.reason).toBe("SignatureValidation");
+    expect(res.body.error).toBe("transaction rejected");
+    expect(typeof res.body.txid).toBe("string");
+    const after = await (await fetch(`${node.url}/v2/info`)).json();
+    expect(after.stacks_tip_height).toBe(before.stacks_tip_height);
+    const acct = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
+    expect(acct.nonce).toBe(0);
+  });
+
+  it("rejects a wrong nonce, a fee below the relay minimum and garbage with typed reasons", async () => {
+    const badNonce = await post(node.url, Buffer.from(serializeTransaction(await signedBuy({ nonce: 5n })), "hex"));
+    expect(badNonce.status).toBe(400);
+    expect(badNonce.body.reason).toBe("BadNonce");
+    expect(badNonce.body.reason_data).toMatchObject({ expected: 0, actual: 5, principal: WALLET_2 });
+    const lowFee = await post(node.url, Buffer.from(serializeTransaction(await signedBuy({ fee: 1n })), "hex"));
+    expect(lowFee.body.reason).toBe("FeeTooLow");
+    const garbage = await post(node.url, JSON.stringify("0x00ff00ff"), "application/json");
+    expect(garbage.status).toBe(400);
+    expect(garbage.body.reason).toBe("Deserialization");
+    const notHex = await post(node.url, JSON.stringify({ tx: "nope" }), "application/json");
+    expect(notHex.body.reason).toBe("Deserialization");
+  });
+
+  it("mines a wallet-signed purchase and pushes its block with the txid and events", async () => {
+    const t = await signedBuy();
+    const hex = serializeTransaction(t);
+    // JSON hex body, as some clients send it.
+    const res = await post(node.url, JSON.stringify(hex), "application/json");
+    expect(res.status).toBe(200);
+    expect(res.body).toBe(t.txid());
+    const txid = "0x" + t.txid();
+    const block = await observer.until(
+      (rs) => rs.find((r) => r.path === "/new_block" && r.body.transactions.some((x) => x.txid === txid))?.body,
+      `a block with ${txid}`,
+    );
+    const mempoolIdx = observer.received.findIndex((r) => r.path === "/new_mempool_tx" && r.body.includes("0x" + hex));
+    const blockIdx = observer.received.findIndex((r) => r.body === block);
+    expect(mempoolIdx).toBeGreaterThanOrEqual(0);
+    expect(mempoolIdx).toBeLessThan(blockIdx);
+    const tx = block.transactions.find((x) => x.txid === txid);
+    expect(tx.status).toBe("success");
+    expect(tx.raw_tx).toBe("0x" + hex);
+    // buy answers (ok listing-id)
+    expect(deserializeCV(tx.raw_result.slice(2))).toEqual(Cl.ok(Cl.uint(listingId)));
+    const events = block.events.filter((e) => e.txid === txid);
+    const stx = events.filter((e) => e.type === "stx_transfer_event").map((e) => e.stx_transfer_event);
+    expect(stx.every((e) => e.sender === WALLET_2)).toBe(true);
+    expect(stx.reduce((s, e) => s + BigInt(e.amount), 0n)).toBe(price);
+    const nft = events.find((e) => e.type === "nft_transfer_event").nft_transfer_event;
+    expect(nft).toMatchObject({ asset_identifier: `${DEPLOYER}.rec-nft::rec`, sender: `${DEPLOYER}.marketplace`, recipient: WALLET_2 });
+    expect(deserializeCV(nft.raw_value.slice(2))).toEqual(Cl.uint(tokenId));
+    const sale = events
+      .filter((e) => e.type === "contract_event")
+      .map((e) => deserializeCV(e.contract_event.raw_value.slice(2)))
+      .find((v) => v.value.event?.value === "sale");
+    expect(sale.value["listing-id"]).toEqual(Cl.uint(listingId));
+    expect(sale.value.buyer).toEqual(Cl.principal(WALLET_2));
+    // The node's own view moved with the block.
+    const info = await (await fetch(`${node.url}/v2/info`)).json();
+    expect(info.stacks_tip_height).toBe(block.block_height);
+    expect("0x" + info.stacks_tip).toBe(block.block_hash);
+    const acct = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
+    expect(acct.nonce).toBe(1);
+    expect(BigInt(acct.balance)).toBe(100_000_000_000_000n - price - 5000n);
+  });
+
+  it("answers a malformed account principal with 400", async () => {
+    const res = await fetch(`${node.url}/v2/accounts/not-a-principal`);
+    expect(res.status).toBe(400);
+  });
+});
+
+describe("observer delivery", () => {
+  it("retries a failing observer with backoff and delivers every payload once, in order", async () => {
+    // The observer refuses its first five requests, as one restarting or overloaded would.
+    const obs = await startObserver((_, n) => (n < 5 ? 503 : 200));
+    const pusher = new ObserverPusher(obs.url, { minDelayMs: 5, maxDelayMs: 40 });
+    for (let i = 1; i <= 4; i++) pusher.push("/new_block", { block_height: i });
+    await pusher.idle();
+    expect(obs.received.map((r) => r.body.block_height)).toEqual([1, 2, 3, 4]);
+    expect(pusher.retries).toBe(5);
+    expect(pusher.delivered).toBe(4);
+    await obs.close();
+  });
+});
