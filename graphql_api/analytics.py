@@ -1,12 +1,802 @@
-"""Domain queries answered in SQL: ownership history, holdings, search, compliance, market."""
+"""Domain queries answered in SQL (DOMAIN.md "What users ask"): ownership history, holdings,
+search, the retirement statement, compliance checks and market statistics."""
 
 from __future__ import annotations
 
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
 import strawberry
+from strawberry.types import Info
+
+from graphql_api.context import BlockInput, Context
+from graphql_api.errors import BadUserInput
+from graphql_api.query import ENTITIES, Connection, SqlWhere, check_first, live, paginate
+from graphql_api.scalars import BigDecimal, BigInt
+from graphql_api.types import Certificate, Facility, Listing, Retirement, Transfer, mwh
+
+Ctx = Info[Context, None]
+CertificateFilter = ENTITIES["Certificate"].filter_input
+# The search document of a facility; the same expression is indexed by migration 0004.
+FACILITY_DOC = (
+    "recchain_facility_doc(f.name, f.country, f.subdivision, f.market_boundary, f.grid_zone,"
+    " f.energy_source, f.technology)"
+)
+
+
+@strawberry.type(description="Energy grouped by one attribute.")
+class Breakdown:
+    dimension: str = strawberry.field(description="The grouping attribute.")
+    key: str | None = strawberry.field(description="The attribute's value.")
+    wh: BigInt = strawberry.field(description="Energy, Wh.")
+    mwh: BigDecimal = strawberry.field(description="Energy, MWh.")
+    count: int = strawberry.field(description="Number of certificates or retirements.")
+
+
+def _breakdowns(rows: Any, dims: dict[str, str]) -> tuple[int, list[Breakdown]]:
+    """Split a GROUPING SETS result (one set per dimension plus the grand total)."""
+    total = 0
+    out: list[Breakdown] = []
+    for r in rows:
+        if r["_set"] == "total":
+            total = int(r["wh"] or 0)
+            continue
+        out.append(
+            Breakdown(
+                dimension=r["_set"],
+                key=None if r["_key"] is None else str(r["_key"]),
+                wh=int(r["wh"]),
+                mwh=mwh(int(r["wh"])),
+                count=int(r["n"]),
+            )
+        )
+    out.sort(key=lambda b: (list(dims).index(b.dimension), b.key or ""))
+    return total, out
+
+
+def _grouped_sql(dims: dict[str, str], from_where: str) -> str:
+    cases = " ".join(f"WHEN GROUPING({expr}) = 0 THEN '{name}'" for name, expr in dims.items())
+    keys = " ".join(f"WHEN GROUPING({expr}) = 0 THEN ({expr})::text" for expr in dims.values())
+    sets = ", ".join(f"({expr})" for expr in dims.values())
+    return (
+        f"SELECT CASE {cases} ELSE 'total' END AS _set, CASE {keys} END AS _key,"
+        f" sum(wh_) AS wh, count(*) AS n FROM ({from_where}) s"
+        f" GROUP BY GROUPING SETS ({sets}, ())"
+    )
+
+
+# -- holdings (query 8) -----------------------------------------------------------------------
+
+HOLDING_DIMS = {
+    "status": "status",
+    "vintage": "vintage",
+    "energySource": "energy_source",
+    "technology": "technology",
+    "marketBoundary": "market_boundary",
+}
+
+
+@strawberry.type(description="What an owner held at a block (escrowed listings included).")
+class Holdings:
+    owner: str = strawberry.field(description="The owner principal.")
+    at_height: int | None = strawberry.field(description="The block (null = current).")
+    total_wh: BigInt = strawberry.field(description="Energy held (split parents excluded), Wh.")
+    breakdown: list[Breakdown] = strawberry.field(
+        description="Energy by status, vintage, energy source, technology and market boundary."
+    )
+    certificates: Connection[Certificate] = strawberry.field(
+        description="The certificates, by token id."
+    )
+
+
+def _holdings_condition(at: int | None, params: dict[str, Any]) -> str:
+    """Certificates of `:owner` at `at`, counting its escrowed (listed) ones as held."""
+    c_live = live("c", True, at, params)
+    l_live = live("l", True, at, params)
+    return (
+        f"{c_live} AND c.status <> 'split' AND (c.owner = :owner"
+        f" OR EXISTS (SELECT 1 FROM listings l WHERE l.token_id = c.token_id AND {l_live}"
+        " AND l.status = 'active' AND l.seller = :owner))"
+    )
+
+
+# -- retirement statement (query 1) -----------------------------------------------------------
+
+STATEMENT_DIMS = {
+    "marketBoundary": "market_boundary",
+    "energySource": "energy_source",
+    "vintage": "vintage",
+}
+
+
+@strawberry.type(description="One retirement in a statement, with its facility's attributes.")
+class StatementLine:
+    retirement: Retirement = strawberry.field(description="The retirement (serials, txid...).")
+    facility_name: str | None = strawberry.field(description="Facility name.")
+    facility_country: str | None = strawberry.field(description="Country of origin.")
+    market_boundary: str | None = strawberry.field(description="Facility market boundary.")
+    energy_source: str | None = strawberry.field(description="I-REC energy source.")
+    technology: str | None = strawberry.field(description="I-REC technology.")
+    mwh: BigDecimal = strawberry.field(description="Energy, MWh.")
+
+
+@strawberry.type(description="Retirements for a beneficiary over a period (DOMAIN query 1).")
+class RetirementStatement:
+    beneficiary: str = strawberry.field(description="Beneficiary name or principal.")
+    total_wh: BigInt = strawberry.field(description="Total retired, Wh.")
+    total_mwh: BigDecimal = strawberry.field(description="Total retired, MWh.")
+    breakdown: list[Breakdown] = strawberry.field(
+        description="Totals by market boundary, energy source and vintage."
+    )
+    lines: list[StatementLine] = strawberry.field(description="Every retirement, oldest first.")
+
+
+STATEMENT_COLUMNS = (
+    "r.*, f.name AS facility_name, f.country AS facility_country, f.market_boundary,"
+    " f.energy_source, f.technology, f.commissioning_date, f.repowering_date"
+)
+
+
+def statement_sql(
+    beneficiary: str,
+    period_start: datetime | None,
+    period_end: datetime | None,
+    reporting_year: int | None,
+    at: int | None,
+    params: dict[str, Any],
+) -> str:
+    """Retirements of a beneficiary joined to their facility as it was when retired."""
+    params["beneficiary"] = beneficiary
+    conds = ["(r.beneficiary_name = :beneficiary OR r.beneficiary_principal = :beneficiary)"]
+    if at is not None:
+        params["_at"] = at
+        conds.append("r.block_height <= :_at")
+    if reporting_year is not None:
+        params["year"] = reporting_year
+        conds.append("r.reporting_year = :year")
+    # Half-open claim periods overlap [start, end); a claim without a period counts at its block.
+    if period_start is not None:
+        params["pstart"] = period_start
+        conds.append("coalesce(r.claim_end, r.block_time) > :pstart")
+    if period_end is not None:
+        params["pend"] = period_end
+        conds.append("coalesce(r.claim_start, r.block_time) < :pend")
+    return (
+        f"SELECT {STATEMENT_COLUMNS}, r.wh AS wh_ FROM retirements r LEFT JOIN facilities f"
+        " ON f.facility_id = r.facility_id AND f.block_from <= r.block_height"
+        " AND (f.block_to IS NULL OR f.block_to > r.block_height)"
+        f" WHERE {' AND '.join(conds)}"
+    )
+
+
+async def retirement_statement(
+    ctx: Context,
+    beneficiary: str,
+    period_start: datetime | None,
+    period_end: datetime | None,
+    reporting_year: int | None,
+    at: int | None,
+) -> RetirementStatement:
+    if not beneficiary.strip():
+        raise BadUserInput("beneficiary must not be empty")
+    if period_start and period_end and period_start >= period_end:
+        raise BadUserInput("periodStart must be before periodEnd")
+    params: dict[str, Any] = {}
+    base = statement_sql(beneficiary, period_start, period_end, reporting_year, at, params)
+    rows = await ctx.reader.all(base + " ORDER BY r.block_height, r.event_index", params)
+    grouped = await ctx.reader.all(_grouped_sql(STATEMENT_DIMS, base), params)
+    total, breakdown = _breakdowns(grouped, STATEMENT_DIMS)
+    entity = ENTITIES["Retirement"]
+    lines = [
+        StatementLine(
+            retirement=entity.from_row(r, r["block_height"]),
+            facility_name=r["facility_name"],
+            facility_country=r["facility_country"],
+            market_boundary=r["market_boundary"],
+            energy_source=r["energy_source"],
+            technology=r["technology"],
+            mwh=mwh(int(r["wh"])),
+        )
+        for r in rows
+    ]
+    return RetirementStatement(
+        beneficiary=beneficiary,
+        total_wh=total,
+        total_mwh=mwh(total),
+        breakdown=breakdown,
+        lines=lines,
+    )
+
+
+# -- compliance (queries 2, 3, 4, 7, 10, 11) --------------------------------------------------
+
+
+@strawberry.type(description="A retirement failing a GHG Protocol Scope 2 quality criterion.")
+class Scope2Exception:
+    line: StatementLine = strawberry.field(description="The retirement.")
+    reasons: list[str] = strawberry.field(
+        description="vintage_outside_window and/or boundary_mismatch."
+    )
+
+
+@strawberry.type(description="RE100 commissioning test (DOMAIN query 3).")
+class Re100Result:
+    total_wh: BigInt = strawberry.field(description="Retired Wh considered.")
+    eligible_wh: BigInt = strawberry.field(
+        description="Wh from facilities commissioned or repowered within 15 years."
+    )
+    share: float = strawberry.field(description="eligibleWh / totalWh (0 when nothing retired).")
+
+
+@strawberry.type(description="One CDP roll-up cell (DOMAIN query 4).")
+class CdpRow:
+    consumption_country: str | None = strawberry.field(description="Country of consumption.")
+    energy_source: str | None = strawberry.field(description="Energy source.")
+    origin_country: str | None = strawberry.field(description="Country of the facility.")
+    commissioning_year: int | None = strawberry.field(description="Facility commissioning year.")
+    vintage: int = strawberry.field(description="Vintage.")
+    wh: BigInt = strawberry.field(description="Retired Wh.")
+    mwh: BigDecimal = strawberry.field(description="Retired MWh.")
+
+
+@strawberry.type(description="Two records that must never coexist (DOMAIN query 7).")
+class Conflict:
+    kind: str = strawberry.field(
+        description="overlapping_serials | overlapping_issuance | retired_twice."
+    )
+    first_id: BigInt = strawberry.field(description="Token, report or retirement id.")
+    second_id: BigInt = strawberry.field(description="The conflicting one.")
+
+
+@strawberry.type(description="Issued vs retired vs active energy of a facility and vintage.")
+class IssuanceRow:
+    facility_id: int = strawberry.field(description="Facility.")
+    vintage: int = strawberry.field(description="Vintage.")
+    issued_wh: BigInt = strawberry.field(description="Issued (all live, non-split), Wh.")
+    active_wh: BigInt = strawberry.field(description="Active, Wh.")
+    listed_wh: BigInt = strawberry.field(description="Listed (escrowed), Wh.")
+    retired_wh: BigInt = strawberry.field(description="Retired, Wh.")
+    revoked_wh: BigInt = strawberry.field(description="Revoked, Wh.")
+
+
+@strawberry.type(description="Compliance checks for a beneficiary and reporting year.")
+class ComplianceReport:
+    beneficiary: str | None = strawberry.field(description="Beneficiary (null = everyone).")
+    reporting_year: int | None = strawberry.field(description="Reporting year.")
+    _at: strawberry.Private[int | None]
+
+    def _base(self, params: dict[str, Any]) -> str:
+        if self.beneficiary is None:
+            params["_y"] = self.reporting_year
+            year = "" if self.reporting_year is None else " AND r.reporting_year = :_y"
+            return statement_sql("", None, None, None, self._at, params).replace(
+                "(r.beneficiary_name = :beneficiary OR r.beneficiary_principal = :beneficiary)",
+                "TRUE" + year,
+            )
+        return statement_sql(self.beneficiary, None, None, self.reporting_year, self._at, params)
+
+    @strawberry.field(description="Query 2: vintage outside the window or boundary mismatch.")
+    async def scope2_exceptions(
+        self, info: Ctx, vintage_window_years: int = 1
+    ) -> list[Scope2Exception]:
+        params: dict[str, Any] = {"w": vintage_window_years}
+        rows = await info.context.reader.all(
+            f"SELECT * FROM ({self._base(params)}) s WHERE abs(s.vintage - s.reporting_year) > :w"
+            " OR s.market_boundary IS DISTINCT FROM s.consumption_boundary"
+            " ORDER BY s.block_height, s.event_index",
+            params,
+        )
+        entity = ENTITIES["Retirement"]
+        out = []
+        for r in rows:
+            reasons = []
+            if abs(r["vintage"] - r["reporting_year"]) > vintage_window_years:
+                reasons.append("vintage_outside_window")
+            if r["market_boundary"] != r["consumption_boundary"]:
+                reasons.append("boundary_mismatch")
+            line = StatementLine(
+                retirement=entity.from_row(r, r["block_height"]),
+                facility_name=r["facility_name"],
+                facility_country=r["facility_country"],
+                market_boundary=r["market_boundary"],
+                energy_source=r["energy_source"],
+                technology=r["technology"],
+                mwh=mwh(int(r["wh"])),
+            )
+            out.append(Scope2Exception(line=line, reasons=reasons))
+        return out
+
+    @strawberry.field(description="Query 3: share of retired MWh passing the 15-year test.")
+    async def re100(self, info: Ctx, max_age_years: int = 15) -> Re100Result:
+        params: dict[str, Any] = {"age": max_age_years}
+        row = await info.context.reader.one(
+            "SELECT coalesce(sum(s.wh), 0) AS total, coalesce(sum(s.wh) FILTER (WHERE"
+            " s.reporting_year - extract(year FROM greatest(s.commissioning_date,"
+            " s.repowering_date)) <= :age), 0) AS eligible"
+            f" FROM ({self._base(params)}) s",
+            params,
+        )
+        total = int(row["total"]) if row else 0
+        eligible = int(row["eligible"]) if row else 0
+        return Re100Result(
+            total_wh=total, eligible_wh=eligible, share=(eligible / total) if total else 0.0
+        )
+
+    @strawberry.field(
+        description="Query 4: consumption country x source x origin x year x vintage."
+    )
+    async def cdp_rollup(self, info: Ctx) -> list[CdpRow]:
+        params: dict[str, Any] = {}
+        rows = await info.context.reader.all(
+            "SELECT s.consumption_country, s.energy_source, s.facility_country,"
+            " extract(year FROM s.commissioning_date)::int AS cy, s.vintage, sum(s.wh) AS wh"
+            f" FROM ({self._base(params)}) s GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5",
+            params,
+        )
+        return [
+            CdpRow(
+                consumption_country=r["consumption_country"],
+                energy_source=r["energy_source"],
+                origin_country=r["facility_country"],
+                commissioning_year=r["cy"],
+                vintage=r["vintage"],
+                wh=int(r["wh"]),
+                mwh=mwh(int(r["wh"])),
+            )
+            for r in rows
+        ]
+
+    @strawberry.field(description="Query 7: double counting anywhere (must be empty).")
+    async def double_count_audit(self, info: Ctx) -> list[Conflict]:
+        params: dict[str, Any] = {}
+        a_live, b_live = live("a", True, self._at, params), live("b", True, self._at, params)
+        rows = await info.context.reader.all(
+            "SELECT 'overlapping_serials' AS kind, a.token_id AS x, b.token_id AS y"
+            " FROM certificates a JOIN certificates b ON a.report_id = b.report_id"
+            " AND a.token_id < b.token_id AND a.serial_start < b.serial_end"
+            " AND b.serial_start < a.serial_end"
+            f" WHERE {a_live} AND {b_live} AND a.status <> 'split' AND b.status <> 'split'"
+            " UNION ALL SELECT 'overlapping_issuance', a.report_id, b.report_id"
+            " FROM generation_reports a JOIN generation_reports b ON a.facility_id ="
+            " b.facility_id AND a.report_id < b.report_id AND a.period_start < b.period_end"
+            " AND b.period_start < a.period_end"
+            f" WHERE {a_live} AND {b_live} AND a.status IN ('attested', 'minted')"
+            " AND b.status IN ('attested', 'minted')"
+            " UNION ALL SELECT 'retired_twice', a.id, b.id FROM retirements a"
+            " JOIN certificates ca ON ca.token_id = a.token_id AND ca.block_to IS NULL"
+            " JOIN retirements b ON a.id < b.id AND a.serial_start < b.serial_end"
+            " AND b.serial_start < a.serial_end"
+            " JOIN certificates cb ON cb.token_id = b.token_id AND cb.block_to IS NULL"
+            " AND cb.report_id = ca.report_id ORDER BY 1, 2, 3",
+            params,
+        )
+        return [Conflict(kind=r["kind"], first_id=r["x"], second_id=r["y"]) for r in rows]
+
+    @strawberry.field(description="Query 10: issued vs retired vs active Wh per facility.")
+    async def issuance_summary(
+        self, info: Ctx, facility_id: int | None = None
+    ) -> list[IssuanceRow]:
+        params: dict[str, Any] = {"fid": facility_id}
+        rows = await info.context.reader.all(
+            "SELECT c.facility_id, c.vintage, sum(c.wh) AS issued,"
+            " coalesce(sum(c.wh) FILTER (WHERE c.status = 'active'), 0) AS active,"
+            " coalesce(sum(c.wh) FILTER (WHERE c.status = 'listed'), 0) AS listed,"
+            " coalesce(sum(c.wh) FILTER (WHERE c.status = 'retired'), 0) AS retired,"
+            " coalesce(sum(c.wh) FILTER (WHERE c.status = 'revoked'), 0) AS revoked"
+            f" FROM certificates c WHERE {live('c', True, self._at, params)}"
+            " AND c.status <> 'split' AND (CAST(:fid AS bigint) IS NULL OR c.facility_id = :fid)"
+            " GROUP BY 1, 2 ORDER BY 1, 2",
+            params,
+        )
+        return [
+            IssuanceRow(
+                facility_id=r["facility_id"],
+                vintage=r["vintage"],
+                issued_wh=int(r["issued"]),
+                active_wh=int(r["active"]),
+                listed_wh=int(r["listed"]),
+                retired_wh=int(r["retired"]),
+                revoked_wh=int(r["revoked"]),
+            )
+            for r in rows
+        ]
+
+    @strawberry.field(description="Query 11: retirements whose certificate was later revoked.")
+    async def revoked_retirements(self, info: Ctx) -> list[Retirement]:
+        params: dict[str, Any] = {}
+        rows = await info.context.reader.all(
+            f"SELECT s.* FROM ({self._base(params)}) s JOIN certificates c ON c.token_id ="
+            f" s.token_id AND {live('c', True, self._at, params)}"
+            " WHERE c.revoked_height IS NOT NULL OR c.status = 'revoked'"
+            " ORDER BY s.block_height, s.event_index",
+            params,
+        )
+        entity = ENTITIES["Retirement"]
+        return [entity.from_row(r, r["block_height"]) for r in rows]
+
+
+# -- market (query 12) ------------------------------------------------------------------------
+
+
+@strawberry.type(description="Trade aggregates; prices in the currency's smallest unit per MWh.")
+class TradeStats:
+    key: str | None = strawberry.field(description="Group value (null for the whole market).")
+    trade_count: int = strawberry.field(description="Number of sales.")
+    volume_wh: BigInt = strawberry.field(description="Energy traded, Wh.")
+    notional: BigInt = strawberry.field(description="Sum of prices.")
+    fees: BigInt = strawberry.field(description="Sum of platform fees.")
+    vwap_per_mwh: BigDecimal | None = strawberry.field(
+        description="Volume-weighted average price per MWh."
+    )
+
+
+@strawberry.type(description="Daily open/high/low/close of the price per MWh.")
+class Candle:
+    day: date = strawberry.field(description="UTC day.")
+    open: BigDecimal = strawberry.field(description="First trade's price per MWh.")
+    high: BigDecimal = strawberry.field(description="Highest price per MWh.")
+    low: BigDecimal = strawberry.field(description="Lowest price per MWh.")
+    close: BigDecimal = strawberry.field(description="Last trade's price per MWh.")
+    volume_wh: BigInt = strawberry.field(description="Energy traded, Wh.")
+    vwap_per_mwh: BigDecimal = strawberry.field(description="VWAP per MWh of the day.")
+
+
+@strawberry.type(description="Open fixed-price listings at one price per MWh.")
+class DepthLevel:
+    price_per_mwh: BigDecimal = strawberry.field(description="Asking price per MWh.")
+    listings: int = strawberry.field(description="Open listings at this price.")
+    wh: BigInt = strawberry.field(description="Energy offered, Wh.")
+
+
+@strawberry.type(description="Market statistics of one currency (DOMAIN query 12).")
+class MarketStats:
+    currency: str = strawberry.field(description="STX or a SIP-010 contract id.")
+    overall: TradeStats = strawberry.field(description="All matching trades.")
+    by_energy_source: list[TradeStats] = strawberry.field(description="Per energy source.")
+    by_vintage: list[TradeStats] = strawberry.field(description="Per vintage.")
+    by_boundary: list[TradeStats] = strawberry.field(description="Per market boundary.")
+    daily: list[Candle] = strawberry.field(description="Daily OHLC, oldest first.")
+    depth: list[DepthLevel] = strawberry.field(
+        description="Open fixed-price listings, cheapest first (top 50 levels)."
+    )
+
+
+PPM = "(s.price * 1000000.0 / nullif(s.wh, 0))"
+
+
+def _vwap(notional: Any, wh: Any) -> Decimal | None:
+    if not wh:
+        return None
+    return (Decimal(notional) * Decimal(1_000_000) / Decimal(wh)).quantize(Decimal("0.000001"))
+
+
+async def market_stats(
+    ctx: Context,
+    currency: str,
+    energy_source: str | None,
+    vintage: int | None,
+    boundary: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    at: int | None,
+) -> MarketStats:
+    params: dict[str, Any] = {"cur": currency}
+    conds = ["s.currency = :cur"]
+    if at is not None:
+        params["_at"] = at
+        conds.append("s.block_height <= :_at")
+    for name, value, expr in (
+        ("es", energy_source, "f.energy_source"),
+        ("vin", vintage, "c.vintage"),
+        ("mb", boundary, "f.market_boundary"),
+        ("since", since, "s.block_time >= "),
+        ("until", until, "s.block_time < "),
+    ):
+        if value is not None:
+            params[name] = value
+            conds.append(f"{expr} :{name}" if expr.endswith(" ") else f"{expr} = :{name}")
+    # Attributes as they were at the sale's block.
+    base = (
+        "SELECT s.*, c.vintage, f.energy_source, f.market_boundary FROM sales s"
+        " JOIN certificates c ON c.token_id = s.token_id AND c.block_from <= s.block_height"
+        " AND (c.block_to IS NULL OR c.block_to > s.block_height)"
+        " LEFT JOIN facilities f ON f.facility_id = c.facility_id"
+        " AND f.block_from <= s.block_height AND (f.block_to IS NULL OR f.block_to > s.block_height)"
+        f" WHERE {' AND '.join(conds)}"
+    )
+    groups = await ctx.reader.all(
+        "SELECT CASE WHEN GROUPING(energy_source) = 0 THEN 'es' WHEN GROUPING(vintage) = 0"
+        " THEN 'vin' WHEN GROUPING(market_boundary) = 0 THEN 'mb' ELSE 'all' END AS g,"
+        " coalesce(energy_source, vintage::text, market_boundary) AS k, count(*) AS n,"
+        " coalesce(sum(wh), 0) AS wh, coalesce(sum(price), 0) AS px, coalesce(sum(fee), 0) AS fee"
+        f" FROM ({base}) x GROUP BY GROUPING SETS ((energy_source), (vintage),"
+        " (market_boundary), ()) ORDER BY 1, 2",
+        params,
+    )
+    by: dict[str, list[TradeStats]] = {"es": [], "vin": [], "mb": [], "all": []}
+    for r in groups:
+        by[r["g"]].append(
+            TradeStats(
+                key=None if r["g"] == "all" else r["k"],
+                trade_count=int(r["n"]),
+                volume_wh=int(r["wh"]),
+                notional=int(r["px"]),
+                fees=int(r["fee"]),
+                vwap_per_mwh=_vwap(r["px"], r["wh"]),
+            )
+        )
+    candles = await ctx.reader.all(
+        "SELECT (s.block_time AT TIME ZONE 'UTC')::date AS day,"
+        f" (array_agg({PPM} ORDER BY s.block_height, s.event_index))[1] AS o,"
+        f" max({PPM}) AS h, min({PPM}) AS l,"
+        f" (array_agg({PPM} ORDER BY s.block_height DESC, s.event_index DESC))[1] AS c,"
+        " sum(s.wh) AS wh, sum(s.price) AS px"
+        f" FROM ({base}) s WHERE s.block_time IS NOT NULL GROUP BY 1 ORDER BY 1",
+        params,
+    )
+    q = Decimal("0.000001")
+    depth_params: dict[str, Any] = {"cur": currency}
+    depth = await ctx.reader.all(
+        "SELECT round(l.price * 1000000.0 / c.wh, 6) AS ppm, count(*) AS n, sum(c.wh) AS wh"
+        " FROM listings l JOIN certificates c ON c.token_id = l.token_id"
+        f" AND {live('c', True, at, depth_params)}"
+        f" WHERE {live('l', True, at, depth_params)} AND l.status = 'active'"
+        " AND l.kind = 'fixed' AND l.currency = :cur AND c.wh > 0"
+        " GROUP BY 1 ORDER BY 1 LIMIT 50",
+        depth_params,
+    )
+    overall = (
+        by["all"][0]
+        if by["all"]
+        else TradeStats(key=None, trade_count=0, volume_wh=0, notional=0, fees=0, vwap_per_mwh=None)
+    )
+    return MarketStats(
+        currency=currency,
+        overall=overall,
+        by_energy_source=by["es"],
+        by_vintage=by["vin"],
+        by_boundary=by["mb"],
+        daily=[
+            Candle(
+                day=r["day"],
+                open=Decimal(r["o"]).quantize(q),
+                high=Decimal(r["h"]).quantize(q),
+                low=Decimal(r["l"]).quantize(q),
+                close=Decimal(r["c"]).quantize(q),
+                volume_wh=int(r["wh"]),
+                vwap_per_mwh=_vwap(r["px"], r["wh"]) or Decimal(0),
+            )
+            for r in candles
+        ],
+        depth=[
+            DepthLevel(price_per_mwh=Decimal(r["ppm"]), listings=int(r["n"]), wh=int(r["wh"]))
+            for r in depth
+        ],
+    )
+
+
+# -- search (query 13) ------------------------------------------------------------------------
+
+
+@strawberry.type(description="A search hit: exactly one of facility, certificate, listing is set.")
+class SearchHit:
+    score: float = strawberry.field(description="Relevance (full-text rank or similarity).")
+    kind: str = strawberry.field(description="facility | certificate | listing.")
+    facility: Facility | None = strawberry.field(description="The matching facility.")
+    certificate: Certificate | None = strawberry.field(description="A matching certificate.")
+    listing: Listing | None = strawberry.field(description="A matching open listing.")
+
+
+async def search(ctx: Context, text: str, first: int) -> list[SearchHit]:
+    check_first(ctx, first)
+    text = text.strip()
+    if not text or len(text) > 200:
+        raise BadUserInput("search text must be 1..200 characters")
+    params: dict[str, Any] = {"q": text, "n": first}
+    facilities = await ctx.reader.all(
+        f"SELECT f.*, greatest(ts_rank(to_tsvector('simple', {FACILITY_DOC}), query),"
+        f" word_similarity(:q, {FACILITY_DOC})) AS score"
+        " FROM facilities f, plainto_tsquery('simple', :q) query"
+        f" WHERE f.block_to IS NULL AND (to_tsvector('simple', {FACILITY_DOC}) @@ query"
+        # Typo tolerance: trigram word similarity; facilities are few, so no index is needed.
+        f" OR word_similarity(:q, {FACILITY_DOC}) >= 0.3)"
+        " ORDER BY score DESC, f.facility_id LIMIT :n",
+        params,
+    )
+    fe, ce, le = ENTITIES["Facility"], ENTITIES["Certificate"], ENTITIES["Listing"]
+    hits = [
+        SearchHit(
+            score=float(r["score"]),
+            kind="facility",
+            facility=fe.from_row(r, None),
+            certificate=None,
+            listing=None,
+        )
+        for r in facilities
+    ]
+    scores = {r["facility_id"]: float(r["score"]) for r in facilities}
+    token = int(text) if text.isdigit() and len(text) < 19 else None
+    if scores or token is not None:
+        p2: dict[str, Any] = {"ids": list(scores), "tok": token, "n": first}
+        certs = await ctx.reader.all(
+            "SELECT c.* FROM certificates c WHERE c.block_to IS NULL"
+            " AND c.status IN ('active', 'listed')"
+            " AND (c.facility_id = ANY(:ids) OR c.token_id = CAST(:tok AS bigint))"
+            " ORDER BY c.token_id LIMIT :n",
+            p2,
+        )
+        for r in certs:
+            score = 1.0 if r["token_id"] == token else scores.get(r["facility_id"], 0) * 0.9
+            hits.append(
+                SearchHit(
+                    score=score,
+                    kind="certificate",
+                    facility=None,
+                    certificate=ce.from_row(r, None),
+                    listing=None,
+                )
+            )
+        lst = await ctx.reader.all(
+            "SELECT l.*, c.facility_id AS _fid FROM listings l JOIN certificates c ON"
+            " c.token_id = l.token_id AND c.block_to IS NULL WHERE l.block_to IS NULL"
+            " AND l.status = 'active' AND (c.facility_id = ANY(:ids)"
+            " OR l.token_id = CAST(:tok AS bigint)) ORDER BY l.listing_id LIMIT :n",
+            p2,
+        )
+        for r in lst:
+            score = 1.0 if r["token_id"] == token else scores.get(r["_fid"], 0) * 0.95
+            hits.append(
+                SearchHit(
+                    score=score,
+                    kind="listing",
+                    facility=None,
+                    certificate=None,
+                    listing=le.from_row(r, None),
+                )
+            )
+    hits.sort(key=lambda h: -h.score)
+    return hits[:first]
+
+
+# -- root fields ------------------------------------------------------------------------------
 
 
 @strawberry.type
 class AnalyticsQuery:
-    @strawberry.field(description="Placeholder")
-    def version(self) -> str:
-        return "1"
+    @strawberry.field(
+        description="Every custody change of a token, following splits into the parent's history"
+        " up to the split; oldest first."
+    )
+    async def ownership_history(
+        self,
+        info: Ctx,
+        token_id: int,
+        first: int = 100,
+        after: str | None = None,
+        block: BlockInput | None = None,
+    ) -> Connection[Transfer]:
+        at = await info.context.at(block)
+        params: dict[str, Any] = {"tok": token_id}
+        c_live, p_live = live("c", True, at, params), live("p", True, at, params)
+        prefix = (
+            "WITH RECURSIVE lineage(token_id, parent_token_id, issued_height, cap) AS ("
+            " SELECT c.token_id, c.parent_token_id, c.issued_height, 2147483647"
+            f" FROM certificates c WHERE c.token_id = :tok AND {c_live}"
+            " UNION ALL SELECT p.token_id, p.parent_token_id, p.issued_height, l.issued_height"
+            f" FROM certificates p JOIN lineage l ON p.token_id = l.parent_token_id"
+            f" WHERE {p_live})"
+        )
+        entity = ENTITIES["Transfer"]
+        return await paginate(
+            info.context,
+            prefix=prefix,
+            from_sql="transfers t JOIN lineage l ON t.token_id = l.token_id"
+            " AND t.block_height <= l.cap",
+            alias="t",
+            params=params,
+            conditions=[live("t", False, at, params)],
+            order=[("t.block_height", False), ("t.event_index", False), ("t.id", False)],
+            signature=f"history:{token_id}",
+            first=first,
+            after=after,
+            build=lambda r: entity.from_row(r, at),
+        )
+
+    @strawberry.field(description="An owner's certificates at a block (query 8), with totals.")
+    async def holdings(
+        self,
+        info: Ctx,
+        owner: str,
+        block: BlockInput | None = None,
+        where: CertificateFilter | None = None,
+        first: int = 100,
+        after: str | None = None,
+    ) -> Holdings:
+        ctx = info.context
+        at = await ctx.at(block)
+        params: dict[str, Any] = {"owner": owner}
+        cert = ENTITIES["Certificate"]
+        cond = _holdings_condition(at, params)
+        if where is not None:
+            cond += " AND " + SqlWhere(cert, at, params).compile(where, "c")
+        fac_live = live("f", True, at, params)
+        grouped = await ctx.reader.all(
+            _grouped_sql(
+                HOLDING_DIMS,
+                "SELECT c.status, c.vintage, f.energy_source, f.technology, f.market_boundary,"
+                " c.wh AS wh_ FROM certificates c LEFT JOIN facilities f"
+                f" ON f.facility_id = c.facility_id AND {fac_live} WHERE {cond}",
+            ),
+            params,
+        )
+        total, breakdown = _breakdowns(grouped, HOLDING_DIMS)
+        page = await paginate(
+            ctx,
+            from_sql="certificates c",
+            alias="c",
+            params=dict(params),
+            conditions=[cond],
+            order=[("c.token_id", False)],
+            signature=f"holdings:{owner}",
+            first=first,
+            after=after,
+            build=lambda r: cert.from_row(r, at),
+        )
+        return Holdings(
+            owner=owner, at_height=at, total_wh=total, breakdown=breakdown, certificates=page
+        )
+
+    @strawberry.field(
+        description="Query 1: what a beneficiary retired in a period or reporting year, totals in"
+        " Wh and MWh by market boundary, energy source and vintage, every line with serials and"
+        " txids."
+    )
+    async def retirement_statement(
+        self,
+        info: Ctx,
+        beneficiary: str,
+        period_start: datetime | None = None,
+        period_end: datetime | None = None,
+        reporting_year: int | None = None,
+        block: BlockInput | None = None,
+    ) -> RetirementStatement:
+        at = await info.context.at(block)
+        return await retirement_statement(
+            info.context, beneficiary, period_start, period_end, reporting_year, at
+        )
+
+    @strawberry.field(description="Compliance checks (queries 2, 3, 4, 7, 10, 11).")
+    async def compliance_report(
+        self,
+        info: Ctx,
+        beneficiary: str | None = None,
+        reporting_year: int | None = None,
+        block: BlockInput | None = None,
+    ) -> ComplianceReport:
+        at = await info.context.at(block)
+        return ComplianceReport(beneficiary=beneficiary, reporting_year=reporting_year, _at=at)
+
+    @strawberry.field(description="Query 12: VWAP per MWh, daily OHLC, depth, per group.")
+    async def market_stats(
+        self,
+        info: Ctx,
+        currency: str = "STX",
+        energy_source: str | None = None,
+        vintage: int | None = None,
+        boundary: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        block: BlockInput | None = None,
+    ) -> MarketStats:
+        at = await info.context.at(block)
+        return await market_stats(
+            info.context, currency, energy_source, vintage, boundary, since, until, at
+        )
+
+    @strawberry.field(
+        description="Query 13: ranked full-text and typo-tolerant search over facilities,"
+        " certificates and open listings."
+    )
+    async def search(self, info: Ctx, text: str, first: int = 20) -> list[SearchHit]:
+        return await search(info.context, text, first)

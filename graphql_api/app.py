@@ -3,8 +3,11 @@ readiness and metrics."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -19,10 +22,33 @@ from strawberry.asgi import GraphQL
 
 from db.migrate import current_revisions, head_revisions
 from db.session import create_engine, database_url
-from graphql_api.context import Context
+from graphql_api.context import BlockInput, Context
 from graphql_api.db import Reader
+from graphql_api.errors import BadUserInput
 from graphql_api.schema import build_schema
 from recchain.config import Settings
+
+STATEMENT_CSV_HEADER = (
+    "txid",
+    "block_height",
+    "token_id",
+    "facility_id",
+    "facility_name",
+    "facility_country",
+    "market_boundary",
+    "energy_source",
+    "technology",
+    "vintage",
+    "wh",
+    "mwh",
+    "serial_start",
+    "serial_end",
+    "beneficiary",
+    "consumption_country",
+    "consumption_boundary",
+    "reporting_year",
+    "purpose",
+)
 
 
 @lru_cache(maxsize=1)
@@ -93,6 +119,59 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
             return JSONResponse({"ready": False, "reason": "database not migrated"}, 503)
         return JSONResponse({"ready": True})
 
+    async def statement_csv(request: Request) -> Response:
+        """The retirement statement as CSV, with the GraphQL field's filters."""
+        from graphql_api.analytics import retirement_statement
+        from graphql_api.errors import ApiError
+
+        q = request.query_params
+        ctx = await graphql.get_context(request, None)
+        try:
+            try:
+                year = int(q["reportingYear"]) if q.get("reportingYear") else None
+                start = datetime.fromisoformat(q["periodStart"]) if q.get("periodStart") else None
+                end = datetime.fromisoformat(q["periodEnd"]) if q.get("periodEnd") else None
+                at = int(q["block"]) if q.get("block") else None
+            except ValueError as exc:
+                raise BadUserInput(f"bad parameter: {exc}") from exc
+            at = await ctx.at(BlockInput(number=at)) if at is not None else None
+            statement = await retirement_statement(
+                ctx, q.get("beneficiary", ""), start, end, year, at
+            )
+        except ApiError as exc:
+            return JSONResponse({"error": str(exc), **exc.extensions}, 400)
+        finally:
+            await ctx.close()
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(STATEMENT_CSV_HEADER)
+        for line in statement.lines:
+            r = line.retirement
+            writer.writerow(
+                [
+                    r.txid,
+                    r.block_height,
+                    r.token_id,
+                    r.facility_id,
+                    line.facility_name,
+                    line.facility_country,
+                    line.market_boundary,
+                    line.energy_source,
+                    line.technology,
+                    r.vintage,
+                    r.wh,
+                    line.mwh,
+                    r.serial_start,
+                    r.serial_end,
+                    r.beneficiary_name,
+                    r.consumption_country,
+                    r.consumption_boundary,
+                    r.reporting_year,
+                    r.purpose,
+                ]
+            )
+        return Response(out.getvalue(), media_type="text/csv; charset=utf-8")
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         try:
@@ -104,6 +183,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/retirement-statement.csv", statement_csv),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]

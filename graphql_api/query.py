@@ -319,6 +319,7 @@ async def paginate(
     after: str | None,
     build: Callable[[Any], Any],
     select: str | None = None,
+    prefix: str = "",
 ) -> Connection[Any]:
     """One keyset page: `order` must end with a unique column so the order is total."""
     check_first(ctx, first)
@@ -339,7 +340,7 @@ async def paginate(
     order_sql = ", ".join(f"{c} {'DESC' if d else 'ASC'}" for c, d in order)
     cols = ", ".join(f"{c} AS _o{i}" for i, (c, _) in enumerate(order))
     sql = (
-        f"SELECT {select or alias + '.*'}, {cols} FROM {from_sql} WHERE {page_where}"
+        f"{prefix} SELECT {select or alias + '.*'}, {cols} FROM {from_sql} WHERE {page_where}"
         f" ORDER BY {order_sql} LIMIT {first + 1}"
     )
     rows = await ctx.reader.all(sql, params) if first > 0 else []
@@ -351,7 +352,7 @@ async def paginate(
 
     async def count() -> int:
         row = await ctx.reader.one(
-            f"SELECT count(*) AS n FROM {from_sql} WHERE {base_where}", count_params
+            f"{prefix} SELECT count(*) AS n FROM {from_sql} WHERE {base_where}", count_params
         )
         return int(row["n"]) if row is not None else 0
 

@@ -14,9 +14,8 @@ from graphql_api.context import BlockInput, Context
 from graphql_api.errors import BadUserInput
 from graphql_api.loaders import one_by
 from graphql_api.meta import Meta, load_meta
-from graphql_api.query import ENTITIES, Connection, build_inputs, list_entity
+from graphql_api.query import ENTITIES, Connection, list_entity
 
-build_inputs()
 Ctx = Info[Context, None]
 DEFAULT_FIRST = 100
 

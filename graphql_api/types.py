@@ -14,7 +14,7 @@ from strawberry.types import Info
 
 from graphql_api.context import Context
 from graphql_api.loaders import many_by, one_by
-from graphql_api.query import Entity, register
+from graphql_api.query import Entity, build_inputs, register
 from graphql_api.scalars import BigDecimal, BigInt
 
 WH_PER_MWH = Decimal(1_000_000)
@@ -444,3 +444,6 @@ register(
         },
     )
 )
+
+# Filters and order inputs are generated once every entity is registered.
+build_inputs()

@@ -437,4 +437,8 @@ class Chain:
                 await conn.execute(insert(model), [dict(v) for v in history])
             for table, rows in self.facts.items():
                 if rows:
-                    await conn.execute(insert(FACTS[table]), [dict(r) for r in rows])
+                    # executemany takes its columns from the first row: give every row all keys.
+                    keys = set().union(*rows)
+                    await conn.execute(
+                        insert(FACTS[table]), [{k: r.get(k) for k in keys} for r in rows]
+                    )
