@@ -44,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler = args.handler
+    # Every role logs through the same scrubbing handler, configured once, here.
+    from recchain.config import get_settings
+    from recchain.logging import configure_logging
+
+    configure_logging(get_settings())
     try:
         result = handler(args)
     except KeyboardInterrupt:
