@@ -502,7 +502,8 @@ async def market_stats(
         " JOIN certificates c ON c.token_id = s.token_id AND c.block_from <= s.block_height"
         " AND (c.block_to IS NULL OR c.block_to > s.block_height)"
         " LEFT JOIN facilities f ON f.facility_id = c.facility_id"
-        " AND f.block_from <= s.block_height AND (f.block_to IS NULL OR f.block_to > s.block_height)"
+        " AND f.block_from <= s.block_height"
+        " AND (f.block_to IS NULL OR f.block_to > s.block_height)"
         f" WHERE {' AND '.join(conds)}"
     )
     groups = await ctx.reader.all(

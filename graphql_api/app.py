@@ -11,9 +11,12 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -21,10 +24,12 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from db.migrate import current_revisions, head_revisions
-from db.session import create_engine, database_url
+from db.session import create_engine, database_url, to_libpq_url
 from graphql_api.context import BlockInput, Context
 from graphql_api.db import Reader
 from graphql_api.errors import BadUserInput
+from graphql_api.guards import BodyLimit, RateLimit, build_extensions
+from graphql_api.hub import Hub
 from graphql_api.schema import build_schema
 from recchain.config import Settings
 
@@ -91,13 +96,12 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
     api = settings.api
     owns_engine = engine is None
     eng = engine if engine is not None else create_engine(api_database_url(settings))
-    from graphql_api.guards import build_extensions
-
     schema = build_schema(build_extensions(settings))
+    hub = Hub(to_libpq_url(eng.url.render_as_string(hide_password=False)))
     graphql = GraphQLApp(
         settings,
         eng,
-        None,
+        hub,
         schema=schema,
         graphql_ide="graphiql" if api.graphiql else None,
         keep_alive=True,
@@ -177,14 +181,38 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         try:
             yield
         finally:
+            await hub.stop()
             if owns_engine:
                 await eng.dispose()
 
+    async def prometheus(_: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     routes = [
+        Route("/metrics", prometheus),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/retirement-statement.csv", statement_csv),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=api.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["content-type", "authorization"],
+            ),
+            Middleware(
+                RateLimit,
+                per_minute=api.rate_limit_per_minute,
+                paths=("/graphql", "/retirement-statement.csv"),
+            ),
+            Middleware(BodyLimit, max_bytes=api.max_body_bytes),
+        ],
+    )
+    app.state.hub = hub
+    return app

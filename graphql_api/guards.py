@@ -1,10 +1,45 @@
-"""Guards against expensive or abusive requests."""
+"""Guards against expensive or abusive requests: depth, aliases, tokens, a cost estimate,
+masked internal errors, per-field metrics (GraphQL extensions); body size and per-client rate
+limits (ASGI middleware). Page size and statement timeout are enforced where they apply
+(`query.check_first`, `db.Reader`)."""
 
 from __future__ import annotations
 
-from strawberry.extensions import SchemaExtension
+import inspect
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
 
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    IntValueNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    ValidationRule,
+    VariableNode,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.extensions import (
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+
+from graphql_api import metrics
+from graphql_api.errors import ApiError
 from recchain.config import Settings
+
+# Relation lists without `first` (a token's transfers, a listing's bids) are short in practice and
+# capped at 1000 rows server-side; the estimate counts them at this typical size.
+DEFAULT_LIST_COST = 10
+LIMIT = {"code": "LIMIT_EXCEEDED"}
 
 
 class CloseReader(SchemaExtension):
@@ -19,5 +54,236 @@ class CloseReader(SchemaExtension):
                 await ctx.close()
 
 
-def build_extensions(settings: Settings) -> list[object]:
-    return [CloseReader]
+def estimate_cost(
+    selection: SelectionSetNode | None,
+    fragments: dict[str, FragmentDefinitionNode],
+    variables: dict[str, Any],
+    multiplier: int = 1,
+    seen: frozenset[str] = frozenset(),
+) -> int:
+    """Each field costs 1 per parent row; a field with `first` multiplies what it selects."""
+    if selection is None:
+        return 0
+    total = 0
+    for node in selection.selections:
+        if isinstance(node, FieldNode):
+            total += multiplier
+            inner = multiplier
+            if node.selection_set is not None:
+                first = None
+                for arg in node.arguments or ():
+                    if arg.name.value == "first":
+                        if isinstance(arg.value, IntValueNode):
+                            first = int(arg.value.value)
+                        elif isinstance(arg.value, VariableNode):
+                            first = variables.get(arg.value.name.value)
+                if first is not None:
+                    inner = multiplier * max(1, int(first))
+                elif node.name.value in _LIST_RELATIONS:
+                    inner = multiplier * DEFAULT_LIST_COST
+            total += estimate_cost(node.selection_set, fragments, variables, inner, seen)
+        elif isinstance(node, InlineFragmentNode):
+            total += estimate_cost(node.selection_set, fragments, variables, multiplier, seen)
+        elif isinstance(node, FragmentSpreadNode):
+            name = node.name.value
+            if name in seen or name not in fragments:
+                continue
+            total += estimate_cost(
+                fragments[name].selection_set, fragments, variables, multiplier, seen | {name}
+            )
+    return total
+
+
+# Relation fields that return lists without a `first` argument.
+_LIST_RELATIONS = frozenset(
+    {"transfers", "listings", "bids", "reports", "certificates", "lines", "breakdown"}
+)
+
+
+class CostLimiter(SchemaExtension):
+    def __init__(self, max_cost: int) -> None:
+        self.max_cost = max_cost
+
+    def on_operation(self) -> Iterator[None]:
+        max_cost = self.max_cost
+        variables = dict(self.execution_context.variables or {})
+
+        class CostRule(ValidationRule):
+            def enter_document(self, node: Any, *_: Any) -> None:
+                fragments = {
+                    d.name.value: d
+                    for d in node.definitions
+                    if isinstance(d, FragmentDefinitionNode)
+                }
+                for d in node.definitions:
+                    if isinstance(d, OperationDefinitionNode):
+                        cost = estimate_cost(d.selection_set, fragments, variables)
+                        if cost > max_cost:
+                            metrics.REJECTED.labels("cost").inc()
+                            self.report_error(
+                                GraphQLError(
+                                    f"query cost {cost} exceeds the maximum of {max_cost}:"
+                                    " lower `first` or select fewer nested lists",
+                                    extensions={**LIMIT, "cost": cost, "max": max_cost},
+                                )
+                            )
+
+        self.execution_context.validation_rules = (
+            *self.execution_context.validation_rules,
+            CostRule,
+        )
+        yield
+
+
+class FieldMetrics(SchemaExtension):
+    """Latency and errors per root field."""
+
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        # Nested fields pass straight through: only root fields are timed.
+        if info.path.prev is not None or info.operation.operation.value == "subscription":
+            return _next(root, info, *args, **kwargs)
+        return self._timed(_next, root, info, *args, **kwargs)
+
+    async def _timed(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            value = _next(root, info, *args, **kwargs)
+            return await value if inspect.isawaitable(value) else value
+        except Exception as exc:
+            code = exc.extensions["code"] if isinstance(exc, ApiError) else "INTERNAL"
+            metrics.ERRORS.labels(info.field_name, code).inc()
+            raise
+        finally:
+            metrics.LATENCY.labels(info.field_name).observe(time.perf_counter() - started)
+
+
+def _should_mask(error: GraphQLError) -> bool:
+    # Client errors (typed, or validation without an original exception) are shown as they are.
+    original = error.original_error
+    return original is not None and not isinstance(original, ApiError | GraphQLError)
+
+
+def build_extensions(settings: Settings) -> list[Any]:
+    api = settings.api
+    extensions: list[Any] = [
+        CloseReader,
+        MaxTokensLimiter(max_token_count=api.max_tokens),
+        QueryDepthLimiter(max_depth=api.max_depth),
+        MaxAliasesLimiter(max_alias_count=api.max_aliases),
+        CostLimiter(api.max_cost),
+        FieldMetrics,
+    ]
+    if api.mask_errors:
+        extensions.append(
+            MaskErrors(should_mask_error=_should_mask, error_message="Internal server error.")
+        )
+    return extensions
+
+
+# -- ASGI middleware --------------------------------------------------------------------------
+
+
+async def _refuse(send: Send, status: int, message: str, **extra: Any) -> None:
+    body = json.dumps({"errors": [{"message": message, "extensions": extra}]}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if "retryAfter" in extra:
+        headers.append((b"retry-after", str(extra["retryAfter"]).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimit:
+    """Refuses request bodies over `max_bytes` (413) before they reach the GraphQL parser."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            metrics.REJECTED.labels("body_size").inc()
+            await _refuse(
+                send, 413, f"request body exceeds {self.max_bytes} bytes", code="PAYLOAD_TOO_LARGE"
+            )
+            return
+        # Chunked bodies declare no length: buffer up to the limit, then decide.
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                metrics.REJECTED.labels("body_size").inc()
+                await _refuse(
+                    send,
+                    413,
+                    f"request body exceeds {self.max_bytes} bytes",
+                    code="PAYLOAD_TOO_LARGE",
+                )
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class RateLimit:
+    """Token bucket per client address for `/graphql` requests and websocket connections."""
+
+    def __init__(self, app: ASGIApp, per_minute: int, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.rate = per_minute / 60.0
+        self.capacity = float(max(1, per_minute))
+        self.paths = paths
+        self.buckets: dict[str, tuple[float, float]] = {}
+
+    def _take(self, client: str) -> float:
+        """0 when allowed, else seconds until a token is available."""
+        now = time.monotonic()
+        tokens, last = self.buckets.get(client, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - last) * self.rate)
+        if tokens >= 1:
+            self.buckets[client] = (tokens - 1, now)
+            return 0.0
+        self.buckets[client] = (tokens, now)
+        if len(self.buckets) > 100_000:  # bound memory under address churn
+            self.buckets.clear()
+        return (1 - tokens) / self.rate if self.rate else 60.0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("unknown", 0))[0]
+        wait = self._take(client)
+        if wait == 0:
+            await self.app(scope, receive, send)
+            return
+        metrics.REJECTED.labels("rate_limit").inc()
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4429, "reason": "rate limited"})
+            return
+        await _refuse(
+            send,
+            429,
+            "rate limit exceeded",
+            code="RATE_LIMITED",
+            retryAfter=max(1, int(wait + 0.999)),
+        )

@@ -130,10 +130,12 @@ class Query:
 
 def build_schema(extensions: list[object] | None = None) -> strawberry.Schema:
     from graphql_api.analytics import AnalyticsQuery
+    from graphql_api.subscriptions import Subscription
 
     query = merge_types("Query", (Query, AnalyticsQuery))
     return strawberry.Schema(
         query=query,
+        subscription=Subscription,
         types=[t.Transfer, t.Bid],
         extensions=list(extensions or []),  # type: ignore[arg-type]
     )

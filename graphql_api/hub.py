@@ -1,0 +1,136 @@
+"""Subscription fan-out: one LISTEN connection per process, shared topics, push on change.
+
+A topic is one distinct subscription (kind + arguments); every subscriber with the same
+arguments shares it, so a notification costs one query per distinct topic, not per socket.
+A topic recomputes only when the notification names something it depends on, and pushes only
+when the computed answer differs from the last one it pushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from db.channels import BLOCKS, RELAY
+from graphql_api import metrics
+
+log = logging.getLogger(__name__)
+QUEUE_SIZE = 256
+
+# compute(channel, payload) -> items to push (empty = nothing for this topic).
+Compute = Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
+
+
+@dataclass
+class Topic:
+    key: str
+    compute: Compute
+    fingerprint: Callable[[Any], str]
+    queues: set[asyncio.Queue[Any]] = field(default_factory=set)
+    last: str | None = None
+
+
+class Hub:
+    def __init__(self, libpq_url: str) -> None:
+        self.libpq_url = libpq_url
+        self.topics: dict[str, Topic] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._listening = asyncio.Event()
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(t.queues) for t in self.topics.values())
+
+    async def start(self) -> None:
+        """Open the LISTEN connection (once); returns when it is listening."""
+        if self._task is None or self._task.done():
+            self._listening.clear()
+            self._task = asyncio.create_task(self._run(), name="recchain-api-listen")
+        await asyncio.wait_for(self._listening.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.libpq_url, autocommit=True
+                ) as conn:
+                    self._conn = conn
+                    await conn.execute(f"LISTEN {BLOCKS}")
+                    await conn.execute(f"LISTEN {RELAY}")
+                    self._listening.set()
+                    delay = 0.5
+                    async for note in conn.notifies():
+                        await self.dispatch(note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnect: a DB restart must not end subscriptions
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            finally:
+                self._conn = None
+
+    async def dispatch(self, channel: str, raw: str) -> None:
+        try:
+            payload = json.loads(raw) if raw else {}
+        except ValueError:
+            log.warning("ignoring a non-JSON notification on %s", channel)
+            return
+        topics = [t for t in list(self.topics.values()) if t.queues]
+        results = await asyncio.gather(
+            *(t.compute(channel, payload) for t in topics), return_exceptions=True
+        )
+        for topic, items in zip(topics, results, strict=True):
+            if isinstance(items, BaseException):
+                log.error("subscription %s failed to compute: %s", topic.key, items)
+                continue
+            for item in items:
+                mark = topic.fingerprint(item)
+                if mark == topic.last:
+                    continue
+                topic.last = mark
+                for q in list(topic.queues):
+                    if q.full():  # a slow consumer loses its oldest update, never blocks others
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            q.get_nowait()
+                    q.put_nowait(item)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, key: str, compute: Compute, fingerprint: Callable[[Any], str]
+    ) -> AsyncIterator[asyncio.Queue[Any]]:
+        await self.start()
+        topic = self.topics.get(key)
+        if topic is None:
+            topic = self.topics[key] = Topic(key, compute, fingerprint)
+        queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
+        topic.queues.add(queue)
+        metrics.SUBSCRIPTIONS.inc()
+        try:
+            yield queue
+        finally:
+            metrics.SUBSCRIPTIONS.dec()
+            topic.queues.discard(queue)
+            if not topic.queues and self.topics.get(key) is topic:
+                del self.topics[key]
+
+
+def fingerprint(value: Any) -> str:
+    return hashlib.sha1(json.dumps(value, default=str, sort_keys=True).encode()).hexdigest()
