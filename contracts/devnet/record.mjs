@@ -59,7 +59,14 @@ export async function record(opts) {
   // Stream rows as they are produced (scale runs can be large); respect backpressure loosely by
   // buffering in the stream, which is bounded by the scenario's own pace.
   const writer = new TsvWriter((s) => stream.write(s));
-  const chain = await Chain.open({ manifestPath: opts.manifestPath, sink: (p, payload, t) => writer.add(p, payload, t) });
+  const scale = opts.scenario === "scale";
+  // Benchmarks skip cost tracking (half of simnet's time) and the replay log (memory).
+  const chain = await Chain.open({
+    manifestPath: opts.manifestPath,
+    sink: (p, payload, t) => writer.add(p, payload, t),
+    trackCosts: !scale,
+    keepOps: !scale,
+  });
   await chain.emitDeployments();
   let result;
   if (opts.scenario === "demo") result = await demoScenario(chain, { log });

@@ -8,7 +8,9 @@ import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { getSDK, tx as simTx } from "@stacks/clarinet-sdk";
 import {
-  makeContractCall,
+  makeUnsignedContractCall,
+  TransactionSigner,
+  privateKeyToPublic,
   makeContractDeploy,
   serializeCV,
   serializeTransaction,
@@ -73,9 +75,9 @@ export function readManifestContracts(manifestPath) {
 }
 
 /** Open a fresh, independent simnet session for a Clarinet project. */
-export async function openSimnet(manifestPath) {
+export async function openSimnet(manifestPath, { trackCosts = true } = {}) {
   const abs = resolve(manifestPath);
-  const simnet = await getSDK({ trackCosts: true, trackCoverage: false });
+  const simnet = await getSDK({ trackCosts, trackCoverage: false });
   await quiet(() => simnet.initSession(dirname(abs), "./" + abs.split("/").pop(), null));
   return simnet;
 }
@@ -221,6 +223,7 @@ export class Chain {
     this.nonces = new Map(accounts.map((a) => [a.address, 0n]));
     this.feesPaid = new Map();
     this.ops = []; // replayable log of what was done to the simnet
+    this.keepOps = true;
     this.headers = []; // mined stacks block headers, in order
     this.txidsByBlock = new Map();
     this.burn = null; // current burn block header
@@ -230,8 +233,8 @@ export class Chain {
     this.deployer = simnet.deployer;
   }
 
-  static async open({ manifestPath, sink, tenureBlocks }) {
-    const simnet = await openSimnet(manifestPath);
+  static async open({ manifestPath, sink, tenureBlocks, trackCosts = true, keepOps = true }) {
+    const simnet = await openSimnet(manifestPath, { trackCosts });
     const accounts = loadDevnetAccounts(resolve(dirname(resolve(manifestPath)), "settings/Devnet.toml"));
     const funded = simnet.getAccounts();
     for (const [name, addr] of funded) {
@@ -240,7 +243,10 @@ export class Chain {
         throw new RecorderError(`account ${name}: derived ${a.address} but simnet funds ${addr}`);
       }
     }
-    return new Chain({ simnet, manifestPath, accounts, sink, tenureBlocks });
+    const chain = new Chain({ simnet, manifestPath, accounts, sink, tenureBlocks });
+    // Without the log no fork or rebuild is possible, but a long benchmark chain stays small.
+    chain.keepOps = keepOps;
+    return chain;
   }
 
   account(who) {
@@ -418,22 +424,28 @@ export class Chain {
     this.feesPaid.set(address, (this.feesPaid.get(address) ?? 0n) + fee);
   }
 
-  /** Sign a contract call with the sender's devnet key at its next nonce. */
+  /**
+   * Sign a contract call with the sender's devnet key at its next nonce. The public key is
+   * derived once per account: deriving it per call (as makeContractCall does) costs more than
+   * the signature itself.
+   */
   async sign(call, nonce) {
     const sender = this.account(call.sender);
+    sender.publicKey ??= privateKeyToPublic(sender.privateKey);
     const [contractAddress, contractName] = this.contractId(call.contract).split(".");
-    const t = await makeContractCall({
+    const t = await makeUnsignedContractCall({
       contractAddress,
       contractName,
       functionName: call.fn,
       functionArgs: call.args,
-      senderKey: sender.privateKey,
+      publicKey: sender.publicKey,
       network: "testnet",
       nonce: nonce ?? this.nonces.get(sender.address),
       fee: call.fee ?? DEFAULT_FEE,
       postConditionMode: PostConditionMode.Deny,
       postConditions: call.postConditions ?? [],
     });
+    new TransactionSigner(t).signOrigin(sender.privateKey);
     return t;
   }
 
@@ -466,7 +478,7 @@ export class Chain {
     const simTxs = signed.map(({ call, sender }) =>
       simTx.callPublicFn(this.contractId(call.contract), call.fn, call.args, sender.address),
     );
-    this.ops.push({ kind: "block", txs: simTxs });
+    if (this.keepOps) this.ops.push({ kind: "block", txs: simTxs });
     let results = quiet(() => this.simnet.mineBlock(simTxs));
     const failedPc = new Map();
     results.forEach((res, i) => {
@@ -515,6 +527,7 @@ export class Chain {
 
   /** A fresh simnet session brought to this chain's state by replaying the operation log. */
   async rebuild() {
+    if (!this.keepOps) throw new RecorderError("this chain keeps no operation log; it cannot be rebuilt");
     const simnet = await openSimnet(this.manifestPath);
     const t0 = Number(simnet.getBlockTime());
     for (const op of this.ops) {
@@ -527,7 +540,7 @@ export class Chain {
 
   /** Start a new tenure: a new burn block and the (empty) Stacks block simnet mines with it. */
   async newTenure() {
-    this.ops.push({ kind: "burn" });
+    if (this.keepOps) this.ops.push({ kind: "burn" });
     const height = this.simnet.blockHeight;
     quiet(() => this.simnet.mineEmptyBurnBlock());
     this.newBurnBlock();
@@ -541,6 +554,7 @@ export class Chain {
    * below the fork point are shared.
    */
   async fork(branch) {
+    if (!this.keepOps) throw new RecorderError("this chain keeps no operation log; it cannot fork");
     const simnet = await openSimnet(this.manifestPath);
     const t0 = Number(simnet.getBlockTime());
     for (const op of this.ops) {
