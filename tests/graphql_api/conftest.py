@@ -24,6 +24,7 @@ class Api:
     client: httpx.AsyncClient
     engine: AsyncEngine
     settings: Settings
+    app: Any
 
     async def query(
         self, query: str, variables: dict[str, Any] | None = None, **kw: Any
@@ -75,6 +76,6 @@ async def api(
     server, task, port = await start_server(app)
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        yield Api(base, f"ws://127.0.0.1:{port}/graphql", client, engine, settings)
+        yield Api(base, f"ws://127.0.0.1:{port}/graphql", client, engine, settings, app)
     server.should_exit = True
     await task

@@ -1,0 +1,160 @@
+"""Subscriptions end to end: real uvicorn, real websockets, real NOTIFY."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.graphql_api.builder import Chain
+from tests.graphql_api.conftest import Api
+from tests.graphql_api.wsclient import LEGACY_WS, TRANSPORT_WS, Subscriber, notify, wait_for
+
+LISTINGS = """subscription($w: ListingFilter) { listingUpdates(where: $w) {
+    kind listingId blockHeight listing { status price bidCount highestBid currency
+    certificate { tokenId owner } } } }"""
+
+
+def base() -> tuple[Chain, int, int]:
+    chain = Chain()
+    chain.block()
+    fid = chain.facility()
+    stx = chain.list_fixed(chain.mint(fid, "ST1SELLER", 1_000_000), 100)
+    sbtc = chain.auction(chain.mint(fid, "ST1SELLER", 2_000_000), 50, currency="SBTC")
+    return chain, stx, sbtc
+
+
+async def commit(api: Api, db_url: str, chain: Chain, listings: list[int], **extra: Any) -> None:
+    await chain.write(api.engine)
+    await notify(
+        db_url,
+        {
+            "height": chain.height,
+            "hash": chain.tip.hash,
+            "rolled_back": extra.get("rolled_back", []),
+            "changes": {"listings": listings, **extra.get("changes", {})},
+        },
+    )
+
+
+def hub(api: Api) -> Any:
+    return api.app.state.hub
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_listing_lifecycle_and_fork_rollback(api: Api, db_url: str, protocol: str) -> None:
+    chain, stx, sbtc = base()
+    await chain.write(api.engine)
+    sub = await Subscriber.connect(api.ws_url, protocol)
+    await sub.subscribe(LISTINGS, {"w": {"currency": "STX"}})
+    await wait_for(lambda: hub(api).subscriber_count == 1, "subscribed")
+
+    chain.block()
+    chain.reprice(stx, 90)
+    await commit(api, db_url, chain, [stx])
+    msg = (await sub.next())["data"]["listingUpdates"]
+    assert msg["kind"] == "priceChanged" and msg["listing"]["price"] == "90"
+    assert msg["listing"]["certificate"]["owner"] == "ST1SELLER"
+
+    # An SBTC-only change is filtered out; the next push is the STX sale.
+    chain.block()
+    chain.bid(sbtc, "ST1BIDDER", 60)
+    await commit(api, db_url, chain, [sbtc])
+    before_sale = copy.deepcopy(chain)
+    chain.block()
+    chain.buy(stx, "ST1BUYER")
+    await commit(api, db_url, chain, [stx])
+    msg = (await sub.next())["data"]["listingUpdates"]
+    assert msg["kind"] == "sold" and msg["listing"]["status"] == "sold"
+    assert msg["listing"]["certificate"]["owner"] == "ST1BUYER"
+
+    # A fork removes the sale block: the rollback is pushed with the restored state.
+    sold_block = chain.tip.hash
+    await commit(api, db_url, before_sale, [stx], rolled_back=[sold_block])
+    msg = (await sub.next())["data"]["listingUpdates"]
+    assert msg["kind"] == "rolledBack" and msg["listing"]["status"] == "active"
+    assert msg["listing"]["certificate"]["owner"] == "ST1SELLER"
+    await sub.close()
+    await wait_for(lambda: hub(api).subscriber_count == 0, "unsubscribed")
+
+
+async def test_identical_subscriptions_share_one_topic_and_push_only_on_change(
+    api: Api, db_url: str
+) -> None:
+    chain, stx, sbtc = base()
+    await chain.write(api.engine)
+    subs = [await Subscriber.connect(api.ws_url) for _ in range(3)]
+    for s in subs:
+        await s.subscribe(LISTINGS, {"w": {"currency": "SBTC"}})
+    await wait_for(lambda: hub(api).subscriber_count == 3, "subscribed")
+    assert len(hub(api).topics) == 1
+
+    chain.block()
+    chain.bid(sbtc, "ST1A", 60)
+    await commit(api, db_url, chain, [sbtc])
+    # The same notification again (e.g. a re-delivery) changes nothing, so pushes nothing.
+    await commit(api, db_url, chain, [sbtc])
+    chain.block()
+    chain.bid(sbtc, "ST1B", 70)
+    await commit(api, db_url, chain, [sbtc])
+    for s in subs:
+        first = (await s.next())["data"]["listingUpdates"]
+        second = (await s.next())["data"]["listingUpdates"]
+        assert (first["kind"], first["listing"]["highestBid"]) == ("bid", "60")
+        assert (second["kind"], second["listing"]["highestBid"]) == ("bid", "70")
+        await s.close()
+
+
+async def test_abrupt_disconnects_leave_no_subscribers(api: Api) -> None:
+    chain, _, _ = base()
+    await chain.write(api.engine)
+    subs = [await Subscriber.connect(api.ws_url) for _ in range(5)]
+    for i, s in enumerate(subs):
+        await s.subscribe(LISTINGS, {"w": {"listingId": i}})
+        await s.subscribe("subscription { blocks { block { height } } }")
+    await wait_for(lambda: hub(api).subscriber_count == 10, "subscribed")
+    for s in subs:
+        s.ws.transport.abort()  # no close frame, no complete: the TCP connection just dies
+    await wait_for(lambda: hub(api).subscriber_count == 0, "all subscribers released")
+    assert hub(api).topics == {}
+
+
+async def test_certificate_events_and_blocks(api: Api, db_url: str) -> None:
+    chain = Chain()
+    chain.block()
+    fid = chain.facility()
+    token = chain.mint(fid, "ST1A", 5)
+    await chain.write(api.engine)
+    sub = await Subscriber.connect(api.ws_url, LEGACY_WS)
+    await sub.subscribe(
+        "subscription($t: Int!) { certificateEvents(tokenId: $t) { kind tokenId"
+        " certificate { owner status } transfers { kind sender recipient } } }",
+        {"t": token},
+    )
+    blocks = await Subscriber.connect(api.ws_url)
+    await blocks.subscribe("subscription { blocks { block { height hash } rolledBack } }")
+    await wait_for(lambda: hub(api).subscriber_count == 2, "subscribed")
+    chain.block()
+    chain.transfer(token, "ST1B")
+    await commit(api, db_url, chain, [], changes={"certificates": [token]})
+    ev = (await sub.next())["data"]["certificateEvents"]
+    assert ev["kind"] == "transfer" and ev["certificate"]["owner"] == "ST1B"
+    assert ev["transfers"] == [{"kind": "transfer", "sender": "ST1A", "recipient": "ST1B"}]
+    blk = (await blocks.next())["data"]["blocks"]
+    assert blk == {"block": {"height": 2, "hash": chain.tip.hash}, "rolledBack": []}
+    await sub.close()
+    await blocks.close()
+
+
+@pytest.fixture
+def api_overrides() -> dict[str, Any]:
+    return {"ws_allowed_origins": ["http://wallet.example"]}
+
+
+async def test_websocket_origin_is_checked(api: Api) -> None:
+    ok = await Subscriber.connect(api.ws_url, origin="http://wallet.example")  # type: ignore[arg-type]
+    await ok.close()
+    with pytest.raises(websockets.exceptions.InvalidStatus):
+        await Subscriber.connect(api.ws_url, origin="http://evil.example")  # type: ignore[arg-type]
