@@ -690,57 +690,101 @@ def to_python(value: ClarityValue) -> Any:
     raise TypeError(f"not a Clarity value: {type(value).__name__}")
 
 
+# Hot-path caches keyed by raw wire bytes. Events repeat a few principals and status strings, and
+# c32check (two SHA-256 and a base-32 conversion) dominates a principal's cost. Only validated
+# entries are stored, so a hit needs no further checks; a full cache is emptied rather than
+# frozen so a long-running indexer re-warms it with the principals it currently sees.
+_PRINCIPAL_CACHE: dict[bytes, str] = {}
+_PRINCIPAL_CACHE_MAX = 65536
+_ASCII_CACHE: dict[bytes, str] = {}
+_ASCII_CACHE_MAX = 4096
+# Statuses, kinds and topics repeat; longer text (token URIs) is mostly unique and not worth a slot.
+_ASCII_CACHE_ITEM_MAX = 32
+
+
+def _fast_name(data: bytes, pos: int) -> str:
+    name, _ = _read_name(data, pos)
+    return name
+
+
+def _fast_principal(data: bytes, pos: int) -> str:
+    # Cache miss: full validation, then remember the result under the type byte and every byte
+    # of the principal. A stored contract key carries its own name length, so a key cut short by
+    # the end of the input never matches one.
+    contract = data[pos - 1] == T_CONTRACT_PRINCIPAL
+    version, h, cname, end = _read_principal(data, pos, contract)
+    address = address_from_hash160(version, h)
+    text = address if cname is None else f"{address}.{cname}"
+    if len(_PRINCIPAL_CACHE) >= _PRINCIPAL_CACHE_MAX:
+        _PRINCIPAL_CACHE.clear()
+    _PRINCIPAL_CACHE[data[pos - 1 : end]] = text
+    return text
+
+
+def _fast_ascii(raw: bytes) -> str:
+    bad = _ASCII_BAD_RE.search(raw)
+    if bad is not None:
+        raise NonAsciiError("string-ascii holds a byte outside printable ASCII", 0)
+    text = raw.decode("ascii")
+    if len(raw) <= _ASCII_CACHE_ITEM_MAX:
+        if len(_ASCII_CACHE) >= _ASCII_CACHE_MAX:
+            _ASCII_CACHE.clear()
+        _ASCII_CACHE[raw] = text
+    return text
+
+
+# The plain-Python decoder trusts the input's lengths: it skips the bounds checks that `_decode`
+# makes before every read and lets a short input surface as an IndexError, or as an end offset
+# past the input (a slice past the end is only shorter, and offsets never move backwards). It
+# still rejects every well-bounded value `_decode` rejects (names, principals, strings, type
+# bytes, depth, repeated fields), so whenever it fails or ends in the wrong place, re-running
+# `_decode` reports the exact typed error and offset. Lengths over the 1 MB limit either run
+# past the input or past MAX_VALUE_SIZE, and every loop step reads a byte, so no count can make
+# it loop longer than the input.
 def _fast(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
-    # The indexer's hot path: same checks as `_decode`, but builds plain Python directly and
-    # orders branches by how often event payloads use each type.
     if depth > MAX_DEPTH:
         raise TooDeepError(f"value nested deeper than {MAX_DEPTH}", pos)
-    if pos >= len(data):
-        raise TruncatedError("truncated type prefix", pos)
     t = data[pos]
     pos += 1
+    # Branches ordered by how often event payloads use each type.
     if t == T_UINT:
         end = pos + 16
-        if end > len(data):
-            raise TruncatedError("truncated integer", pos)
         return int.from_bytes(data[pos:end], "big"), end
     if t == T_TUPLE:
-        count = _read_len(data, pos, "tuple")
-        pos += 4
-        _check_count(data, pos, count, 3, "tuple")
-        out: dict[str, Any] = {}
-        for _ in range(count):
-            name_at = pos
-            name, pos = _read_name(data, pos)
-            out[name], pos = _fast(data, pos, depth + 1)
-            if len(out) != _ + 1:
-                raise BadNameError(f"tuple field {name!r} repeated", name_at)
-        return out, pos
-    if t in (T_STD_PRINCIPAL, T_CONTRACT_PRINCIPAL):
-        version, h, cname, pos = _read_principal(data, pos, t == T_CONTRACT_PRINCIPAL)
-        address = address_from_hash160(version, h)
-        return (address if cname is None else f"{address}.{cname}"), pos
+        return _fast_tuple(data, pos, depth + 1)
+    if t == T_STD_PRINCIPAL:
+        end = pos + 21
+        text = _PRINCIPAL_CACHE.get(data[pos - 1 : end])
+        return (_fast_principal(data, pos) if text is None else text), end
     if t == T_ASCII:
-        return _read_ascii(data, pos)
-    if t == T_UTF8:
-        return _read_utf8(data, pos)
-    if t == T_BUFFER:
-        n = _read_len(data, pos, "buffer")
-        _need(data, pos + 4, n, "buffer")
-        return data[pos + 4 : pos + 4 + n], pos + 4 + n
-    if t == T_INT:
-        end = pos + 16
-        if end > len(data):
-            raise TruncatedError("truncated integer", pos)
-        return int.from_bytes(data[pos:end], "big", signed=True), end
-    if t == T_TRUE:
-        return True, pos
-    if t == T_FALSE:
-        return False, pos
+        start = pos + 4
+        end = start + int.from_bytes(data[pos:start], "big")
+        raw = data[start:end]
+        text = _ASCII_CACHE.get(raw)
+        return (_fast_ascii(raw) if text is None else text), end
+    if t == T_CONTRACT_PRINCIPAL:
+        end = pos + 22 + data[pos + 21]
+        text = _PRINCIPAL_CACHE.get(data[pos - 1 : end])
+        return (_fast_principal(data, pos) if text is None else text), end
     if t == T_NONE:
         return None, pos
     if t == T_SOME:
         return _fast(data, pos, depth + 1)
+    if t == T_UTF8:
+        start = pos + 4
+        end = start + int.from_bytes(data[pos:start], "big")
+        return data[start:end].decode("utf-8"), end
+    if t == T_BUFFER:
+        start = pos + 4
+        end = start + int.from_bytes(data[pos:start], "big")
+        return data[start:end], end
+    if t == T_TRUE:
+        return True, pos
+    if t == T_FALSE:
+        return False, pos
+    if t == T_INT:
+        end = pos + 16
+        return int.from_bytes(data[pos:end], "big", signed=True), end
     if t == T_OK:
         inner, pos = _fast(data, pos, depth + 1)
         return Ok(inner), pos
@@ -748,9 +792,9 @@ def _fast(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
         inner, pos = _fast(data, pos, depth + 1)
         return Err(inner), pos
     if t == T_LIST:
-        count = _read_len(data, pos, "list")
-        pos += 4
-        _check_count(data, pos, count, 1, "list")
+        start = pos + 4
+        count = int.from_bytes(data[pos:start], "big")
+        pos = start
         items = []
         for _ in range(count):
             item, pos = _fast(data, pos, depth + 1)
@@ -759,16 +803,76 @@ def _fast(data: bytes, pos: int, depth: int) -> tuple[Any, int]:
     raise BadTypeByteError(f"unknown Clarity type byte 0x{t:02x}", pos - 1)
 
 
+def _fast_tuple(data: bytes, pos: int, depth: int) -> tuple[dict[str, Any], int]:
+    # `depth` is that of the fields. Their common leaf types are inlined to save a call each;
+    # at the depth limit every field takes the general path, which raises TooDeepError.
+    names = _NAME_CACHE
+    principals = _PRINCIPAL_CACHE
+    strings = _ASCII_CACHE
+    from_bytes = int.from_bytes
+    inline = depth <= MAX_DEPTH
+    start = pos + 4
+    count = from_bytes(data[pos:start], "big")
+    pos = start
+    out: dict[str, Any] = {}
+    value: Any
+    for _ in range(count):
+        start = pos + 1
+        end = start + data[pos]
+        name = names.get(data[start:end])
+        if name is None:
+            name = _fast_name(data, pos)
+        t = data[end] if inline else -1
+        if t == T_UINT:
+            pos = end + 17
+            value = from_bytes(data[end + 1 : pos], "big")
+        elif t == T_STD_PRINCIPAL:
+            pos = end + 22
+            value = principals.get(data[end:pos])
+            if value is None:
+                value = _fast_principal(data, end + 1)
+        elif t == T_ASCII:
+            start = end + 5
+            pos = start + from_bytes(data[end + 1 : start], "big")
+            raw = data[start:pos]
+            value = strings.get(raw)
+            if value is None:
+                value = _fast_ascii(raw)
+        elif t == T_NONE:
+            pos = end + 1
+            value = None
+        else:
+            value, pos = _fast(data, end, depth)
+        if name in out:
+            raise BadNameError(f"tuple field {name!r} repeated", start)
+        out[name] = value
+    return out, pos
+
+
+def _strict_to_python(data: bytes) -> Any:
+    # Raises the typed error the fast path ran into; the result is only ever reached if the two
+    # decoders disagree, and then the checked one wins.
+    return to_python(decode(data))
+
+
 def decode_to_python(data: bytes | bytearray | memoryview) -> Any:
-    buf = _as_bytes(data)
-    value, end = _fast(buf, 0, 1)
-    if end > MAX_VALUE_SIZE:
-        raise OversizedLengthError(f"value of {end} bytes exceeds 1 MB", 0)
-    if end != len(buf):
-        raise TrailingBytesError(f"{len(buf) - end} bytes after the value", end)
+    buf = data if isinstance(data, bytes) else bytes(data)
+    try:
+        value, end = _fast(buf, 0, 1)
+    except (IndexError, ValueError):
+        return _strict_to_python(buf)
+    if end != len(buf) or end > MAX_VALUE_SIZE:
+        return _strict_to_python(buf)
     return value
 
 
 def decode_hex_to_python(text: str) -> Any:
     """`0x`-prefixed (or bare) hex straight to plain Python, skipping the typed objects."""
-    return decode_to_python(_hex_to_bytes(text))
+    buf = _hex_to_bytes(text)
+    try:
+        value, end = _fast(buf, 0, 1)
+    except (IndexError, ValueError):
+        return _strict_to_python(buf)
+    if end != len(buf) or end > MAX_VALUE_SIZE:
+        return _strict_to_python(buf)
+    return value

@@ -261,3 +261,57 @@ def test_corrupted_values_only_raise_decode_errors(value: clarity.ClarityValue, 
     for candidate in (bytes(raw), bytes(raw[:cut])):
         with contextlib.suppress(ClarityDecodeError):
             clarity.decode(candidate)
+
+
+def _outcome(decode: Any, data: bytes) -> tuple[Any, ...]:
+    try:
+        return ("value", decode(data))
+    except ClarityDecodeError as exc:
+        return (type(exc), exc.offset, str(exc))
+
+
+@settings(max_examples=500, deadline=None)
+@given(values, st.data())
+def test_fast_path_fails_exactly_like_the_typed_decoder(
+    value: clarity.ClarityValue, data: Any
+) -> None:
+    raw = bytearray(clarity.encode(value))
+    index = data.draw(st.integers(0, len(raw) - 1))
+    raw[index] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    for candidate in (bytes(raw), bytes(raw[:cut]), bytes(raw) + b"\x00"):
+        typed = _outcome(lambda b: clarity.to_python(clarity.decode(b)), candidate)
+        assert _outcome(clarity.decode_to_python, candidate) == typed
+
+
+def test_cached_principals_and_strings_never_mask_a_short_input() -> None:
+    std = clarity.encode(StandardPrincipalCV(22, bytes(range(20))))
+    contract = clarity.encode(ContractPrincipalCV(22, bytes(range(20)), "marketplace"))
+    status = clarity.encode(StringAsciiCV("active"))
+    for full in (std, contract, status):
+        clarity.decode_to_python(full)  # now cached
+        for cut in range(len(full)):
+            with pytest.raises(TruncatedError):
+                clarity.decode_to_python(full[:cut])
+            wrapped = _tuple((b"a", full[:cut]))
+            with pytest.raises(ClarityDecodeError) as typed:
+                clarity.decode(wrapped)
+            with pytest.raises(type(typed.value)) as fast:
+                clarity.decode_to_python(wrapped)
+            assert fast.value.offset == typed.value.offset
+    # A contract principal is not a standard one with trailing bytes, or the reverse.
+    assert clarity.decode_to_python(contract).endswith(".marketplace")
+    with pytest.raises(TrailingBytesError):
+        clarity.decode_to_python(std + b"\x0bmarketplace")
+
+
+def test_hot_path_caches_stay_bounded() -> None:
+    for i in range(clarity._PRINCIPAL_CACHE_MAX + 10):
+        clarity.decode_to_python(bytes([0x05, 26]) + i.to_bytes(20, "big"))
+    assert 0 < len(clarity._PRINCIPAL_CACHE) <= clarity._PRINCIPAL_CACHE_MAX
+    for i in range(clarity._ASCII_CACHE_MAX + 10):
+        clarity.decode_to_python(clarity.encode(StringAsciiCV(f"s{i}")))
+    assert 0 < len(clarity._ASCII_CACHE) <= clarity._ASCII_CACHE_MAX
+    long_text = "ipfs://" + "b" * clarity._ASCII_CACHE_ITEM_MAX
+    clarity.decode_to_python(clarity.encode(StringAsciiCV(long_text)))
+    assert long_text.encode() not in clarity._ASCII_CACHE
