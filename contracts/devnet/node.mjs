@@ -62,14 +62,15 @@ function readBody(req) {
   return new Promise((resolveBody, reject) => {
     const chunks = [];
     let size = 0;
+    // Keep reading past the limit (discarding) so the client still gets its 400 answer.
     req.on("data", (c) => {
       size += c.length;
-      if (size > MAX_BODY) {
-        reject(new Rejection("Deserialization", { message: "body too large" }, null));
-        req.destroy();
-      } else chunks.push(c);
+      if (size <= MAX_BODY) chunks.push(c);
     });
-    req.on("end", () => resolveBody(Buffer.concat(chunks)));
+    req.on("end", () => {
+      if (size > MAX_BODY) reject(new Rejection("Deserialization", { message: "Invalid Http request: PostTransaction body is too big" }, null));
+      else resolveBody(Buffer.concat(chunks));
+    });
     req.on("error", reject);
   });
 }
@@ -99,14 +100,10 @@ export class DevnetNode {
       txid = txidFromBytes(bytes);
       t = deserializeTransaction(bytes);
     } catch (e) {
-      throw new Rejection("Deserialization", { message: String(e.message ?? e) }, txid);
+      throw new Rejection("Deserialization", { message: `Failed to deserialize posted transaction: ${e.message ?? e}` }, txid);
     }
     if (t.transactionVersion !== 0x80 || t.chainId !== TESTNET_CHAIN_ID) {
-      throw new Rejection(
-        "BadTransactionVersion",
-        { message: `expected testnet version 0x80 and chain id 0x80000000, got ${t.transactionVersion} / ${t.chainId}` },
-        txid,
-      );
+      throw new Rejection("BadTransactionVersion", null, txid);
     }
     if (t.auth.authType !== AuthType.Standard) {
       throw new Rejection("ServerFailureOther", { message: "sponsored transactions are not supported by this devnet" }, txid);
@@ -126,11 +123,11 @@ export class DevnetNode {
     return this.exclusive(async () => {
       const chain = this.chain;
       if (chain.simnet.getContractSource(contractId) === undefined) {
-        throw new Rejection("NoSuchContract", { message: contractId }, txid);
+        throw new Rejection("NoSuchContract", null, txid);
       }
       const iface = chain.simnet.getContractsInterfaces().get(contractId);
       const def = iface?.functions.find((f) => f.name === fn && f.access === "public");
-      if (!def) throw new Rejection("NoSuchPublicFunction", { message: `${contractId}::${fn}` }, txid);
+      if (!def) throw new Rejection("NoSuchPublicFunction", null, txid);
       if (def.args.length !== t.payload.functionArgs.length) {
         throw new Rejection(
           "BadFunctionArgument",
@@ -223,17 +220,27 @@ export class DevnetNode {
       }
       if (req.method === "POST" && url.pathname === "/v2/transactions") {
         let body = await readBody(req);
-        if ((req.headers["content-type"] ?? "").startsWith("application/json")) {
-          let hex;
+        const type = (req.headers["content-type"] ?? "").split(";")[0].trim();
+        if (type === "application/json") {
+          // stacks-node takes {"tx": hex, "attachment"?: hex}; a bare JSON hex string is also
+          // accepted here for clients that send one.
+          let parsed;
           try {
-            hex = JSON.parse(body.toString("utf8"));
+            parsed = JSON.parse(body.toString("utf8"));
           } catch {
-            hex = null;
+            parsed = null;
           }
+          const hex = typeof parsed === "string" ? parsed : parsed?.tx;
           if (typeof hex !== "string" || !/^(0x)?([0-9a-fA-F]{2})+$/.test(hex)) {
-            throw new Rejection("Deserialization", { message: "JSON body must be a hex string" }, null);
+            throw new Rejection("Deserialization", { message: "Failed to parse body" }, null);
           }
           body = Buffer.from(strip0x(hex), "hex");
+        } else if (type !== "application/octet-stream") {
+          throw new Rejection(
+            "Deserialization",
+            { message: "Wrong Content-Type for transaction; expected application/json or application/octet-stream" },
+            null,
+          );
         }
         const txid = await this.submit(new Uint8Array(body));
         return send(200, txid);
@@ -243,7 +250,9 @@ export class DevnetNode {
       if (e instanceof Rejection) {
         this.rejected++;
         this.log(`rejected transaction: ${e.reason} ${JSON.stringify(e.reasonData)}`);
-        return send(400, { error: e.message, reason: e.reason, reason_data: e.reasonData, txid: e.txid });
+        const body = { txid: e.txid, error: e.message, reason: e.reason };
+        if (e.reasonData) body.reason_data = e.reasonData;
+        return send(400, body);
       }
       this.log(`internal error: ${e.stack ?? e}`);
       return send(500, { error: "internal error", reason: "ServerFailureOther", reason_data: { message: String(e.message ?? e) } });

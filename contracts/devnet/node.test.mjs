@@ -3,6 +3,7 @@
 // change nothing; a failing observer is retried in order without losing a block.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { createServer } from "node:http";
+import { createHash } from "node:crypto";
 import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
@@ -110,7 +111,7 @@ describe("devnet node", () => {
     await observer?.close();
   });
 
-  async function signedBuy({ nonce, fee = 5000n } = {}) {
+  async function signedBuy({ nonce, fee = 5000n, underpay = false } = {}) {
     const acct = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
     return makeContractCall({
       contractAddress: DEPLOYER,
@@ -123,7 +124,7 @@ describe("devnet node", () => {
       fee,
       postConditionMode: PostConditionMode.Deny,
       postConditions: [
-        Pc.principal(WALLET_2).willSendEq(price).ustx(),
+        Pc.principal(WALLET_2).willSendEq(underpay ? price - 1n : price).ustx(),
         Pc.principal(`${DEPLOYER}.marketplace`).willSendAsset().nft(`${DEPLOYER}.rec-nft::rec`, Cl.uint(tokenId)),
       ],
     });
@@ -150,7 +151,9 @@ describe("devnet node", () => {
     expect(res.status).toBe(400);
     expect(res.body.reason).toBe("SignatureValidation");
     expect(res.body.error).toBe("transaction rejected");
-    expect(typeof res.body.txid).toBe("string");
+    // stacks-node names the rejected bytes by their own txid, without a 0x prefix.
+    expect(res.body.txid).toBe(createHash("sha512-256").update(raw).digest("hex"));
+    expect(res.body.txid).not.toBe(t.txid());
     const after = await (await fetch(`${node.url}/v2/info`)).json();
     expect(after.stacks_tip_height).toBe(before.stacks_tip_height);
     const acct = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
@@ -169,13 +172,45 @@ describe("devnet node", () => {
     expect(garbage.body.reason).toBe("Deserialization");
     const notHex = await post(node.url, JSON.stringify({ tx: "nope" }), "application/json");
     expect(notHex.body.reason).toBe("Deserialization");
+    const wrongType = await post(node.url, "00", "text/plain");
+    expect(wrongType.status).toBe(400);
+    const tooBig = await post(node.url, Buffer.alloc(3 * 1024 * 1024));
+    expect(tooBig.status).toBe(400);
+    expect(tooBig.body.reason).toBe("Deserialization");
+    const info = await (await fetch(`${node.url}/v2/info`)).json();
+    const acct = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
+    expect(acct.nonce).toBe(0);
+    expect(info.stacks_tip_height).toBe(node.chain.tip().block_height);
+  });
+
+  it("mines a purchase whose post-conditions fail as abort_by_post_condition, without effects", async () => {
+    // The wallet promises to pay one micro-STX less than the price: a node must abort it.
+    const t = await signedBuy({ underpay: true });
+    const res = await post(node.url, Buffer.from(serializeTransaction(t), "hex"));
+    expect(res.status).toBe(200);
+    const txid = "0x" + t.txid();
+    const block = await observer.until(
+      (rs) => rs.find((r) => r.path === "/new_block" && r.body.transactions.some((x) => x.txid === txid))?.body,
+      `a block with ${txid}`,
+    );
+    const tx = block.transactions.find((x) => x.txid === txid);
+    expect(tx.status).toBe("abort_by_post_condition");
+    expect(tx.vm_error).toMatch(/post-condition/i);
+    expect(block.events.filter((e) => e.txid === txid)).toEqual([]);
+    // The listing is untouched, the nonce and fee are spent.
+    const listing = node.chain.simnet.callReadOnlyFn("marketplace", "get-listing", [Cl.uint(listingId)], DEPLOYER);
+    expect(JSON.stringify(listing.result, (_, v) => (typeof v === "bigint" ? v.toString() : v))).toContain('"active"');
+    const owner = node.chain.simnet.callReadOnlyFn("rec-nft", "get-owner", [Cl.uint(tokenId)], DEPLOYER);
+    expect(owner.result).toEqual(Cl.ok(Cl.some(Cl.principal(`${DEPLOYER}.marketplace`))));
+    const acct = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
+    expect(acct.nonce).toBe(1);
   });
 
   it("mines a wallet-signed purchase and pushes its block with the txid and events", async () => {
     const t = await signedBuy();
     const hex = serializeTransaction(t);
-    // JSON hex body, as some clients send it.
-    const res = await post(node.url, JSON.stringify(hex), "application/json");
+    // stacks-node's JSON body shape: {"tx": hex}.
+    const res = await post(node.url, JSON.stringify({ tx: hex }), "application/json");
     expect(res.status).toBe(200);
     expect(res.body).toBe(t.txid());
     const txid = "0x" + t.txid();
@@ -210,8 +245,9 @@ describe("devnet node", () => {
     expect(info.stacks_tip_height).toBe(block.block_height);
     expect("0x" + info.stacks_tip).toBe(block.block_hash);
     const acct = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
-    expect(acct.nonce).toBe(1);
-    expect(BigInt(acct.balance)).toBe(100_000_000_000_000n - price - 5000n);
+    expect(acct.nonce).toBe(2);
+    // Both transactions paid their fee; only the second paid the price.
+    expect(BigInt(acct.balance)).toBe(100_000_000_000_000n - price - 2n * 5000n);
   });
 
   it("answers a malformed account principal with 400", async () => {
