@@ -39,6 +39,7 @@ from stacks.hashing import sha512_256
 log = logging.getLogger("recchain.indexer")
 
 CHECKPOINT = "indexer"
+GENESIS = "0x" + "00" * 32
 NOTIFY_LIMIT = 7900  # PostgreSQL's NOTIFY payload limit is 8000 bytes
 OBSERVER_PATHS = frozenset(
     {
@@ -335,7 +336,12 @@ class Indexer:
         if await self._known_block(block.hash) is not None:
             return Outcome("duplicate")
         parent = await self._known_block(block.header.parent_index_block_hash)
-        orphan = self.tip is not None and (parent is None or parent.orphan)
+        # With nothing indexed yet, only the chain's first block can be a root; anything else
+        # waits for its ancestors like any block with an unknown parent.
+        root = self.tip is None and (
+            block.height <= 1 or block.header.parent_index_block_hash == GENESIS
+        )
+        orphan = not root and (parent is None or parent.orphan)
         self._known[block.hash] = _Known(
             block.height, block.header.parent_index_block_hash, False, orphan
         )
