@@ -1,0 +1,61 @@
+"""`recchain index`: hold the leader lock, serve metrics, run the configured source."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from prometheus_client import start_http_server
+
+from db.session import database_url, engine_scope
+from indexer.pipeline import Indexer
+from recchain.config import Settings
+
+log = logging.getLogger("recchain.indexer")
+
+
+async def _serve_observer(indexer: Indexer, settings: Settings) -> None:
+    import uvicorn
+
+    from indexer.observer import create_app
+
+    app = create_app(indexer, settings.indexer.max_body_bytes)
+    config = uvicorn.Config(
+        app,
+        host=settings.indexer.listen_host,
+        port=settings.indexer.listen_port,
+        log_level="warning",
+        # The body limit is enforced while streaming; keep uvicorn's own limits out of the way.
+        h11_max_incomplete_event_size=1024 * 1024,
+    )
+    await uvicorn.Server(config).serve()
+
+
+async def run_indexer(settings: Settings, source: str, replay_file: str | None = None) -> int:
+    url = database_url(settings)
+    start_http_server(settings.indexer.metrics_port)
+
+    async def work() -> int:
+        async with engine_scope(url, pool_size=2) as engine:
+            if source == "replay":
+                from indexer.replay import replay_file as replay
+
+                if replay_file is None:
+                    log.error("--source replay needs --file")
+                    return 2
+                await replay(engine, settings, Path(replay_file), follow=True, progress=False)
+                return 0
+            async with engine.connect() as conn:
+                indexer = Indexer(conn, settings)
+                await indexer.start()
+                if source == "observer":
+                    await _serve_observer(indexer, settings)
+                    return 0
+                log.error("source %r is not available in this build", source)
+                return 2
+
+    try:
+        from db.leader import run_as_leader
+    except ImportError:
+        return await work()
+    return await run_as_leader(url, "indexer", lambda _held: work())
