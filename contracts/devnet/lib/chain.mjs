@@ -295,6 +295,7 @@ export class Chain {
         burn_amount: 0,
         consensus_hash: this.burn.consensus_hash,
         parent_burn_block_hash: this.burn.parent_burn_block_hash,
+        pox_transactions: [],
       },
       this.burn.burn_block_time,
     );
@@ -308,8 +309,9 @@ export class Chain {
     const block_hash = hashHex(`block|${label}`);
     const index_block_hash = hashHex(`index|${label}`);
     const events = [];
+    // event_index counts across the whole block, as stacks-node's dispatcher numbers them.
     const transactions = txRecords.map((r, i) => {
-      r.events.forEach((e, j) => events.push(observerEvent(e, r.txid, j)));
+      r.events.forEach((e) => events.push(observerEvent(e, r.txid, events.length)));
       return {
         txid: r.txid,
         tx_index: i,
@@ -321,7 +323,7 @@ export class Chain {
         microblock_hash: null,
         microblock_parent_hash: null,
         burnchain_op: null,
-        contract_abi: r.contractAbi ?? null,
+        contract_interface: r.contractInterface ?? null,
         vm_error: r.vmError ?? null,
       };
     });
@@ -406,7 +408,7 @@ export class Chain {
         rawResult: "0x03",
         cost: zeroCost(),
         events: [],
-        contractAbi: ifaces.get(id) ?? null,
+        contractInterface: ifaces.get(id) ?? null,
         contractId: id,
       });
     }
