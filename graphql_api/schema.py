@@ -12,6 +12,7 @@ from strawberry.types import Info
 from graphql_api import types as t
 from graphql_api.context import BlockInput, Context
 from graphql_api.errors import BadUserInput
+from graphql_api.extras import RelayedTransaction, relayed_transaction
 from graphql_api.loaders import one_by
 from graphql_api.meta import Meta, load_meta
 from graphql_api.query import ENTITIES, Connection, list_entity
@@ -126,6 +127,10 @@ class Query:
     sales = list_field("Sale", "Completed sales (fills).")
     retirements = list_field("Retirement", "Retirements (final claims).")
     transfers = list_field("Transfer", "Custody changes of every certificate.")
+
+    @strawberry.field(description="A transaction submitted through the relay, by txid.")
+    async def relayed_transaction(self, info: Ctx, txid: str) -> RelayedTransaction | None:
+        return await relayed_transaction(info.context.reader, txid)
 
 
 def build_schema(extensions: list[object] | None = None) -> strawberry.Schema:

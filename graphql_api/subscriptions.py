@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator
-from datetime import datetime
 from typing import Any
 
 import strawberry
@@ -13,6 +12,7 @@ from strawberry.types import Info
 from db.channels import BLOCKS, RELAY
 from graphql_api.context import Context
 from graphql_api.db import Reader
+from graphql_api.extras import RelayedTransaction, relayed_transaction
 from graphql_api.hub import fingerprint
 from graphql_api.meta import BLOCK_COLUMNS, Block
 from graphql_api.query import ENTITIES, SqlWhere
@@ -60,18 +60,6 @@ class CertificateEvent:
     block_height: int | None = strawberry.field(description="Tip height of the notification.")
     certificate: Certificate | None = strawberry.field(description="The current state.")
     transfers: list[Transfer] = strawberry.field(description="Custody changes in this block.")
-
-
-@strawberry.type(description="Status of a relayed transaction.")
-class RelayStatus:
-    txid: str = strawberry.field(description="Transaction id.")
-    status: str = strawberry.field(
-        description="received | broadcast | mempool | mined | failed | dropped | rejected."
-    )
-    reason: str | None = strawberry.field(description="Why it was rejected or dropped.")
-    block_height: int | None = strawberry.field(description="Block that mined it.")
-    tx_status: str | None = strawberry.field(description="On-chain outcome when mined.")
-    updated_at: datetime | None = strawberry.field(description="Last status change.")
 
 
 def _reader(ctx: Context) -> Reader:
@@ -248,21 +236,11 @@ class Subscription:
     @strawberry.subscription(
         description="Status changes of a relayed transaction; starts with its current status."
     )
-    async def relay_status(self, info: Ctx, txid: str) -> AsyncGenerator[RelayStatus, None]:
+    async def relay_status(self, info: Ctx, txid: str) -> AsyncGenerator[RelayedTransaction, None]:
         ctx = info.context
 
-        async def load() -> RelayStatus | None:
-            try:
-                row = await _reader(ctx).one(
-                    "SELECT txid, status, reason, block_height, tx_status, updated_at"
-                    " FROM relay_txs WHERE txid = :t",
-                    {"t": txid},
-                )
-            except Exception as exc:
-                from graphql_api.errors import NotAvailable
-
-                raise NotAvailable("the relay outbox is not installed in this database") from exc
-            return RelayStatus(**row) if row else None
+        async def load() -> RelayedTransaction | None:
+            return await relayed_transaction(_reader(ctx), txid)
 
         async def compute(channel: str, payload: dict[str, Any]) -> list[Any]:
             if channel != RELAY or payload.get("txid") != txid:

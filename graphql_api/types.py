@@ -13,6 +13,7 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from graphql_api.context import Context
+from graphql_api.extras import ResolvedMetadata, metadata_for
 from graphql_api.loaders import many_by, one_by
 from graphql_api.query import Entity, build_inputs, register
 from graphql_api.scalars import BigDecimal, BigInt
@@ -90,6 +91,10 @@ class Facility(Node):
     registered_height: int = f(description="Block height of registration.")
     registered_txid: str | None = f(description="Registration transaction id.")
     _at: At
+
+    @strawberry.field(description="Verified metadata of `metadataUri`, once resolved.")
+    async def metadata(self, info: Ctx) -> ResolvedMetadata | None:
+        return await metadata_for(info.context, self.metadata_uri)
 
     @strawberry.field(description="The verifier record (at the same block).")
     async def verifier_info(self, info: Ctx) -> Verifier | None:
@@ -303,6 +308,10 @@ class Certificate(Node):
     @strawberry.field(description="Energy in MWh.")
     def mwh(self) -> BigDecimal:
         return mwh(self.wh)
+
+    @strawberry.field(description="Verified metadata of `metadataUri`, once resolved.")
+    async def metadata(self, info: Ctx) -> ResolvedMetadata | None:
+        return await metadata_for(info.context, self.metadata_uri)
 
     @strawberry.field(description="The facility (at the same block).")
     async def facility(self, info: Ctx) -> Facility | None:
