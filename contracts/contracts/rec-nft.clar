@@ -36,6 +36,9 @@
 ;; The escrow principal: tokens it holds are listed and only it can move them.
 (define-data-var marketplace principal .marketplace)
 (define-data-var escrowed-count uint u0)
+;; Tokens currently in escrow. Tracked per token rather than inferred from the holder, so a
+;; principal that becomes the marketplace keeps full control of tokens it owned before.
+(define-map escrowed uint bool)
 (define-data-var last-token-id uint u0)
 ;; Serials are global Wh offsets, so issuances can never share a serial.
 (define-data-var last-serial uint u0)
@@ -180,11 +183,11 @@
         (wh (get wh certificate)))
     (asserts! (and (is-eq tx-sender sender) (is-eq holder sender)) ERR-NOT-TOKEN-OWNER)
     (asserts! (not (is-eq sender recipient)) ERR-SELF-TRANSFER)
-    (if (is-eq sender market)
+    (if (is-escrowed token-id)
       (begin
         (asserts! (is-eq contract-caller market) ERR-ESCROW-NOT-ALLOWED)
-        (asserts! (or (is-eq status "listed") (is-eq status "revoked")) ERR-TOKEN-NOT-ACTIVE)
         (try! (nft-transfer? rec token-id sender recipient))
+        (map-delete escrowed token-id)
         (var-set escrowed-count (- (var-get escrowed-count) u1))
         (if (is-eq status "listed")
           (begin (set-status token-id "active") (move-wh "listed" "active" wh))
@@ -200,6 +203,7 @@
         (if (is-eq recipient market)
           (begin
             (asserts! (is-eq contract-caller market) ERR-ESCROW-NOT-ALLOWED)
+            (map-set escrowed token-id true)
             (var-set escrowed-count (+ (var-get escrowed-count) u1))
             (set-status token-id "listed")
             (move-wh "active" "listed" wh)
@@ -332,6 +336,7 @@
 (define-read-only (get-retirement (token-id uint)) (map-get? retirements token-id))
 (define-read-only (get-marketplace) (var-get marketplace))
 (define-read-only (get-escrowed-count) (var-get escrowed-count))
+(define-read-only (is-escrowed (token-id uint)) (default-to false (map-get? escrowed token-id)))
 (define-read-only (get-issued-wh) (var-get issued-wh))
 (define-read-only (get-status-wh (status (string-ascii 8))) (status-wh status))
 (define-read-only (get-contract-owner) (var-get contract-owner))
