@@ -278,10 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     parser.add_argument("--misbehave", choices=MODES, default="ok", help="for every CID")
+    parser.add_argument("--access-log", action="store_true", help="log every request")
     args = parser.parse_args(argv)
     gw = DevGateway(args.dir)
     gw.set_behaviour(None, args.misbehave)
-    uvicorn.run(gw.app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(
+        gw.app, host=args.host, port=args.port, log_level="info", access_log=args.access_log
+    )
     return 0
 
 

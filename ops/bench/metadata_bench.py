@@ -1,0 +1,186 @@
+"""Metadata resolution throughput: verified CIDs/s of N workers through the database queue.
+
+    python -m ops.bench.metadata_bench [--docs 2000] [--workers 1,4,16] [--database-url URL]
+
+Writes `--docs` distinct SIP-016 documents (raw CIDs, ~1 KB each; every 10th a two-block
+dag-pb file) into a temporary block directory, serves them with the dev gateway in its own
+process on loopback, creates a scratch database migrated by Alembic, enqueues one job per
+document in one transaction, then starts `run_workers` and times until every job is done.
+Every block is fetched over HTTP and verified against its CID; nothing is cached between
+rounds (each round uses a fresh database). Also reports enqueue rate, and the rate of
+enqueues that complete on the spot from the CID cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+from sqlalchemy import make_url, text
+
+from db.migrate import upgrade
+from db.session import create_engine, database_url, session_factory, to_libpq_url
+from indexer.metadata import queue as q
+from indexer.metadata.cid import raw_cid
+from indexer.metadata.dagpb import build_file
+from indexer.metadata.worker import run_workers
+from recchain.config import Settings, get_settings
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _write_docs(root: Path, n: int) -> list[str]:
+    uris = []
+    for i in range(n):
+        doc = {
+            "sip": 16,
+            "name": f"REC bench #{i}",
+            "description": "x" * 800,
+            "attributes": [{"trait_type": "wh", "value": 1000 + i}],
+        }
+        raw = json.dumps(doc).encode()
+        if i % 10 == 0:
+            dag = build_file(raw + b" " * 300_000)  # two chunks: root + 2 leaves
+            for key, block in dag.blocks.items():
+                (root / key).write_bytes(block)
+            uris.append(f"ipfs://{dag.root}")
+        else:
+            cid = raw_cid(raw)
+            (root / cid.key).write_bytes(raw)
+            uris.append(f"ipfs://{cid}")
+    return uris
+
+
+async def _round(server_url: str, settings: Settings, uris: list[str], workers: int) -> dict:
+    name = f"recchain_mbench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(to_libpq_url(server_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        await asyncio.to_thread(upgrade, url)
+        engine = create_engine(url, pool_size=workers + 2)
+        sessions = session_factory(engine)
+        started = time.perf_counter()
+        async with sessions() as s, s.begin():
+            for i, uri in enumerate(uris):
+                await q.enqueue(s, uri, "certificate", i)
+        enqueue_s = time.perf_counter() - started
+
+        stop = asyncio.Event()
+        started = time.perf_counter()
+        task = asyncio.create_task(run_workers(settings, workers, stop, engine=engine))
+        while True:
+            await asyncio.sleep(0.05)
+            async with sessions() as s:
+                left = (
+                    await s.execute(
+                        text("SELECT count(*) FROM metadata_jobs WHERE status <> 'done'")
+                    )
+                ).scalar_one()
+            if left == 0:
+                break
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+
+        started = time.perf_counter()
+        async with sessions() as s, s.begin():
+            for i, uri in enumerate(uris):
+                await q.enqueue(s, uri, "facility", i)  # same content, new subjects: cache hits
+        cached_s = time.perf_counter() - started
+        async with sessions() as s:
+            done = (
+                await s.execute(text("SELECT count(*) FROM metadata_jobs WHERE status = 'done'"))
+            ).scalar_one()
+        await engine.dispose()
+        return {
+            "workers": workers,
+            "cids_per_s": len(uris) / elapsed,
+            "seconds": elapsed,
+            "enqueue_per_s": len(uris) / enqueue_s,
+            "cached_enqueue_per_s": len(uris) / cached_s,
+            "done": done,
+        }
+    finally:
+        with psycopg.connect(to_libpq_url(server_url), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _main(args: argparse.Namespace) -> int:
+    base = get_settings()
+    server_url = args.database_url or database_url(base)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        uris = _write_docs(root, args.docs)
+        port = _free_port()
+        # Its own process, so serving does not compete with the workers for one GIL.
+        gw = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "indexer.metadata.devgateway",
+            "--dir",
+            tmp,
+            "--port",
+            str(port),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            gw_url = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient() as client:
+                for _ in range(100):
+                    try:
+                        await client.get(f"{gw_url}/_dev/hits", timeout=1)
+                        break
+                    except httpx.HTTPError:
+                        await asyncio.sleep(0.1)
+            md = base.metadata.model_copy(
+                update={
+                    "gateways": [gw_url],
+                    "kubo_rpc_url": None,
+                    "poll_interval_s": 0.05,
+                    "per_host_concurrency": 64,
+                    "per_host_rate_per_s": 100_000.0,
+                }
+            )
+            settings = base.model_copy(update={"metadata": md})
+            print(f"{args.docs} documents ({args.docs // 10} of them 3-block dag-pb files)")
+            print("workers  CIDs/s  seconds  enqueue/s  cached-enqueue/s")
+            for n in args.workers:
+                r = await _round(server_url, settings, uris, n)
+                assert r["done"] == 2 * len(uris), r
+                print(
+                    f"{r['workers']:>7}  {r['cids_per_s']:6.0f}  {r['seconds']:7.2f}  "
+                    f"{r['enqueue_per_s']:9.0f}  {r['cached_enqueue_per_s']:16.0f}"
+                )
+        finally:
+            gw.terminate()
+            await gw.wait()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ops.bench.metadata_bench")
+    p.add_argument("--docs", type=int, default=2000)
+    p.add_argument("--workers", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 16])
+    p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    return asyncio.run(_main(p.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
