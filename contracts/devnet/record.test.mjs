@@ -107,6 +107,10 @@ describe.skipIf(!existsSync(join(DEMO, "chain.tsv")))("committed demo chain", ()
   it("links every block to a parent delivered before it, with the forks the manifest names", () => {
     const seen = new Map();
     for (const b of blocks) {
+      // event_index numbers the block's events 0..n-1, each joined to one of its transactions.
+      expect(b.events.map((e) => e.event_index)).toEqual(b.events.map((_, i) => i));
+      const txids = new Set(b.transactions.map((t) => t.txid));
+      for (const e of b.events) expect(txids.has(e.txid)).toBe(true);
       if (seen.size) expect(seen.has(b.parent_index_block_hash)).toBe(true);
       if (seen.size) expect(seen.get(b.parent_index_block_hash).block_height).toBe(b.block_height - 1);
       expect(seen.has(b.index_block_hash)).toBe(false);
