@@ -710,7 +710,7 @@ class AnalyticsQuery:
         info: Ctx,
         owner: str,
         block: BlockInput | None = None,
-        where: CertificateFilter | None = None,
+        where: CertificateFilter | None = None,  # type: ignore[valid-type]
         first: int = 100,
         after: str | None = None,
     ) -> Holdings:

@@ -42,7 +42,7 @@ class Context:
         """The operation's DataLoader named `name` (one per operation or subscription push)."""
         existing = self._loaders.get(name)
         if existing is None:
-            existing = DataLoader(load_fn=load)  # type: ignore[arg-type]
+            existing = DataLoader(load_fn=load)
             self._loaders[name] = existing
         return existing
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -47,7 +47,7 @@ async def metadata_for(ctx: Context, uri: str | None) -> ResolvedMetadata | None
                 name=_text(doc.get("name")),
                 description=_text(doc.get("description")),
                 image=_text(doc.get("image")),
-                document=doc,
+                document=cast("JSON", doc),
                 resolved_at=r["resolved_at"],
             )
         return [found.get(u) for u in uris]

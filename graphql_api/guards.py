@@ -8,7 +8,7 @@ from __future__ import annotations
 import inspect
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from graphql import (
@@ -45,7 +45,7 @@ LIMIT = {"code": "LIMIT_EXCEEDED"}
 class CloseReader(SchemaExtension):
     """Ends the operation's read transaction once the result is built."""
 
-    async def on_operation(self):  # type: ignore[no-untyped-def,override]
+    async def on_operation(self) -> AsyncIterator[None]:
         try:
             yield
         finally:

@@ -147,8 +147,9 @@ def build_inputs() -> None:
             " `and`/`or`.",
         )
         setattr(_MODULE, name, entity.filter_input)
-        order_enum = strawberry.enum(
-            enum.Enum(f"{entity.name}OrderField", {to_camel_case(c): c for c in entity.orderable}),  # type: ignore[misc]
+        members = {to_camel_case(c): c for c in entity.orderable}
+        order_enum: Any = strawberry.enum(  # type: ignore[call-overload]
+            enum.Enum(f"{entity.name}OrderField", members),
             description=f"Sortable fields of {entity.name}.",
         )
         order_cls = type(

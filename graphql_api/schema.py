@@ -16,6 +16,7 @@ from graphql_api.extras import RelayedTransaction, relayed_transaction
 from graphql_api.loaders import one_by
 from graphql_api.meta import Meta, load_meta
 from graphql_api.query import ENTITIES, Connection, list_entity
+from graphql_api.scalars import schema_config
 
 Ctx = Info[Context, None]
 DEFAULT_FIRST = 100
@@ -75,7 +76,8 @@ def one_field(entity_name: str, arg: str, column: str, description: str) -> Any:
     resolve.__annotations__["key"] = key_type
     field = strawberry.field(resolver=resolve, description=description)
     # The Python parameter is generic; the GraphQL argument carries the entity's key name.
-    field.base_resolver.arguments[0].graphql_name = arg  # type: ignore[union-attr]
+    assert field.base_resolver is not None
+    field.base_resolver.arguments[0].graphql_name = arg
     return field
 
 
@@ -133,7 +135,7 @@ class Query:
         return await relayed_transaction(info.context.reader, txid)
 
 
-def build_schema(extensions: list[object] | None = None) -> strawberry.Schema:
+def build_schema(extensions: list[Any] | None = None) -> strawberry.Schema:
     from graphql_api.analytics import AnalyticsQuery
     from graphql_api.subscriptions import Subscription
 
@@ -142,5 +144,6 @@ def build_schema(extensions: list[object] | None = None) -> strawberry.Schema:
         query=query,
         subscription=Subscription,
         types=[t.Transfer, t.Bid],
-        extensions=list(extensions or []),  # type: ignore[arg-type]
+        extensions=list(extensions or []),
+        config=schema_config(),
     )

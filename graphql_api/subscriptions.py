@@ -115,7 +115,9 @@ class Subscription:
         " rolled back by a fork) of listings matching `where`."
     )
     async def listing_updates(
-        self, info: Ctx, where: ListingFilter | None = None
+        self,
+        info: Ctx,
+        where: ListingFilter | None = None,  # type: ignore[valid-type]
     ) -> AsyncGenerator[ListingUpdate, None]:
         ctx = info.context
         entity = ENTITIES["Listing"]

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from graphql_api.app import create_app
@@ -58,7 +59,7 @@ async def start_server(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], in
 
 
 def api_settings(db_url: str, **api: Any) -> Settings:
-    return Settings(database_url=db_url, api=ApiSettings(**api))
+    return Settings(database_url=SecretStr(db_url), api=ApiSettings(**api))
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ async def test_ownership_history_follows_the_split(api: Api, engine: AsyncEngine
 
 
 async def test_retirement_statement_totals_and_lines(api: Api, engine: AsyncEngine) -> None:
-    chain, ids = scenario()
+    chain, _ = scenario()
     await chain.write(engine)
     data = (
         await api.data(

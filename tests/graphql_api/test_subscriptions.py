@@ -83,7 +83,7 @@ async def test_listing_lifecycle_and_fork_rollback(api: Api, db_url: str, protoc
 async def test_identical_subscriptions_share_one_topic_and_push_only_on_change(
     api: Api, db_url: str
 ) -> None:
-    chain, stx, sbtc = base()
+    chain, _, sbtc = base()
     await chain.write(api.engine)
     subs = [await Subscriber.connect(api.ws_url) for _ in range(3)]
     for s in subs:
@@ -154,7 +154,7 @@ def api_overrides() -> dict[str, Any]:
 
 
 async def test_websocket_origin_is_checked(api: Api) -> None:
-    ok = await Subscriber.connect(api.ws_url, origin="http://wallet.example")  # type: ignore[arg-type]
+    ok = await Subscriber.connect(api.ws_url, origin="http://wallet.example")
     await ok.close()
     with pytest.raises(websockets.exceptions.InvalidStatus):
-        await Subscriber.connect(api.ws_url, origin="http://evil.example")  # type: ignore[arg-type]
+        await Subscriber.connect(api.ws_url, origin="http://evil.example")
