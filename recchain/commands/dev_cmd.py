@@ -55,8 +55,11 @@ def _wait_http(url: str, timeout: float) -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return True
-        except urllib.error.HTTPError:
-            return True
+        except urllib.error.HTTPError as exc:
+            # Any HTTP answer means the server is up; only 5xx means it is not ready yet.
+            if exc.code < 500:
+                return True
+            time.sleep(0.3)
         except (urllib.error.URLError, OSError):
             time.sleep(0.3)
     return False
@@ -157,7 +160,9 @@ def _dev(args: argparse.Namespace) -> int:
     s = get_settings()
     graphql_url = f"http://{s.api.host}:{s.api.port}/graphql"
     if any(r.name == "api" for r, _ in procs):
-        _wait_http(f"http://{s.api.host}:{s.api.port}/healthz", 60)
+        print("REC-Chain dev: waiting for the API ...", flush=True)
+        if not _wait_http(f"http://{s.api.host}:{s.api.port}/healthz", 180):
+            print("REC-Chain dev: the API did not answer within 180 s", file=sys.stderr)
     print("\nREC-Chain is running:")
     print(f"  database        {child_env['DATABASE_URL']}")
     for role, _ in procs:
