@@ -140,12 +140,10 @@ async def requeue_for_refresh(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def claim(
-    session: AsyncSession, *, limit: int, lease_s: float, max_attempts: int
-) -> list[Job]:
-    """Take up to ``limit`` due jobs. Jobs whose leases keep expiring (a poison job that kills
-    its worker) become permanent instead of looping forever."""
-    await session.execute(
+async def expire_poison(session: AsyncSession, *, max_attempts: int) -> int:
+    """Jobs whose leases keep expiring (a poison job that kills its worker every time) become
+    permanent instead of looping forever."""
+    result = await session.execute(
         text(
             """
             UPDATE metadata_jobs
@@ -156,6 +154,15 @@ async def claim(
         ),
         {"max": max_attempts},
     )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def claim(
+    session: AsyncSession, *, limit: int, lease_s: float, max_attempts: int | None = None
+) -> list[Job]:
+    """Take up to ``limit`` due jobs (``max_attempts`` given: expire poison jobs first)."""
+    if max_attempts is not None:
+        await expire_poison(session, max_attempts=max_attempts)
     token = secrets.token_hex(8)
     rows = (
         await session.execute(

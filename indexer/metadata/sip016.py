@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -72,27 +73,25 @@ def _check_shape(doc: Any) -> None:
             stack.extend((c, depth + 1) for c in children)
 
 
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
 def _max_nesting(raw: bytes) -> int:
-    """Nesting depth of the text, ignoring brackets inside strings; stops early on a bomb."""
+    """Nesting depth of the text, ignoring brackets inside strings; stops early on a bomb.
+    Strings are cut out by a regex first, so only the brackets are walked in Python."""
+    openers = raw.count(b"[") + raw.count(b"{")
+    if openers <= MAX_DEPTH:
+        return openers  # depth can never exceed the number of openers
     depth = best = 0
-    in_str = escaped = False
-    for byte in raw:
-        if in_str:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_str = False
-        elif byte == 0x22:
-            in_str = True
-        elif byte in (0x5B, 0x7B):
+    for m in _BRACKET.finditer(_STRING.sub(b'""', raw)):
+        if m.group() in (b"[", b"{"):
             depth += 1
             if depth > best:
                 best = depth
                 if best > MAX_DEPTH:
                     return best
-        elif byte in (0x5D, 0x7D):
+        else:
             depth -= 1
     return best
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -23,6 +24,7 @@ from recchain.config import Settings
 
 log = logging.getLogger(__name__)
 DEPTH_SAMPLE_S = 5.0
+POISON_SWEEP_S = 10.0
 
 
 class Worker:
@@ -32,23 +34,31 @@ class Worker:
         self.sessions = sessions
         self.resolver = resolver
         self.s = settings.metadata
+        self._last_sweep = -POISON_SWEEP_S
 
     async def step(self) -> bool:
         """Process one due job; False when none was due."""
+        now = time.monotonic()
+        sweep = now - self._last_sweep > POISON_SWEEP_S
         async with self.sessions() as session, session.begin():
             jobs = await q.claim(
-                session, limit=1, lease_s=self.s.lease_s, max_attempts=self.s.max_attempts
+                session,
+                limit=1,
+                lease_s=self.s.lease_s,
+                max_attempts=self.s.max_attempts if sweep else None,
             )
+            # Looked up in the claim's transaction: one round trip fewer per job.
+            hit = await q.cached(session, jobs[0].uri) if jobs else None
+        if sweep:
+            self._last_sweep = now
         if not jobs:
             return False
-        await self.process(jobs[0])
+        await self.process(jobs[0], hit)
         return True
 
-    async def process(self, job: q.Job) -> str:
+    async def process(self, job: q.Job, hit: tuple[str, dict[str, Any]] | None = None) -> str:
         started = time.monotonic()
         try:
-            async with self.sessions() as session:
-                hit = await q.cached(session, job.uri)
             resolution = None
             if hit is not None:
                 cid, document = hit
