@@ -347,3 +347,16 @@ async def test_sip019_refresh_requeues_and_refetches_mutable_urls(
     finally:
         (store.root / v1.key).write_bytes(json.dumps({"sip": 16, "name": "version 1"}).encode())
         await resolver.aclose()
+
+
+async def test_a_job_that_kills_every_worker_becomes_permanent(engine: AsyncEngine) -> None:
+    sessions = session_factory(engine)
+    await _enqueue(sessions, "data:,poison")
+    for _ in range(3):  # three workers claim it and die without a word
+        async with sessions() as s, s.begin():
+            assert len(await q.claim(s, limit=1, lease_s=0.01)) == 1
+        await asyncio.sleep(0.05)
+    async with sessions() as s, s.begin():
+        assert await q.claim(s, limit=1, lease_s=30, max_attempts=3) == []
+    job = (await _jobs(sessions))["data:,poison"]
+    assert job["status"] == "permanent" and job["last_reason"] == "lease_expired"
