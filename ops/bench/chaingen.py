@@ -370,6 +370,7 @@ class Chain:
 
     seed: int = 0
     txs_per_block: int = 3
+    snapshots: bool = True  # keep market state per block (needed only to fork from it)
     blocks: list[dict[str, Any]] = field(default_factory=list)  # in delivery order
     _state: dict[str, tuple[Market, int]] = field(default_factory=dict)
 
@@ -388,7 +389,8 @@ class Chain:
             txs += [market.random_tx(rng, height) for _ in range(self.txs_per_block)]
             block = new_block(height, tip, label, txs)
             tip = block["index_block_hash"]
-            self._state[tip] = (copy.deepcopy(market), height)
+            if self.snapshots or _ == count - 1:
+                self._state[tip] = (copy.deepcopy(market), height)
             made.append(block)
         self.blocks.extend(made)
         return made
