@@ -2,7 +2,7 @@
 
 Accepting is one INSERT committed before the client hears 202; resubmitting the same bytes
 finds the row by txid and changes nothing. The broadcaster claims due rows with
-`FOR UPDATE SKIP LOCKED` and keeps them locked for the length of the POST, so two relay
+`FOR NO KEY UPDATE SKIP LOCKED` and keeps them locked for the length of the POST, so two relay
 processes never send the same row at once, and a crashed process's locks vanish with its
 connection. Each POST is first recorded in `relay_attempts` (committed on its own), so after a
 crash it is known which transactions may already be at the node.
@@ -113,7 +113,11 @@ class Claimed:
 
 
 async def claim(conn: AsyncConnection, limit: int) -> list[Claimed]:
-    """Lock up to `limit` due rows inside the caller's open transaction."""
+    """Lock up to `limit` due rows inside the caller's open transaction.
+
+    `FOR NO KEY UPDATE` (the row-lock `UPDATE` itself takes) rather than `FOR UPDATE`: the
+    attempt rows inserted meanwhile on other connections take `FOR KEY SHARE` on this row
+    through their foreign key, which `FOR UPDATE` would block until this transaction ends."""
     rows = await conn.execute(
         text(
             """
@@ -124,7 +128,7 @@ async def claim(conn: AsyncConnection, limit: int) -> list[Claimed]:
             WHERE r.status = 'received' AND r.next_attempt_at <= now()
             ORDER BY r.next_attempt_at, r.received_at
             LIMIT :limit
-            FOR UPDATE OF r SKIP LOCKED
+            FOR NO KEY UPDATE OF r SKIP LOCKED
             """
         ),
         {"limit": limit},
@@ -196,7 +200,7 @@ async def mark_retry(conn: AsyncConnection, txid: str, delay_s: float, error: st
         text(
             """
             UPDATE relay_txs SET attempts = attempts + 1, last_error = :error,
-                   next_attempt_at = now() + make_interval(secs => :delay)
+                   next_attempt_at = clock_timestamp() + make_interval(secs => :delay)
             WHERE txid = :txid AND status = 'received'
             """
         ),
