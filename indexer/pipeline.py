@@ -109,12 +109,19 @@ def _hash(payload: str) -> bytes:
 class Indexer:
     """Owns one database connection; not safe for concurrent `process` calls (serialise them)."""
 
-    def __init__(self, conn: AsyncConnection, settings: Settings) -> None:
+    def __init__(
+        self, conn: AsyncConnection, settings: Settings, *, enqueue_metadata: bool = True
+    ) -> None:
         self.conn = conn
+        self.enqueue_metadata = enqueue_metadata
         self.settings = settings
         self.watched = settings.watched_contracts
         self.tip: tuple[str, int] | None = None
         self._known: dict[str, _Known] = {}
+        # Hashes looked up in this batch and not found (cleared per batch: blocks may arrive).
+        self._absent: set[str] = set()
+        # parent hash -> orphans waiting for it that this process has seen (DB ones are queried).
+        self._orphans: dict[str, list[str]] = {}
         self._has_relay = False
         self._db_orphans = 0
         self._pg: psycopg.AsyncConnection[Any] | None = None
@@ -140,6 +147,7 @@ class Indexer:
 
     async def _load(self) -> None:
         self._known.clear()
+        self._orphans.clear()
         cur = await self.pg.execute(
             "SELECT index_block_hash, block_height FROM blocks WHERE canonical "
             "ORDER BY block_height DESC LIMIT 1"
@@ -165,6 +173,7 @@ class Indexer:
         """Apply `requests` in one transaction. Bad input is stored with its reason and
         answered as `rejected`; any other failure rolls everything back and raises."""
         batch = _Batch()
+        self._absent.clear()
         await self._begin()
         try:
             outcomes = await self._process(batch, requests)
@@ -243,6 +252,9 @@ class Indexer:
                 parsed.append((block, raw_id))
         if parsed:
             await self._prefetch(batch, [b for b, _ in parsed])
+            await self._prefetch_blocks(
+                {h for b, _ in parsed for h in (b.hash, b.header.parent_index_block_hash)}
+            )
         index = 0
         for i, outcome in enumerate(outcomes):
             if outcome.status != "applied":
@@ -318,9 +330,25 @@ class Indexer:
                 )
 
     # ------------------------------------------------------------------ blocks
+    async def _prefetch_blocks(self, hashes: set[str]) -> None:
+        """One query for the block index entries a batch needs (not one per block)."""
+        missing = [h for h in hashes if h not in self._known]
+        if not missing:
+            return
+        cur = await self.pg.execute(
+            "SELECT index_block_hash, block_height, parent_index_block_hash, canonical, orphan "
+            "FROM blocks WHERE index_block_hash = ANY(%s)",
+            (missing,),
+        )
+        for row in await cur.fetchall():
+            self._known[row[0]] = _Known(row[1], row[2], row[3], row[4])
+        self._absent.update(h for h in missing if h not in self._known)
+
     async def _known_block(self, block_hash: str) -> _Known | None:
         known = self._known.get(block_hash)
         if known is None:
+            if block_hash in self._absent:
+                return None
             cur = await self.pg.execute(
                 "SELECT block_height, parent_index_block_hash, canonical, orphan FROM blocks "
                 "WHERE index_block_hash = %s",
@@ -347,6 +375,7 @@ class Indexer:
         )
         batch.new_blocks.append((block, raw_id))
         if orphan:
+            self._orphans.setdefault(block.header.parent_index_block_hash, []).append(block.hash)
             log.warning(
                 "block %s at %d has an unknown parent; kept until it arrives",
                 block.hash, block.height,
@@ -368,9 +397,7 @@ class Indexer:
         pending = [parent_hash]
         while pending:
             parent = pending.pop()
-            children: list[str] = [
-                h for h, k in self._known.items() if k.orphan and k.parent == parent
-            ]
+            children: list[str] = self._orphans.pop(parent, [])
             if self._db_orphans:
                 cur = await self.pg.execute(
                     "SELECT index_block_hash FROM blocks WHERE orphan "
@@ -649,7 +676,7 @@ class Indexer:
 
     async def _finish(self, batch: _Batch) -> None:
         await self._flush(batch)
-        if batch.jobs or batch.refresh:
+        if (batch.jobs or batch.refresh) and self.enqueue_metadata:
             await self._metadata(batch)
         tip_hash, tip_height = self.tip if self.tip else (None, 0)
         await self.pg.execute(

@@ -93,12 +93,13 @@ async def replay_file(
     speed: float = 1.0,
     progress: bool = True,
     batch_size: int | None = None,
+    enqueue_metadata: bool = True,
 ) -> ReplayStats:
     stats = ReplayStats()
     started = time.monotonic()
     bar = Progress(count_lines(path), enabled=progress)
     async with engine.connect() as conn:
-        indexer = Indexer(conn, settings)
+        indexer = Indexer(conn, settings, enqueue_metadata=enqueue_metadata)
         await indexer.start()
         done = await indexer.position() or 0
 

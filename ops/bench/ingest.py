@@ -87,7 +87,9 @@ def _copy_baseline(src: str, dst: str) -> tuple[float, int]:
     return time.perf_counter() - started, rows
 
 
-def run(events: int, txs_per_block: int = 10, batch: int | None = None) -> dict[str, Any]:
+def run(
+    events: int, txs_per_block: int = 10, batch: int | None = None, metadata: bool = True
+) -> dict[str, Any]:
     settings = get_settings()
     server = database_url(settings)
     tag = uuid.uuid4().hex[:8]
@@ -106,7 +108,12 @@ def run(events: int, txs_per_block: int = 10, batch: int | None = None) -> dict[
                 async with engine_scope(url_a, pool_size=1) as engine:
                     start = time.perf_counter()
                     await replay_file(
-                        engine, bench_settings, tsv, progress=sys.stderr.isatty(), batch_size=batch
+                        engine,
+                        bench_settings,
+                        tsv,
+                        progress=sys.stderr.isatty(),
+                        batch_size=batch,
+                        enqueue_metadata=metadata,
                     )
                     return time.perf_counter() - start
 
@@ -119,7 +126,7 @@ def run(events: int, txs_per_block: int = 10, batch: int | None = None) -> dict[
     return {
         "events": n_events,
         "blocks": n_blocks,
-        "tsv_bytes": None,
+        "metadata_jobs": metadata,
         "generate_s": round(gen_s, 2),
         "ingest_s": round(ingest_s, 2),
         "events_per_s": round(n_events / ingest_s),
@@ -132,7 +139,7 @@ def run(events: int, txs_per_block: int = 10, batch: int | None = None) -> dict[
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    result = run(args.events, args.txs_per_block, args.batch)
+    result = run(args.events, args.txs_per_block, args.batch, not args.no_metadata)
     if args.json:
         print(json.dumps(result))
     else:
@@ -147,4 +154,7 @@ def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--txs-per-block", type=int, default=10)
     p.add_argument("--batch", type=int, default=None, help="requests per transaction")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--no-metadata", action="store_true", help="skip metadata job enqueueing (to isolate it)"
+    )
     p.set_defaults(handler=_cmd)
