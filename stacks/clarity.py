@@ -340,30 +340,61 @@ def _check_count(data: bytes, pos: int, count: int, min_item: int, what: str) ->
         )
 
 
+# Frozen values, so one instance can stand for every occurrence.
+_TRUE_CV, _FALSE_CV, _NONE_CV = BoolCV(True), BoolCV(False), NoneCV()
+# Two 64-bit halves read in place: about half the cost of slicing 16 bytes for int.from_bytes.
+_U128_PARTS = struct.Struct(">QQ").unpack_from
+# Validated principals by their wire bytes (type byte included), emptied when full.
+_PRINCIPAL_CV_CACHE: dict[bytes, PrincipalCV] = {}
+_PRINCIPAL_CV_CACHE_MAX = 65536
+
+
+def _decode_principal(data: bytes, pos: int, t: int) -> tuple[PrincipalCV, int]:
+    # `pos` is just past the type byte. A stored contract key carries its own name length, so a
+    # key cut short by the end of the input never matches one and takes the checked path.
+    if t == T_STD_PRINCIPAL:
+        end = pos + 21
+    elif pos + 21 < len(data):
+        end = pos + 22 + data[pos + 21]
+    else:
+        end = -1
+    cached = _PRINCIPAL_CV_CACHE.get(data[pos - 1 : end]) if end > 0 else None
+    if cached is not None:
+        return cached, end
+    version, h, name, end = _read_principal(data, pos, t == T_CONTRACT_PRINCIPAL)
+    cv: PrincipalCV = (
+        StandardPrincipalCV(version, h) if name is None else ContractPrincipalCV(version, h, name)
+    )
+    if len(_PRINCIPAL_CV_CACHE) >= _PRINCIPAL_CV_CACHE_MAX:
+        _PRINCIPAL_CV_CACHE.clear()
+    _PRINCIPAL_CV_CACHE[data[pos - 1 : end]] = cv
+    return cv, end
+
+
 def _decode(data: bytes, pos: int, depth: int) -> tuple[ClarityValue, int]:
     if depth > MAX_DEPTH:
         raise TooDeepError(f"value nested deeper than {MAX_DEPTH}", pos)
     _need(data, pos, 1, "type prefix")
     t = data[pos]
     pos += 1
-    if t in (T_UINT, T_INT):
+    if t == T_UINT:
+        if pos + 16 > len(data):
+            _need(data, pos, 16, "integer")
+        high, low = _U128_PARTS(data, pos)
+        return UIntCV(high << 64 | low if high else low), pos + 16
+    if t == T_INT:
         _need(data, pos, 16, "integer")
-        signed = t == T_INT
-        n = int.from_bytes(data[pos : pos + 16], "big", signed=signed)
-        return (IntCV(n) if signed else UIntCV(n)), pos + 16
+        return IntCV(int.from_bytes(data[pos : pos + 16], "big", signed=True)), pos + 16
     if t == T_BUFFER:
         n = _read_len(data, pos, "buffer")
         _need(data, pos + 4, n, "buffer")
         return BufferCV(bytes(data[pos + 4 : pos + 4 + n])), pos + 4 + n
     if t == T_TRUE:
-        return BoolCV(True), pos
+        return _TRUE_CV, pos
     if t == T_FALSE:
-        return BoolCV(False), pos
+        return _FALSE_CV, pos
     if t in (T_STD_PRINCIPAL, T_CONTRACT_PRINCIPAL):
-        version, h, name, pos = _read_principal(data, pos, t == T_CONTRACT_PRINCIPAL)
-        if name is None:
-            return StandardPrincipalCV(version, bytes(h)), pos
-        return ContractPrincipalCV(version, bytes(h), name), pos
+        return _decode_principal(data, pos, t)
     if t in (T_OK, T_ERR, T_SOME):
         inner, pos = _decode(data, pos, depth + 1)
         if t == T_OK:
@@ -372,7 +403,7 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[ClarityValue, int]:
             return ErrCV(inner), pos
         return SomeCV(inner), pos
     if t == T_NONE:
-        return NoneCV(), pos
+        return _NONE_CV, pos
     if t == T_LIST:
         count = _read_len(data, pos, "list")
         pos += 4
@@ -387,6 +418,8 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[ClarityValue, int]:
         pos += 4
         _check_count(data, pos, count, 3, "tuple")
         fields: dict[str, ClarityValue] = {}
+        in_order = True
+        previous = ""
         for _ in range(count):
             name_at = pos
             name, pos = _read_name(data, pos)
@@ -394,7 +427,11 @@ def _decode(data: bytes, pos: int, depth: int) -> tuple[ClarityValue, int]:
             if name in fields:
                 raise BadNameError(f"tuple field {name!r} repeated", name_at)
             fields[name] = value
-        return TupleCV.of(fields), pos
+            # Names are never empty, so the first one always sorts after "".
+            in_order = in_order and name > previous
+            previous = name
+        # Canonical (sorted) wire order is the norm; only other orders need sorting.
+        return (TupleCV(tuple(fields.items())) if in_order else TupleCV.of(fields)), pos
     if t == T_ASCII:
         text, pos = _read_ascii(data, pos)
         return StringAsciiCV(text), pos
@@ -701,8 +738,6 @@ _ASCII_CACHE: dict[bytes, str] = {}
 _ASCII_CACHE_MAX = 4096
 # Statuses, kinds and topics repeat; longer text (token URIs) is mostly unique and not worth a slot.
 _ASCII_CACHE_ITEM_MAX = 32
-# Two 64-bit halves read in place: about half the cost of slicing 16 bytes for int.from_bytes.
-_U128_PARTS = struct.Struct(">QQ").unpack_from
 
 
 def _fast_name(data: bytes, pos: int) -> str:
