@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,7 +44,7 @@ REFUSED = [v for v in VECTORS if v["expect"] != "accepted"]
 
 
 def relay_settings(db_url: str, **relay: Any) -> Settings:
-    return Settings(database_url=db_url, network="testnet", relay=RelaySettings(**relay))
+    return Settings(database_url=SecretStr(db_url), network="testnet", relay=RelaySettings(**relay))
 
 
 @asynccontextmanager
@@ -75,6 +76,9 @@ class FakeNode:
     script: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     # A standing answer for every txid whose script is empty (an outage: ("status", 503, ".."))
     default: list[tuple[Any, ...]] = field(default_factory=list)
+    # When set to an unset Event: take the transaction, then hold the answer until it is set
+    # (the reply lost in flight, as when the relay dies mid-request).
+    hold: asyncio.Event | None = None
 
     async def post(self, request: Request) -> Response:
         body = await request.body()
@@ -101,6 +105,8 @@ class FakeNode:
                 )
             return Response(step[2], status_code=step[1])
         self.mempool.add(txid)
+        if self.hold is not None:
+            await self.hold.wait()
         return JSONResponse(txid)
 
     def app(self) -> Starlette:

@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,7 +19,9 @@ from writers.metrics import RelayMetrics
 from writers.node import FINAL_REASONS, RETRYABLE_REASONS, NodeClient, Outcome, classify
 from writers.policy import Policy
 
-POLICY = Policy.from_settings(Settings(database_url="postgresql://unused/x", network="testnet"))
+POLICY = Policy.from_settings(
+    Settings(database_url=SecretStr("postgresql://unused/x"), network="testnet")
+)
 
 
 async def accept(engine: AsyncEngine, vector: dict[str, Any]) -> str:

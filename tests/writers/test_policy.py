@@ -6,14 +6,17 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
-from recchain.config import Settings
+from recchain.config import RelaySettings, Settings
 from stacks.transactions import decode_transaction
 from tests.writers.conftest import ACCEPTED, REFUSED, VECTORS
 from writers.errors import Reject, SubmissionRejected
 from writers.policy import Policy, parse_body
 
-POLICY = Policy.from_settings(Settings(database_url="postgresql://unused/x", network="testnet"))
+POLICY = Policy.from_settings(
+    Settings(database_url=SecretStr("postgresql://unused/x"), network="testnet")
+)
 
 
 def code_of(raw: bytes) -> str:
@@ -131,8 +134,8 @@ def test_malformed_bodies(body: bytes, ctype: str, reason: Reject) -> None:
 
 def test_whitelist_is_configurable() -> None:
     settings = Settings(
-        database_url="postgresql://unused/x",
-        relay={"allowed_functions": ["verification.register-facility"]},  # type: ignore[arg-type]
+        database_url=SecretStr("postgresql://unused/x"),
+        relay=RelaySettings(allowed_functions=["verification.register-facility"]),
     )
     narrow = Policy.from_settings(settings)
     buy = bytes.fromhex(ACCEPTED[0]["hex"])
