@@ -85,7 +85,13 @@ export async function record(opts) {
   }
 
   // Request totals cover every branch as delivered, so a consumer can check its raw store.
-  const totals = { requests: writer.id, by_path: writer.counts, blocks: writer.counts["/new_block"] ?? 0 };
+  const totals = {
+    requests: writer.id,
+    by_path: writer.counts,
+    blocks: writer.counts["/new_block"] ?? 0,
+    transactions: writer.transactions ?? 0,
+    events: writer.events ?? 0,
+  };
   const manifest = {
     format: "stacks-blockchain-api event_observer_requests TSV (id, receive_timestamp, event_path, payload)",
     scenario: opts.scenario,

@@ -86,6 +86,8 @@ describe.skipIf(!existsSync(join(DEMO, "chain.tsv")))("committed demo chain", ()
       if (i) expect(r[1] > rows[i - 1][1]).toBe(true);
     });
     expect(blocks.length).toBe(manifest.counts.blocks);
+    expect(blocks.reduce((n, b) => n + b.transactions.length, 0)).toBe(manifest.counts.transactions);
+    expect(blocks.reduce((n, b) => n + b.events.length, 0)).toBe(manifest.counts.events);
   });
 
   it("every raw_tx deserializes and hashes to its txid", () => {

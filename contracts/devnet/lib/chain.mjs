@@ -606,6 +606,10 @@ export class TsvWriter {
     const micros = Math.max(time * 1e6 + 250000, this.lastMicros + 1000);
     this.lastMicros = micros;
     this.counts[path] = (this.counts[path] ?? 0) + 1;
+    if (path === "/new_block") {
+      this.transactions = (this.transactions ?? 0) + payload.transactions.length;
+      this.events = (this.events ?? 0) + payload.events.length;
+    }
     const json = JSON.stringify(payload);
     this.write(`${this.id}\t${pgTimestamp(micros)}\t${copyEscape(path)}\t${copyEscape(json)}\n`);
   }
