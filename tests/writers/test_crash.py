@@ -10,7 +10,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
@@ -56,7 +56,9 @@ async def relay_process(db_url: str, node_url: str) -> AsyncIterator[tuple[str, 
         await drainer
 
 
-async def wait_for(predicate, what: str, limit: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], what: str, limit: float = 60.0
+) -> None:
     """Poll a condition; the limit only stops a broken run from hanging forever."""
     deadline = asyncio.get_running_loop().time() + limit
     while not await predicate():
