@@ -245,11 +245,11 @@ def parse_new_block(
                 amount=str(_opt(body, "amount", (str, int), where_b) or "0"),
             )
         txid = _hex(e, "txid", where) or ""
-        tx = txs.get(txid)
-        if tx is None:
+        owner = txs.get(txid)
+        if owner is None:
             raise PayloadError(f"{where}.txid: {txid} is not a transaction of this block")
         ev.txid = txid
-        ev.tx_index = tx.tx_index
+        ev.tx_index = owner.tx_index
         ev.event_index = _req(e, "event_index", int, where)
         if decode is not None:
             try:

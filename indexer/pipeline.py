@@ -141,7 +141,7 @@ class Indexer:
     async def start(self) -> None:
         await self._begin()
         raw = await self.conn.get_raw_connection()
-        self._pg = raw.driver_connection  # type: ignore[assignment]
+        self._pg = raw.driver_connection
         await self._load()
         await self.conn.commit()
 

@@ -61,7 +61,7 @@ class _Entry:
 
     def current(self) -> dict[str, Any] | None:
         if self.versions:
-            return self.versions[-1][2]  # type: ignore[no-any-return]
+            return self.versions[-1][2]
         return self.db_row
 
 

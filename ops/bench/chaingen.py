@@ -53,8 +53,8 @@ def account(i: int) -> str:
 
 def _cv(value: Any) -> ClarityValue:
     """Plain Python -> Clarity, with the conventions of the print tuples."""
-    if isinstance(value, ClarityValue.__args__):  # type: ignore[attr-defined]
-        return value  # type: ignore[no-any-return]
+    if isinstance(value, ClarityValue.__args__):
+        return value
     if isinstance(value, bool):
         return BoolCV(value)
     if isinstance(value, int):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from pydantic import SecretStr
 from sqlalchemy import make_url
 
 from db.migrate import upgrade
@@ -102,7 +103,7 @@ def run(
         url_a = _create_db(server, a)
         url_b = _create_db(server, b)
         try:
-            bench_settings = Settings(database_url=url_a)
+            bench_settings = Settings(database_url=SecretStr(url_a))
 
             async def ingest() -> float:
                 async with engine_scope(url_a, pool_size=1) as engine:
