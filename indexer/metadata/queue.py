@@ -278,6 +278,33 @@ async def complete(
     return True
 
 
+async def unchecked(session: AsyncSession, limit: int) -> list[tuple[int, str, int, Any]]:
+    """Jobs completed from the cache at enqueue time, whose REC attributes are not yet checked
+    against the chain: (id, subject kind, subject id, document)."""
+    rows = (
+        await session.execute(
+            text(
+                """
+                SELECT j.id, j.subject_kind, j.subject_id, d.document
+                FROM metadata_jobs j JOIN metadata_documents d ON d.cid = j.cid
+                WHERE j.status = 'done' AND j.rec_mismatches IS NULL
+                LIMIT :limit
+                FOR UPDATE OF j SKIP LOCKED
+                """
+            ),
+            {"limit": limit},
+        )
+    ).all()
+    return [(r.id, r.subject_kind, r.subject_id, r.document) for r in rows]
+
+
+async def set_rec_mismatches(session: AsyncSession, job_id: int, mismatches: Any) -> None:
+    await session.execute(
+        text("UPDATE metadata_jobs SET rec_mismatches = CAST(:mm AS jsonb) WHERE id = :id"),
+        {"id": job_id, "mm": json.dumps(mismatches)},
+    )
+
+
 def backoff_seconds(attempt: int, initial: float, maximum: float) -> float:
     """Exponential backoff with jitter for the ``attempt``-th failure (tenacity's policy)."""
     wait = tenacity.wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)

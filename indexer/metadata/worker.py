@@ -52,7 +52,7 @@ class Worker:
         if sweep:
             self._last_sweep = now
         if not jobs:
-            return False
+            return await self.check_cached()
         await self.process(jobs[0], hit)
         return True
 
@@ -96,6 +96,16 @@ class Worker:
             error.message[:200],
         )
         return status
+
+    async def check_cached(self, limit: int = 50) -> bool:
+        """Idle work: the REC check of jobs that enqueue completed from the cache (the chain
+        rows they are checked against are committed by then)."""
+        async with self.sessions() as session, session.begin():
+            rows = await q.unchecked(session, limit)
+            for job_id, kind, subject_id, document in rows:
+                mismatches = await rec_mismatches(session, kind, subject_id, document)
+                await q.set_rec_mismatches(session, job_id, mismatches)
+        return bool(rows)
 
     async def loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

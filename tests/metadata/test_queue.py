@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from db.models import Certificate, Facility
 from db.session import session_factory
+from indexer.metadata import metrics
 from indexer.metadata import queue as q
 from indexer.metadata.devgateway import RunningGateway
 from indexer.metadata.resolver import Resolver
@@ -22,6 +23,7 @@ from tests.metadata.conftest import Store, fast_settings
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 END = datetime(2024, 2, 1, tzinfo=UTC)
+REC_OF_3 = text("SELECT rec_mismatches FROM metadata_jobs WHERE subject_id = 3")
 HW = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
 
 
@@ -113,6 +115,9 @@ async def test_misbehaving_content_fails_alone_and_other_jobs_go_on(
     gw.gateway.set_behaviour(dripping.key, "drip")
     uris = [f"ipfs://{c}" for c in (tampered, dripping, bomb, *good)]
     await _enqueue(sessions, *uris)
+    mismatch_before = metrics.RESULTS.labels("failed", "hash_mismatch")._value.get()
+    source = gw.url.split("//")[1]
+    bad_blocks_before = metrics.MISMATCHES.labels(source)._value.get()
     md = fast_settings(
         gw.url, request_timeout_s=0.5, total_timeout_s=1.0, backoff_initial_s=60, backoff_max_s=120
     )
@@ -133,6 +138,8 @@ async def test_misbehaving_content_fails_alone_and_other_jobs_go_on(
     assert jobs[f"ipfs://{dripping}"]["last_reason"] == "timeout"
     assert jobs[f"ipfs://{bomb}"]["status"] == "permanent"
     assert jobs[f"ipfs://{bomb}"]["last_reason"] == "json_bomb"
+    assert metrics.RESULTS.labels("failed", "hash_mismatch")._value.get() == mismatch_before + 1
+    assert metrics.MISMATCHES.labels(source)._value.get() == bad_blocks_before + 1
 
 
 async def test_429_blocks_the_host_other_jobs_use_the_next_gateway(
@@ -311,10 +318,52 @@ async def test_rec_attributes_checked_against_the_chain(
     assert jobs[f"ipfs://{honest}"]["rec_mismatches"] == {}
     liar_job = jobs[f"ipfs://{liar}"]
     assert liar_job["status"] == "done"  # flagged, not fatal
-    assert liar_job["rec_mismatches"] == {
+    expected = {
         "wh": {"document": 9_000_000, "chain": 1_000_000},
         "energy_source": {"document": "ES200", "chain": "ES100"},
     }
+    assert liar_job["rec_mismatches"] == expected
+    before = metrics.RESULTS.labels("done", "ok")._value.get()
+
+    # The same document for another certificate completes from the cache at enqueue; the
+    # REC check follows when a worker is idle.
+    async with sessions() as s, s.begin():
+        s.add(
+            Certificate(
+                token_id=3,
+                facility_id=7,
+                owner="ST1",
+                status="active",
+                period_start=START,
+                period_end=END,
+                vintage=2024,
+                wh=1_000_000,
+                serial_start=0,
+                serial_end=1_000_000,
+                issued_height=3,
+                block_from=3,
+            )
+        )
+        created = await q.enqueue(s, f"ipfs://{liar}", "certificate", 3)
+    assert created is not None and created[1] == "done"
+    async with sessions() as s:
+        row = (
+            await s.execute(text("SELECT rec_mismatches FROM metadata_jobs WHERE subject_id = 3"))
+        ).one()
+    assert row.rec_mismatches is None
+    resolver = Resolver.create(md)
+    try:
+        worker = Worker(sessions, resolver, _settings("x", md))
+        assert await worker.step() is True  # no due job: it did the idle REC check
+        assert await worker.step() is False
+    finally:
+        await resolver.aclose()
+    async with sessions() as s:
+        row = (
+            await s.execute(text("SELECT rec_mismatches FROM metadata_jobs WHERE subject_id = 3"))
+        ).one()
+    assert row.rec_mismatches == expected
+    assert metrics.RESULTS.labels("done", "ok")._value.get() == before
 
 
 async def test_sip019_refresh_requeues_and_refetches_mutable_urls(
