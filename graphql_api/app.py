@@ -95,7 +95,12 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
     """The API as an ASGI app; `engine` may be injected (tests, `recchain dev`)."""
     api = settings.api
     owns_engine = engine is None
-    eng = engine if engine is not None else create_engine(api_database_url(settings))
+    # No pre-ping: it costs a round trip per request; recycled connections bound staleness.
+    eng = (
+        engine
+        if engine is not None
+        else create_engine(api_database_url(settings), pool_pre_ping=False, pool_recycle=300)
+    )
     schema = build_schema(build_extensions(settings))
     hub = Hub(to_libpq_url(eng.url.render_as_string(hide_password=False)))
     graphql = GraphQLApp(

@@ -34,14 +34,11 @@ class Reader:
         self._lock = asyncio.Lock()
 
     async def _begin(self, conn: AsyncConnection) -> None:
-        await conn.execute(
-            text(
-                "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
-                if self.snapshot
-                else "SET TRANSACTION READ ONLY"
-            )
+        # One round trip for both settings (no parameters: the simple protocol allows two).
+        mode = "ISOLATION LEVEL REPEATABLE READ, READ ONLY" if self.snapshot else "READ ONLY"
+        await conn.exec_driver_sql(
+            f"SET TRANSACTION {mode}; SET LOCAL statement_timeout = {self.timeout_ms}"
         )
-        await conn.execute(text(f"SET LOCAL statement_timeout = {self.timeout_ms}"))
 
     async def all(
         self, stmt: str | Executable, params: Mapping[str, Any] | None = None
@@ -62,6 +59,9 @@ class Reader:
                     result = await conn.execute(query, dict(params or {}))
                     return result.mappings().all()
         except Exception as exc:
+            # The transaction is aborted: later statements of this operation start afresh.
+            if self.snapshot:
+                await self.close()
             if getattr(getattr(exc, "orig", None), "sqlstate", None) == QUERY_CANCELED:
                 raise LimitExceeded(
                     f"query exceeded the statement timeout of {self.timeout_ms} ms",

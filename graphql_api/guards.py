@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from graphql import (
+    ExecutionResult,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -20,7 +21,6 @@ from graphql import (
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    ValidationRule,
     VariableNode,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,8 +28,10 @@ from strawberry.extensions import (
     MaskErrors,
     MaxAliasesLimiter,
     MaxTokensLimiter,
+    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 
 from graphql_api import metrics
@@ -101,37 +103,45 @@ _LIST_RELATIONS = frozenset(
 
 
 class CostLimiter(SchemaExtension):
+    """Refuses an operation whose estimated cost (with its variables) exceeds `max_cost`.
+
+    Checked before execution rather than as a validation rule, because the estimate depends on
+    the variables while validation results are cached per document.
+    """
+
     def __init__(self, max_cost: int) -> None:
         self.max_cost = max_cost
 
-    def on_operation(self) -> Iterator[None]:
-        max_cost = self.max_cost
-        variables = dict(self.execution_context.variables or {})
-
-        class CostRule(ValidationRule):
-            def enter_document(self, node: Any, *_: Any) -> None:
-                fragments = {
-                    d.name.value: d
-                    for d in node.definitions
-                    if isinstance(d, FragmentDefinitionNode)
-                }
-                for d in node.definitions:
-                    if isinstance(d, OperationDefinitionNode):
-                        cost = estimate_cost(d.selection_set, fragments, variables)
-                        if cost > max_cost:
-                            metrics.REJECTED.labels("cost").inc()
-                            self.report_error(
-                                GraphQLError(
-                                    f"query cost {cost} exceeds the maximum of {max_cost}:"
-                                    " lower `first` or select fewer nested lists",
-                                    extensions={**LIMIT, "cost": cost, "max": max_cost},
-                                )
-                            )
-
-        self.execution_context.validation_rules = (
-            *self.execution_context.validation_rules,
-            CostRule,
-        )
+    def on_execute(self) -> Iterator[None]:
+        ec = self.execution_context
+        document = ec.graphql_document
+        if document is not None:
+            fragments = {
+                d.name.value: d
+                for d in document.definitions
+                if isinstance(d, FragmentDefinitionNode)
+            }
+            variables = dict(ec.variables or {})
+            cost = sum(
+                estimate_cost(d.selection_set, fragments, variables)
+                for d in document.definitions
+                if isinstance(d, OperationDefinitionNode)
+                and (
+                    ec.operation_name is None or d.name is None or d.name.value == ec.operation_name
+                )
+            )
+            if cost > self.max_cost:
+                metrics.REJECTED.labels("cost").inc()
+                ec.result = ExecutionResult(
+                    data=None,
+                    errors=[
+                        GraphQLError(
+                            f"query cost {cost} exceeds the maximum of {self.max_cost}:"
+                            " lower `first` or select fewer nested lists",
+                            extensions={**LIMIT, "cost": cost, "max": self.max_cost},
+                        )
+                    ],
+                )
         yield
 
 
@@ -168,6 +178,9 @@ def build_extensions(settings: Settings) -> list[Any]:
     extensions: list[Any] = [
         CloseReader,
         MaxTokensLimiter(max_token_count=api.max_tokens),
+        # Parsing and validating dominate small requests; both depend on the document only.
+        ParserCache(maxsize=1024),
+        ValidationCache(maxsize=1024),
         QueryDepthLimiter(max_depth=api.max_depth),
         MaxAliasesLimiter(max_alias_count=api.max_aliases),
         CostLimiter(api.max_cost),

@@ -83,13 +83,18 @@ def upgrade() -> None:
     op.execute("CREATE SCHEMA IF NOT EXISTS analytics")
     for name, sql in VIEWS.items():
         op.execute(f"CREATE OR REPLACE VIEW analytics.{name} AS {sql}")
-    # Roles are cluster-wide: several databases (and test copies) share one.
+    # Roles are cluster-wide: several databases (and parallel test copies) share one, so it is
+    # created and configured once, and a concurrent creator is not an error.
     op.execute(
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}')"
-        f" THEN CREATE ROLE {ANALYST_ROLE} NOLOGIN; END IF; END $$"
+        f"""DO $$ BEGIN
+            IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ANALYST_ROLE}') THEN
+                CREATE ROLE {ANALYST_ROLE} NOLOGIN;
+                ALTER ROLE {ANALYST_ROLE} SET statement_timeout = '30s';
+                ALTER ROLE {ANALYST_ROLE} SET default_transaction_read_only = on;
+            END IF;
+        EXCEPTION WHEN duplicate_object OR unique_violation OR internal_error THEN NULL;
+        END $$"""
     )
-    op.execute(f"ALTER ROLE {ANALYST_ROLE} SET statement_timeout = '30s'")
-    op.execute(f"ALTER ROLE {ANALYST_ROLE} SET default_transaction_read_only = on")
     op.execute(f"GRANT USAGE ON SCHEMA analytics TO {ANALYST_ROLE}")
     op.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA analytics TO {ANALYST_ROLE}")
 
