@@ -3,12 +3,12 @@ equal an uninterrupted run (nothing lost, nothing duplicated)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from sqlalchemy import make_url
@@ -48,7 +48,8 @@ async def test_kill9_at_random_points_loses_and_duplicates_nothing(
     kills = 0
     for _ in range(KILL_POINTS):
         proc = _replay(db_url, tsv)
-        time.sleep(rng.uniform(0.3, 2.5))  # interpreter start-up is ~0.5 s; some die before work
+        # interpreter start-up is ~0.5 s, so some runs die before doing any work
+        await asyncio.sleep(rng.uniform(0.3, 2.5))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

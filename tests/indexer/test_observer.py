@@ -1,5 +1,6 @@
-"""The event-observer server over real HTTP (ASGI transport) and a real database: 200 only after
-commit, duplicates are no-ops, bad input gets a 400 with a reason, is stored, and changes nothing."""
+"""The event-observer server over HTTP (ASGI transport) and a real database: 200 only after
+commit, duplicates are no-ops, bad input gets a 400 with a reason, is stored, and changes
+nothing."""
 
 from __future__ import annotations
 

@@ -42,12 +42,16 @@ def upgrade() -> None:
             postgresql_where=sa.text("block_to IS NOT NULL"),
         )
     op.add_column("checkpoints", sa.Column("position", sa.BigInteger(), nullable=True))
+    # Raw payloads dominate the bytes written in catch-up; lz4 is several times cheaper than
+    # the default pglz for the same ratio on JSON (measured by `recchain bench ingest`).
+    op.execute("ALTER TABLE raw_requests ALTER COLUMN payload SET COMPRESSION lz4")
     op.create_index("ix_blocks_height", "blocks", ["block_height"])
     op.create_index("ix_transactions_height", "transactions", ["block_height"])
     op.create_index("ix_events_height", "events", ["block_height"])
 
 
 def downgrade() -> None:
+    op.execute("ALTER TABLE raw_requests ALTER COLUMN payload SET COMPRESSION default")
     op.drop_index("ix_events_height", "events")
     op.drop_index("ix_transactions_height", "transactions")
     op.drop_index("ix_blocks_height", "blocks")
