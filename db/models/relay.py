@@ -9,6 +9,9 @@ Shared by three writers, each owning distinct transitions (all keyed by `txid`):
   (in a canonical block with `tx_status = 'success'`), `failed` (in a canonical block but
   aborted: `abort_by_response` / `abort_by_post_condition`), `dropped` (`/drop_mempool_tx`),
   and back to `mempool`/`broadcast` if the block that held it is rolled back;
+* the chain has the last word: `mined`/`failed` seen in a canonical block replace any status,
+  `rejected` included (after a crash the relay re-sends in-doubt transactions, and a node that
+  has meanwhile mined one answers BadNonce for it);
 * nobody ever deletes a row.
 
 Every status change, whoever makes it, NOTIFYs `recchain_relay` with `{"txid", "status"}`: a
