@@ -36,6 +36,8 @@ from indexer.metadata.uri import DataTarget, HttpTarget, IpfsTarget, Target, par
 from recchain.config import MetadataSettings
 
 MAX_DAG_DEPTH = 16
+# Every block visited costs a request or, for identity CIDs, some work: bound both.
+MAX_BLOCKS = 4096
 RAW_BLOCK = "application/vnd.ipld.raw"
 # dag-pb framing adds a little to the file bytes; intermediate blocks may use this much more.
 DAG_OVERHEAD_BYTES = 256 * 1024
@@ -90,6 +92,7 @@ class _BlockSource:
         async def get(cid: Cid) -> bytes:
             inline = identity_content(cid)
             if inline is not None:
+                budget.take(len(inline))  # inline blocks can be linked many times over
                 return inline
             block = await self._get_raw(cid, max(budget.remaining, 0), deadline)
             budget.take(len(block))
@@ -126,10 +129,12 @@ async def read_file(get: GetBlock, root: Cid, max_bytes: int) -> bytes:
     out = bytearray()
     declared: int | None = None
     stack: list[tuple[Cid, int]] = [(root, 0)]
+    visited = 0
     while stack:
         cid, depth = stack.pop()
-        if depth > MAX_DAG_DEPTH:
-            raise DagPbError("DAG deeper than allowed")
+        visited += 1
+        if depth > MAX_DAG_DEPTH or visited > MAX_BLOCKS:
+            raise DagPbError("DAG deeper or wider than allowed")
         block = await get(cid)
         if cid.is_raw:
             out += block

@@ -9,15 +9,18 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
+from indexer.metadata.cid import DAG_PB, Cid, cid_for, identity_content, parse_cid
+from indexer.metadata.dagpb import PbLink, UnixFsData, UnixFsType, encode_node, encode_unixfs
 from indexer.metadata.devgateway import RunningGateway
 from indexer.metadata.errors import (
+    DagPbError,
     DocumentError,
     NotAllowedError,
     ResolutionFailed,
     SchemaError,
 )
 from indexer.metadata.fetch import parse_retry_after
-from indexer.metadata.resolver import Resolver
+from indexer.metadata.resolver import MAX_BLOCKS, Resolver, read_file
 from recchain.config import MetadataSettings
 from tests.metadata.conftest import Store, fast_settings
 
@@ -229,3 +232,29 @@ async def test_plain_http_for_an_allowed_host(store: Store, gw: RunningGateway, 
     r2 = make(fast_settings(allow_https=True, https_allowed_hosts=["elsewhere.example"]))
     with pytest.raises(NotAllowedError):
         await r2.resolve(f"{gw.url}/_dev/web/{cid}")
+
+
+async def test_identity_link_fan_out_cannot_multiply_work() -> None:
+    """A root linking 1000 times to a node that links 1000 times to an inline (identity) leaf:
+    the block bound stops the walk instead of visiting a million nodes."""
+    from multiformats import CID, multihash
+
+    file_data = encode_unixfs(UnixFsData(UnixFsType.FILE))
+    leaf = encode_node([], encode_unixfs(UnixFsData(UnixFsType.FILE, b"", 0)))
+    leaf_cid = parse_cid(str(CID("base32", 1, "dag-pb", multihash.wrap(leaf, "identity"))))
+    inner = encode_node([PbLink(leaf_cid, "", 1)] * 1000, file_data)
+    inner_cid = cid_for(inner, DAG_PB)
+    root = encode_node([PbLink(inner_cid, "", 1)] * 1000, file_data)
+    root_cid = cid_for(root, DAG_PB)
+    blocks = {inner_cid.key: inner, root_cid.key: root}
+    fetched = 0
+
+    async def get(cid: Cid) -> bytes:
+        nonlocal fetched
+        fetched += 1
+        inline = identity_content(cid)
+        return inline if inline is not None else blocks[cid.key]
+
+    with pytest.raises(DagPbError):
+        await read_file(get, root_cid, 1_000_000)
+    assert fetched <= MAX_BLOCKS + 1
