@@ -62,6 +62,18 @@ VIEWS = {
 }
 
 
+COMMENTS = {
+    "current_owners": "One row per live certificate: its owner and status now (energy in Wh).",
+    "ownership_intervals": "Every holding of every certificate: owner and status valid for"
+    " blocks [from_height, to_height); to_height NULL = still current.",
+    "retirements": "Every retirement (final claim) with beneficiary, consumption boundary and"
+    " claim period; wh and mwh.",
+    "sales": "Every completed sale with price, fee and price per MWh (currency smallest unit).",
+    "facility_attributes": "Current attributes of every facility (location, boundary, source,"
+    " technology, commissioning).",
+}
+
+
 def upgrade() -> None:
     op.execute(FACILITY_DOC)
     op.execute(
@@ -83,6 +95,11 @@ def upgrade() -> None:
     op.execute("CREATE SCHEMA IF NOT EXISTS analytics")
     for name, sql in VIEWS.items():
         op.execute(f"CREATE OR REPLACE VIEW analytics.{name} AS {sql}")
+        op.execute(f"COMMENT ON VIEW analytics.{name} IS '{COMMENTS[name]}'")
+    op.execute(
+        "COMMENT ON SCHEMA analytics IS 'Stable, read-only views for analysts (role"
+        f" {ANALYST_ROLE}); column names are a contract.'"
+    )
     # Roles are cluster-wide: several databases (and parallel test copies) share one, so it is
     # created and configured once, and a concurrent creator is not an error.
     op.execute(
