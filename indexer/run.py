@@ -51,6 +51,11 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
                 if source == "observer":
                     await _serve_observer(indexer, settings)
                     return 0
+                if source == "api":
+                    from indexer.api_source import ApiSource
+
+                    await ApiSource(indexer, settings.indexer.api_url).run()
+                    return 0
                 log.error("source %r is not available in this build", source)
                 return 2
 
