@@ -28,6 +28,8 @@ import {
   AuthType,
   validateStacksAddress,
   txidFromBytes,
+  deserializeCV,
+  serializeCV,
 } from "@stacks/transactions";
 import { Chain, TESTNET_CHAIN_ID } from "./lib/chain.mjs";
 import { ObserverPusher } from "./lib/observer.mjs";
@@ -39,6 +41,8 @@ export const DEFAULT_MANIFEST = resolve(HERE, "../Clarinet.toml");
 /** stacks-node's default minimum relay fee is 1 uSTX per byte of the serialized transaction. */
 const MIN_FEE_PER_BYTE = 1n;
 const MAX_BODY = 2 * 1024 * 1024;
+/** stacks-node's MAXIMUM_MEMPOOL_TX_CHAINING: how far ahead of an account a nonce may be. */
+const MAX_CHAINING = 25n;
 
 class Rejection extends Error {
   constructor(reason, reasonData, txid, message = "transaction rejected") {
@@ -83,6 +87,7 @@ export class DevnetNode {
     this.lock = Promise.resolve();
     this.accepted = 0;
     this.rejected = 0;
+    this.pending = new Map(); // sender -> Map(nonce -> accepted transaction waiting for its turn)
   }
 
   /** Serialize all chain mutations: one block at a time, like a single miner. */
@@ -137,9 +142,18 @@ export class DevnetNode {
       }
       const expected = chain.nonces.get(sender) ?? 0n;
       const nonce = BigInt(cond.nonce);
-      if (nonce !== expected) {
+      if (nonce < expected) {
         throw new Rejection("BadNonce", { expected: Number(expected), actual: Number(nonce), principal: sender, is_origin: true }, txid);
       }
+      if (nonce > expected + MAX_CHAINING) {
+        throw new Rejection(
+          "TooMuchChaining",
+          { message: "Nonce would exceed chaining limit in mempool", expected: Number(expected + MAX_CHAINING), actual: Number(nonce), principal: sender, is_origin: true },
+          txid,
+        );
+      }
+      const waiting = this.pending.get(sender) ?? new Map();
+      if (waiting.has(nonce)) throw new Rejection("ConflictingNonceInMempool", null, txid);
       const fee = BigInt(cond.fee);
       const minFee = BigInt(bytes.length) * MIN_FEE_PER_BYTE;
       if (fee < minFee) throw new Rejection("FeeTooLow", { expected: Number(minFee), actual: Number(fee) }, txid);
@@ -147,21 +161,69 @@ export class DevnetNode {
       if (balance < fee) {
         throw new Rejection("NotEnoughFunds", { expected: u128hex(fee), actual: u128hex(balance) }, txid);
       }
-      // Accepted into the "mempool": announce it, then mine it in its own block.
+      // Accepted into the mempool: announce it. A transaction whose nonce is ahead of the
+      // account waits there (like stacks-node's mempool) until the gap is filled.
       this.pusher.push("/new_mempool_tx", ["0x" + Buffer.from(bytes).toString("hex")]);
-      if (!chain.nonces.has(sender)) chain.nonces.set(sender, 0n);
-      chain.nonces.set(sender, nonce + 1n);
-      chain.addFee(sender, fee);
-      const account = chain.byAddress.get(sender) ?? { name: sender, address: sender };
-      if (chain.blocksInTenure >= chain.tenureBlocks) await chain.newTenure();
-      const [rec] = await chain.mineSigned(
-        [{ call: { sender, contract: contractId, fn, args: t.payload.functionArgs }, sender: account, t }],
-        { strict: false },
-      );
-      this.accepted++;
-      this.log(`mined ${rec.txid} (${fn}) at height ${chain.tip().block_height}: ${rec.status}`);
-      return strip0x(rec.txid);
+      const entry = { t, sender, contractId, fn, fee };
+      if (nonce > expected) {
+        waiting.set(nonce, entry);
+        this.pending.set(sender, waiting);
+        this.log(`queued ${txid} (${fn}): nonce ${nonce} waits for ${expected}`);
+        return txid;
+      }
+      await this.mineOne(entry);
+      // Mine whatever was waiting on this account's next nonces.
+      for (let next = chain.nonces.get(sender); waiting.has(next); next = chain.nonces.get(sender)) {
+        const e = waiting.get(next);
+        waiting.delete(next);
+        await this.mineOne(e);
+      }
+      if (waiting.size === 0) this.pending.delete(sender);
+      return txid;
     });
+  }
+
+  /** Mine one accepted transaction alone in a new block (nonce and fee are charged here). */
+  async mineOne({ t, sender, contractId, fn, fee }) {
+    const chain = this.chain;
+    chain.nonces.set(sender, BigInt(t.auth.spendingCondition.nonce) + 1n);
+    chain.addFee(sender, fee);
+    const account = chain.byAddress.get(sender) ?? { name: sender, address: sender };
+    if (chain.blocksInTenure >= chain.tenureBlocks) await chain.newTenure();
+    const [rec] = await chain.mineSigned(
+      [{ call: { sender, contract: contractId, fn, args: t.payload.functionArgs }, sender: account, t }],
+      { strict: false },
+    );
+    this.accepted++;
+    this.log(`mined ${rec.txid} (${fn}) at height ${chain.tip().block_height}: ${rec.status}`);
+    return rec;
+  }
+
+  /** Read-only call, shaped like stacks-node's /v2/contracts/call-read answer. */
+  callRead(contractId, fn, body) {
+    const chain = this.chain;
+    if (chain.simnet.getContractSource(contractId) === undefined) return [404, { error: "No contract found", contract: contractId }];
+    const def = chain.simnet.getContractsInterfaces().get(contractId)?.functions.find((f) => f.name === fn);
+    if (!def) return [404, { error: "No such function", function: fn }];
+    if (def.access !== "read_only") return [200, { okay: false, cause: "NotReadOnly" }];
+    if (!body || typeof body.sender !== "string" || !Array.isArray(body.arguments)) {
+      return [400, { error: "body must be {sender, arguments: [hex]}" }];
+    }
+    let args;
+    try {
+      args = body.arguments.map((h) => deserializeCV(strip0x(String(h))));
+    } catch (e) {
+      return [400, { error: `bad argument: ${e.message}` }];
+    }
+    if (args.length !== def.args.length) {
+      return [200, { okay: false, cause: `expected ${def.args.length} arguments, got ${args.length}` }];
+    }
+    try {
+      const r = chain.simnet.callReadOnlyFn(contractId, fn, args, body.sender);
+      return [200, { okay: true, result: "0x" + serializeCV(r.result) }];
+    } catch (e) {
+      return [200, { okay: false, cause: String(e.message ?? e) }];
+    }
   }
 
   info() {
@@ -218,6 +280,18 @@ export class DevnetNode {
         }
         return send(200, this.account(principal));
       }
+      const read = url.pathname.match(/^\/v2\/contracts\/call-read\/([^/]+)\/([^/]+)\/([^/]+)$/);
+      if (req.method === "POST" && read) {
+        let body;
+        try {
+          body = JSON.parse((await readBody(req)).toString("utf8"));
+        } catch {
+          return send(400, { error: "body must be JSON" });
+        }
+        const [status, answer] = await this.exclusive(() => this.callRead(`${read[1]}.${read[2]}`, decodeURIComponent(read[3]), body));
+        return send(status, answer);
+      }
+      if (req.method === "GET" && url.pathname === "/v2/fees/transfer") return send(200, Number(MIN_FEE_PER_BYTE));
       if (req.method === "POST" && url.pathname === "/v2/transactions") {
         let body = await readBody(req);
         const type = (req.headers["content-type"] ?? "").split(";")[0].trim();

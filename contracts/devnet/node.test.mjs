@@ -10,6 +10,7 @@ import {
   makeContractCall,
   serializeTransaction,
   deserializeCV,
+  serializeCV,
   Cl,
   Pc,
   PostConditionMode,
@@ -160,11 +161,7 @@ describe("devnet node", () => {
     expect(acct.nonce).toBe(0);
   });
 
-  it("rejects a wrong nonce, a fee below the relay minimum and garbage with typed reasons", async () => {
-    const badNonce = await post(node.url, Buffer.from(serializeTransaction(await signedBuy({ nonce: 5n })), "hex"));
-    expect(badNonce.status).toBe(400);
-    expect(badNonce.body.reason).toBe("BadNonce");
-    expect(badNonce.body.reason_data).toMatchObject({ expected: 0, actual: 5, principal: WALLET_2 });
+  it("rejects a fee below the relay minimum and garbage with typed reasons", async () => {
     const lowFee = await post(node.url, Buffer.from(serializeTransaction(await signedBuy({ fee: 1n })), "hex"));
     expect(lowFee.body.reason).toBe("FeeTooLow");
     const garbage = await post(node.url, JSON.stringify("0x00ff00ff"), "application/json");
@@ -248,6 +245,68 @@ describe("devnet node", () => {
     expect(acct.nonce).toBe(2);
     // Both transactions paid their fee; only the second paid the price.
     expect(BigInt(acct.balance)).toBe(100_000_000_000_000n - price - 2n * 5000n);
+  });
+
+  it("answers read-only calls like stacks-node, without moving the chain", async () => {
+    const before = node.chain.tip().block_height;
+    const res = await fetch(`${node.url}/v2/contracts/call-read/${DEPLOYER}/rec-nft/get-owner`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ sender: WALLET_2, arguments: ["0x" + serializeCV(Cl.uint(tokenId))] }),
+    });
+    const body = await res.json();
+    expect(body.okay).toBe(true);
+    expect(deserializeCV(body.result.slice(2))).toEqual(Cl.ok(Cl.some(Cl.principal(WALLET_2))));
+    const notRo = await (await fetch(`${node.url}/v2/contracts/call-read/${DEPLOYER}/marketplace/buy`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ sender: WALLET_2, arguments: [] }),
+    })).json();
+    expect(notRo).toEqual({ okay: false, cause: "NotReadOnly" });
+    expect(node.chain.tip().block_height).toBe(before);
+  });
+
+  it("holds a transaction whose nonce is ahead until the gap is filled, then mines both in order", async () => {
+    // add-verifier by a non-owner answers (err u100): mined, nonce spent, no events.
+    const call = (nonce, name) =>
+      makeContractCall({
+        contractAddress: DEPLOYER, contractName: "verification", functionName: "add-verifier",
+        functionArgs: [Cl.principal(WALLET_4), Cl.stringUtf8(name)], senderKey: WALLET_2_KEY,
+        network: "testnet", nonce, fee: 5000n, postConditionMode: PostConditionMode.Deny,
+      });
+    const acct = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
+    const n = BigInt(acct.nonce);
+    const later = await call(n + 1n, "later");
+    const first = await call(n, "first");
+    const tip = node.chain.tip().block_height;
+    const queued = await post(node.url, Buffer.from(serializeTransaction(later), "hex"));
+    expect(queued.status).toBe(200);
+    expect(queued.body).toBe(later.txid());
+    expect(node.chain.tip().block_height).toBe(tip);
+    const conflict = await post(node.url, Buffer.from(serializeTransaction(await call(n + 1n, "other")), "hex"));
+    expect(conflict.body.reason).toBe("ConflictingNonceInMempool");
+    const chained = await post(node.url, Buffer.from(serializeTransaction(await call(n + 30n, "far")), "hex"));
+    expect(chained.body.reason).toBe("TooMuchChaining");
+    const res = await post(node.url, Buffer.from(serializeTransaction(first), "hex"));
+    expect(res.status).toBe(200);
+    const wanted = ["0x" + first.txid(), "0x" + later.txid()];
+    const blocks = await observer.until((rs) => {
+      const bs = rs.filter((r) => r.path === "/new_block" && r.body.transactions.some((x) => wanted.includes(x.txid)));
+      return bs.length === 2 ? bs.map((r) => r.body) : null;
+    }, "both queued transactions");
+    expect(blocks.map((b) => b.transactions[0].txid)).toEqual(wanted);
+    expect(blocks[1].block_height).toBeGreaterThan(blocks[0].block_height);
+    for (const b of blocks) {
+      expect(b.transactions[0].status).toBe("abort_by_response");
+      expect(deserializeCV(b.transactions[0].raw_result.slice(2))).toEqual(Cl.error(Cl.uint(100)));
+    }
+    const after = await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json();
+    expect(after.nonce).toBe(acct.nonce + 2);
+    // A nonce already spent is refused outright.
+    const stale = await post(node.url, Buffer.from(serializeTransaction(await call(n, "stale")), "hex"));
+    expect(stale.status).toBe(400);
+    expect(stale.body.reason).toBe("BadNonce");
+    expect(stale.body.reason_data).toEqual({ expected: Number(n) + 2, actual: Number(n), principal: WALLET_2, is_origin: true });
   });
 
   it("answers a malformed account principal with 400", async () => {
