@@ -57,8 +57,8 @@ class FakeApi:
 
     async def notify(self) -> None:
         tip = self.chain[-1]
-        message = {"jsonrpc": "2.0", "method": "block",
-                   "params": {"height": tip["block_height"], "hash": tip["block_hash"]}}  # fmt: skip
+        params = {"height": tip["block_height"], "hash": tip["block_hash"]}
+        message = {"jsonrpc": "2.0", "method": "block", "params": params}
         for ws in list(self.sockets):
             await ws.send_text(json.dumps(message))
 
@@ -111,9 +111,16 @@ class FakeApi:
             counts: dict[str, int] = {}
             for ev in b["events"]:
                 counts[ev["txid"]] = counts.get(ev["txid"], 0) + 1
-            txs = [{"tx_id": t["txid"], "tx_index": t["tx_index"], "tx_status": t["status"],
+            txs = [
+                {
+                    "tx_id": t["txid"],
+                    "tx_index": t["tx_index"],
+                    "tx_status": t["status"],
                     "tx_result": {"hex": t["raw_result"], "repr": "..."},
-                    "event_count": counts.get(t["txid"], 0)} for t in b["transactions"]]  # fmt: skip
+                    "event_count": counts.get(t["txid"], 0),
+                }
+                for t in b["transactions"]
+            ]
             return JSONResponse({"limit": limit, "offset": offset, "total": len(txs),
                                  "results": txs[offset : offset + limit]})  # fmt: skip
 
@@ -158,6 +165,6 @@ async def serve(app: Starlette) -> tuple[Any, int, asyncio.Task[None]]:
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
+    while not server.started:  # noqa: ASYNC110 (uvicorn exposes only a flag)
         await asyncio.sleep(0.01)
     return server, port, task
