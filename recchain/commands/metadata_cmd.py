@@ -97,7 +97,10 @@ def _work(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         if settings.metadata.metrics_port:
-            start_http_server(settings.metadata.metrics_port, addr="127.0.0.1")
+            try:
+                start_http_server(settings.metadata.metrics_port, addr="127.0.0.1")
+            except OSError as exc:  # metrics are worth a warning, not a refusal to work
+                print(f"metrics port {settings.metadata.metrics_port}: {exc}", file=sys.stderr)
         print(f"{n} metadata worker(s) running", file=sys.stderr)
         await run_workers(settings, n, stop)
         return 0
