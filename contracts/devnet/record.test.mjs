@@ -10,7 +10,7 @@ import { deserializeTransaction, deserializeCV, cvToValue } from "@stacks/transa
 import { record, parseArgs, UsageError } from "./record.mjs";
 import { rawCid } from "./lib/cid.mjs";
 import { privateKeyFromMnemonic } from "./lib/keys.mjs";
-import { copyEscape } from "./lib/chain.mjs";
+import { copyEscape, readManifestContracts } from "./lib/chain.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const DEMO = resolve(HERE, "../../tests/fixtures/demo");
@@ -88,6 +88,16 @@ describe.skipIf(!existsSync(join(DEMO, "chain.tsv")))("committed demo chain", ()
     expect(blocks.length).toBe(manifest.counts.blocks);
     expect(blocks.reduce((n, b) => n + b.transactions.length, 0)).toBe(manifest.counts.transactions);
     expect(blocks.reduce((n, b) => n + b.events.length, 0)).toBe(manifest.counts.events);
+  });
+
+  it("deploys exactly the project's current contract sources (re-record when they change)", () => {
+    const contracts = readManifestContracts(resolve(HERE, "../Clarinet.toml"));
+    const deploys = blocks[0].transactions.map((t) => deserializeTransaction(t.raw_tx.slice(2)));
+    expect(deploys.map((d) => d.payload.contractName.content)).toEqual(contracts.map((c) => c.name));
+    deploys.forEach((d, i) => {
+      const source = readFileSync(resolve(HERE, "..", contracts[i].path), "utf8");
+      expect(d.payload.codeBody.content, `${contracts[i].name} changed since the demo was recorded: npm run record:demo`).toBe(source);
+    });
   });
 
   it("every raw_tx deserializes and hashes to its txid", () => {
