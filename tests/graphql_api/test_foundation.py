@@ -86,3 +86,63 @@ async def test_readyz_refuses_an_unmigrated_database(empty_db_url: str) -> None:
 async def test_graphiql_is_served_to_browsers(api: Api) -> None:
     resp = await api.client.get("/graphql", headers={"accept": "text/html"})
     assert resp.status_code == 200 and "graphiql" in resp.text.lower()
+
+
+async def test_recchain_serve_serves_the_api(db_url: str, engine: AsyncEngine) -> None:
+    import asyncio
+    import os
+    import socket
+    import sys
+
+    import httpx
+
+    chain = Chain()
+    chain.block()
+    await chain.write(engine)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RECCHAIN_DATABASE_URL": db_url, "RECCHAIN_LOG_LEVEL": "WARNING"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "recchain.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=env,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(200):
+                try:
+                    resp = await client.post("/graphql", json={"query": META})
+                    break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            assert resp.json()["data"]["_meta"]["block"]["hash"] == chain.tip.hash
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def test_node_refetches_by_global_id(api: Api, engine: AsyncEngine) -> None:
+    chain = Chain()
+    chain.block()
+    token = chain.mint(chain.facility(name="Global Id Park"), "ST1A", 5)
+    await chain.write(engine)
+    got = await api.data(
+        "query($t: Int!) { certificate(tokenId: $t) { id facility { id } } }", {"t": token}
+    )
+    node = await api.data(
+        "query($id: ID!) { node(id: $id) { __typename ... on Facility { name } } }",
+        {"id": got["certificate"]["facility"]["id"]},
+    )
+    assert node["node"] == {"__typename": "Facility", "name": "Global Id Park"}
+    cert = await api.data(
+        "query($id: ID!) { node(id: $id) { ... on Certificate { tokenId } } }",
+        {"id": got["certificate"]["id"]},
+    )
+    assert cert["node"] == {"tokenId": token}
