@@ -91,13 +91,16 @@ class Holdings:
 
 
 def _holdings_condition(at: int | None, params: dict[str, Any]) -> str:
-    """Certificates of `:owner` at `at`, counting its escrowed (listed) ones as held."""
+    """Certificates of `:owner` at `at`, counting its escrowed (listed) ones as held.
+
+    The escrowed tokens are an init-plan array, so both arms of the OR stay index scans.
+    """
     c_live = live("c", True, at, params)
     l_live = live("l", True, at, params)
     return (
-        f"{c_live} AND c.status <> 'split' AND (c.owner = :owner"
-        f" OR EXISTS (SELECT 1 FROM listings l WHERE l.token_id = c.token_id AND {l_live}"
-        " AND l.status = 'active' AND l.seller = :owner))"
+        f"{c_live} AND c.status <> 'split' AND (c.owner = :owner OR c.token_id = ANY(ARRAY("
+        f"SELECT l.token_id FROM listings l WHERE l.seller = :owner AND {l_live}"
+        " AND l.status = 'active')))"
     )
 
 
