@@ -15,6 +15,7 @@ from strawberry.types import Info
 from graphql_api.context import Context
 from graphql_api.extras import ResolvedMetadata, metadata_for
 from graphql_api.loaders import many_by, one_by
+from graphql_api.meta import Block
 from graphql_api.query import Entity, build_inputs, register
 from graphql_api.scalars import BigDecimal, BigInt
 
@@ -56,6 +57,26 @@ class Node:
 
 
 Ctx = Info[Context, None]
+
+
+async def block_at(info: Ctx, height: int) -> Block | None:
+    """The canonical block at `height` (Stacks and Bitcoin heights for provenance), batched."""
+    from collections.abc import Sequence
+
+    from graphql_api.meta import BLOCK_COLUMNS
+
+    ctx = info.context
+
+    async def load(heights: Sequence[int]) -> list[Block | None]:
+        rows = await ctx.reader.all(
+            f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE canonical AND block_height = ANY(:h)",
+            {"h": list(heights)},
+        )
+        found = {r["block_height"]: Block.from_row(r) for r in rows}
+        return [found.get(h) for h in heights]
+
+    result: Block | None = await ctx.loader("block-at", load).load(height)
+    return result
 
 
 @strawberry.type(description="A verification body allowed to attest generation reports.")
@@ -160,6 +181,10 @@ class Transfer(Node):
     block_time: datetime | None = f(description="Block time.")
     _at: At
 
+    @strawberry.field(description="The block (with its Bitcoin anchor) this happened in.")
+    async def block(self, info: Ctx) -> Block | None:
+        return await block_at(info, self.block_height)
+
 
 @strawberry.type(description="A bid on an auction listing.")
 class Bid(Node):
@@ -172,6 +197,10 @@ class Bid(Node):
     event_index: int = f(description="Event index.")
     block_time: datetime | None = f(description="Block time.")
     _at: At
+
+    @strawberry.field(description="The block (with its Bitcoin anchor) this happened in.")
+    async def block(self, info: Ctx) -> Block | None:
+        return await block_at(info, self.block_height)
 
 
 @strawberry.type(description="A fixed-price listing or English auction of a certificate.")
@@ -228,6 +257,10 @@ class Sale(Node):
     block_time: datetime | None = f(description="Block time.")
     _at: At
 
+    @strawberry.field(description="The block (with its Bitcoin anchor) this happened in.")
+    async def block(self, info: Ctx) -> Block | None:
+        return await block_at(info, self.block_height)
+
     @strawberry.field(description="Price per MWh in the currency's smallest unit.")
     def price_per_mwh(self) -> BigDecimal | None:
         return price_per_mwh(self.price, self.wh)
@@ -264,6 +297,10 @@ class Retirement(Node):
     event_index: int = f(description="Event index.")
     block_time: datetime | None = f(description="Block time.")
     _at: At
+
+    @strawberry.field(description="The block (with its Bitcoin anchor) this happened in.")
+    async def block(self, info: Ctx) -> Block | None:
+        return await block_at(info, self.block_height)
 
     @strawberry.field(description="Retired energy in MWh.")
     def mwh(self) -> BigDecimal:
