@@ -49,6 +49,8 @@ class UnixFsData:
     data: bytes = b""
     filesize: int | None = None
     blocksizes: tuple[int, ...] = field(default=())
+    hash_type: int | None = None
+    fanout: int | None = None
 
 
 def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
@@ -162,6 +164,8 @@ def decode_unixfs(data: bytes | None) -> UnixFsData:
     content = b""
     filesize: int | None = None
     blocksizes: list[int] = []
+    hash_type: int | None = None
+    fanout: int | None = None
     for num, wire, val in _fields(data):
         if num == 1 and wire == 0:
             ftype = val
@@ -178,7 +182,11 @@ def decode_unixfs(data: bytes | None) -> UnixFsData:
             while pos < e:
                 v, pos = _varint(data, pos, e)
                 blocksizes.append(v)
-        # hashType, fanout, mode, mtime and unknown fields do not change file content.
+        elif num == 5 and wire == 0:
+            hash_type = val
+        elif num == 6 and wire == 0:
+            fanout = val
+        # mode, mtime and unknown fields do not change file content.
         if len(blocksizes) > MAX_LINKS:
             raise DagPbError("too many blocksizes")
     if ftype is None:
@@ -187,7 +195,7 @@ def decode_unixfs(data: bytes | None) -> UnixFsData:
         kind = UnixFsType(ftype)
     except ValueError:
         raise DagPbError(f"unknown UnixFS type {ftype}") from None
-    return UnixFsData(kind, content, filesize, tuple(blocksizes))
+    return UnixFsData(kind, content, filesize, tuple(blocksizes), hash_type, fanout)
 
 
 # ---- writer ------------------------------------------------------------------------------
@@ -235,6 +243,10 @@ def encode_unixfs(u: UnixFsData) -> bytes:
         out += _enc_uint(3, u.filesize)
     for bs in u.blocksizes:
         out += _enc_uint(4, bs)
+    if u.hash_type is not None:
+        out += _enc_uint(5, u.hash_type)
+    if u.fanout is not None:
+        out += _enc_uint(6, u.fanout)
     return out
 
 

@@ -18,7 +18,14 @@ import httpx
 
 from indexer.metadata import metrics
 from indexer.metadata.cid import Cid, identity_content, raw_cid, verify_block
-from indexer.metadata.dagpb import UnixFsType, build_file, decode_node, decode_unixfs
+from indexer.metadata.dagpb import (
+    PbNode,
+    UnixFsData,
+    UnixFsType,
+    build_file,
+    decode_node,
+    decode_unixfs,
+)
 from indexer.metadata.errors import (
     DagPbError,
     DocumentError,
@@ -31,6 +38,7 @@ from indexer.metadata.errors import (
     VerificationError,
 )
 from indexer.metadata.fetch import HostLimiter, Http
+from indexer.metadata.hamt import shard_step
 from indexer.metadata.sip016 import parse_document
 from indexer.metadata.uri import DataTarget, HttpTarget, IpfsTarget, Target, parse_uri
 from recchain.config import MetadataSettings
@@ -115,7 +123,8 @@ async def walk(get: GetBlock, target: IpfsTarget, max_bytes: int) -> tuple[bytes
         fs_node = decode_node(await get(cid))
         fs = decode_unixfs(fs_node.data)
         if fs.type == UnixFsType.HAMT_SHARD:
-            raise UnsupportedError("sharded (HAMT) directories are not supported")
+            cid = await _shard_lookup(get, fs_node, fs, segment)
+            continue
         if fs.type != UnixFsType.DIRECTORY:
             raise NotFoundError(f"{segment!r}: not a directory")
         match = [link for link in fs_node.links if link.name == segment]
@@ -123,6 +132,22 @@ async def walk(get: GetBlock, target: IpfsTarget, max_bytes: int) -> tuple[bytes
             raise NotFoundError(f"no entry {segment!r} in {cid.key}")
         cid = match[0].cid
     return await read_file(get, cid, max_bytes), cid
+
+
+async def _shard_lookup(get: GetBlock, node: PbNode, fs: UnixFsData, name: str) -> Cid:
+    level = 0
+    while True:
+        step = shard_step(node, fs, name, level)
+        if step is None:
+            raise NotFoundError(f"no entry {name!r} in the sharded directory")
+        child, is_entry = step
+        if is_entry:
+            return child
+        node = decode_node(await get(child))
+        fs = decode_unixfs(node.data)
+        if fs.type != UnixFsType.HAMT_SHARD:
+            raise DagPbError("HAMT sub-shard link does not lead to a shard")
+        level += 1
 
 
 async def read_file(get: GetBlock, root: Cid, max_bytes: int) -> bytes:
