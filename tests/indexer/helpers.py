@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import psycopg
+from pydantic import SecretStr
 
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.session import create_engine, to_libpq_url
@@ -18,7 +19,7 @@ from recchain.config import Settings
 async def run_requests(
     db_url: str, batches: Sequence[Sequence[tuple[str, str]]], settings: Settings | None = None
 ) -> list[Outcome]:
-    settings = settings or Settings(database_url=db_url)
+    settings = settings or Settings(database_url=SecretStr(db_url))
     engine = create_engine(db_url, pool_size=1)
     outcomes: list[Outcome] = []
     try:
@@ -45,4 +46,4 @@ def snapshot(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
 
 def query(db_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(to_libpq_url(db_url)) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+from pydantic import SecretStr
+
 from db.session import create_engine
 from indexer.api_source import ApiSource
 from indexer.pipeline import Indexer
@@ -21,7 +23,7 @@ def committed_height(db_url: str) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-async def _wait_for(predicate, seconds: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+async def _wait_for(predicate, seconds: float = 20.0) -> None:
     for _ in range(int(seconds / 0.05)):
         if predicate():
             return
@@ -38,7 +40,7 @@ async def test_backfill_follow_reorg_and_rate_limit(db_url: str, server_url: str
     engine = create_engine(db_url, pool_size=1)
     try:
         async with engine.connect() as conn:
-            indexer = Indexer(conn, Settings(database_url=db_url))
+            indexer = Indexer(conn, Settings(database_url=SecretStr(db_url)))
             await indexer.start()
             source = ApiSource(indexer, f"http://127.0.0.1:{port}")
             runner = asyncio.create_task(source.run(poll_interval=60))

@@ -18,8 +18,8 @@ from tests.indexer.helpers import query, run_requests, snapshot
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"
 
 
-def _manifest() -> dict:  # type: ignore[type-arg]
-    return json.loads((DEMO / "manifest.json").read_text())  # type: ignore[no-any-return]
+def _manifest() -> dict:
+    return json.loads((DEMO / "manifest.json").read_text())
 
 
 def test_replay_command_thin_path(db_url: str) -> None:

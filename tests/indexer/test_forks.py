@@ -9,9 +9,10 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from ops.bench.chaingen import Chain, to_requests
-from recchain.config import Settings
+from recchain.config import IndexerSettings, Settings
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot
 
@@ -78,7 +79,7 @@ async def test_fork_beyond_finality_is_refused(db_url: str) -> None:
     side = chain.grow(main[0]["index_block_hash"], 7, "side")
     await run_requests(db_url, [to_requests(main)])
     before = snapshot(db_url)
-    strict = Settings(database_url=db_url, indexer={"finality_depth": 3})
+    strict = Settings(database_url=SecretStr(db_url), indexer=IndexerSettings(finality_depth=3))
     try:
         await run_requests(db_url, [to_requests(side)], settings=strict)
     except FinalityError as exc:

@@ -8,6 +8,7 @@ import json
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from db.session import create_engine
 from indexer.observer import create_app
@@ -18,10 +19,10 @@ from tests.indexer.helpers import query, snapshot
 
 
 @pytest.fixture
-async def client(db_url: str):  # type: ignore[no-untyped-def]
+async def client(db_url: str):
     engine = create_engine(db_url, pool_size=1)
     async with engine.connect() as conn:
-        indexer = Indexer(conn, Settings(database_url=db_url))
+        indexer = Indexer(conn, Settings(database_url=SecretStr(db_url)))
         await indexer.start()
         app = create_app(indexer, max_body_bytes=1024 * 1024)
         transport = httpx.ASGITransport(app=app)
@@ -62,7 +63,7 @@ def _bad_payloads() -> dict[str, tuple[str, str, str]]:
     good = chain.grow(None, 2, "main")
     base = good[1]
 
-    def mutate(fn) -> str:  # type: ignore[no-untyped-def]
+    def mutate(fn) -> str:
         b = json.loads(json.dumps(base))
         fn(b)
         return json.dumps(b)
