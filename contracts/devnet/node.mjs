@@ -88,6 +88,7 @@ export class DevnetNode {
     this.accepted = 0;
     this.rejected = 0;
     this.pending = new Map(); // sender -> Map(nonce -> accepted transaction waiting for its turn)
+    this.statusByTxid = new Map(); // recent outcomes, for the activity loop and logs
   }
 
   /** Serialize all chain mutations: one block at a time, like a single miner. */
@@ -195,6 +196,8 @@ export class DevnetNode {
       { strict: false },
     );
     this.accepted++;
+    this.statusByTxid.set(rec.txid, rec.status);
+    if (this.statusByTxid.size > 10000) this.statusByTxid.delete(this.statusByTxid.keys().next().value);
     this.log(`mined ${rec.txid} (${fn}) at height ${chain.tip().block_height}: ${rec.status}`);
     return rec;
   }

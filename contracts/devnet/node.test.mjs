@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import {
   makeContractCall,
   serializeTransaction,
+  deserializeTransaction,
   deserializeCV,
   serializeCV,
   Cl,
@@ -16,6 +17,7 @@ import {
   PostConditionMode,
 } from "@stacks/transactions";
 import { startNode } from "./node.mjs";
+import { startActivity } from "./activity.mjs";
 import { ObserverPusher } from "./lib/observer.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -307,6 +309,48 @@ describe("devnet node", () => {
     expect(stale.status).toBe(400);
     expect(stale.body.reason).toBe("BadNonce");
     expect(stale.body.reason_data).toEqual({ expected: Number(n) + 2, actual: Number(n), principal: WALLET_2, is_origin: true });
+  });
+
+  it("runs activity steps through the wallet path and undoes the model when a step fails", async () => {
+    const model = { steps: 0, restored: 0 };
+    const state = {
+      // Step 0: a call the contract refuses (not the owner); step 1: nothing left to do.
+      activity: (step) => {
+        model.steps++;
+        return step === 0
+          ? { sender: "wallet_1", contract: "verification", fn: "add-verifier", args: [Cl.principal(WALLET_4), Cl.stringUtf8("x")] }
+          : null;
+      },
+      snapshot: () => ({ steps: model.steps }),
+      restore: () => {
+        model.restored++;
+      },
+    };
+    const lines = [];
+    const stop = startActivity(node.node, state, { intervalMs: 20, log: (m) => lines.push(m) });
+    try {
+      const txid = await new Promise((resolveTxid, reject) => {
+        const poll = setInterval(() => {
+          const m = lines.map((l) => l.match(/-> ([0-9a-f]{64})/)).find(Boolean);
+          if (m) {
+            clearInterval(poll);
+            resolveTxid("0x" + m[1]);
+          }
+        }, 20);
+        setTimeout(() => reject(new Error(`no activity step ran: ${lines.join(" | ")}`)), 60000);
+      });
+      const block = await observer.until(
+        (rs) => rs.find((r) => r.path === "/new_block" && r.body.transactions.some((t) => t.txid === txid))?.body,
+        "the activity transaction",
+      );
+      const tx = block.transactions.find((t) => t.txid === txid);
+      expect(tx.status).toBe("abort_by_response");
+      expect(deserializeCV(tx.raw_result.slice(2))).toEqual(Cl.error(Cl.uint(100)));
+      expect(deserializeTransaction(tx.raw_tx.slice(2)).payload.functionName.content).toBe("add-verifier");
+      expect(model.restored).toBe(1);
+    } finally {
+      stop();
+    }
   });
 
   it("answers a malformed account principal with 400", async () => {

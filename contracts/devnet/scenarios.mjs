@@ -404,6 +404,16 @@ class Project {
     return { sender: verifier, contract: "rec-nft", fn: "revoke", expect: "ok", args: [Cl.uint(tokenId), Cl.stringUtf8(reason)] };
   }
 
+  /** The mutable model, for undoing a live step whose transaction did not succeed. */
+  snapshot() {
+    const keys = ["tokens", "listings", "lastTokenId", "lastListingId", "serial", "sales", "retirements", "revoked"];
+    return structuredClone(Object.fromEntries(keys.map((k) => [k, this[k]])));
+  }
+
+  restore(snap) {
+    Object.assign(this, structuredClone(snap));
+  }
+
   /** Tokens in a given status held by `owner`, lowest id first (deterministic). */
   held(owner, status = "active") {
     const a = this.addr(owner);
@@ -691,23 +701,46 @@ export async function demoScenario(chain, { log = () => {} } = {}) {
       wallet_7: ["buyer", "beneficiary"], wallet_8: ["buyer", "beneficiary"],
     },
     activity: makeActivity(chain, p),
+    snapshot: () => p.snapshot(),
+    restore: (snap) => p.restore(snap),
   };
 }
 
-/** Live-market steps for `node --activity`: producers list, buyers buy, in turn. */
+/**
+ * Live-market steps for `node --activity`, in a fixed rotation: a producer lists at a fixed
+ * price, a buyer buys, a producer opens a short STX auction, a buyer bids (outbidding the other),
+ * and anyone settles an auction whose bidding has ended. A step with nothing to do is skipped.
+ */
 function makeActivity(chain, p) {
+  const producers = ["wallet_4", "wallet_5", "wallet_6"];
+  const buyers = ["wallet_7", "wallet_8"];
+  const open = (kind) =>
+    [...p.listings.values()].filter((l) => l.status === "active" && l.kind === kind);
   return (step) => {
-    const producers = ["wallet_4", "wallet_5", "wallet_6"];
-    const buyers = ["wallet_7", "wallet_8"];
-    if (step % 2 === 0) {
-      const prod = producers[(step / 2) % 3];
-      const id = p.held(prod)[0];
-      if (!id) return null;
-      return p.listFixed(id, "STX", 1_000_000n + BigInt(step) * 10_000n, p.height() + 500);
+    const h = p.height();
+    const ended = open("auction").find((l) => h >= l.end);
+    if (ended) return p.settle(ended.id, buyers[step % 2]);
+    switch (step % 4) {
+      case 0: {
+        const id = p.held(producers[step % 3])[0];
+        return id ? p.listFixed(id, "STX", 1_000_000n + BigInt(step) * 10_000n, h + 500) : null;
+      }
+      case 1: {
+        const l = open("fixed-price").find((x) => h < x.end);
+        return l ? p.buy(l.id, buyers[step % 2]) : null;
+      }
+      case 2: {
+        const id = p.held(producers[(step + 1) % 3])[0];
+        return id ? p.createAuction(id, "STX", 2_000_000, 2_500_000, 100_000, h + 6) : null;
+      }
+      default: {
+        const l = open("auction").find((x) => h < x.end);
+        if (!l) return null;
+        const bidder = l.bidder === p.addr("wallet_7") ? "wallet_8" : "wallet_7";
+        const amount = l.bidder ? l.bid + l.increment : l.price;
+        return p.bid(l.id, bidder, amount);
+      }
     }
-    const open = [...p.listings.values()].filter((l) => l.status === "active" && l.kind === "fixed-price" && p.height() < l.end);
-    if (!open.length) return null;
-    return p.buy(open[0].id, buyers[step % 2]);
   };
 }
 
