@@ -23,7 +23,7 @@ class EmbeddedPostgresUnavailable(RuntimeError):
 def embedded_server_uri(data_dir: Path, database: str = "postgres") -> str:
     """Start (or attach to) the embedded cluster in `data_dir/pg` and return a libpq URI."""
     try:
-        import pgserver  # type: ignore[import-not-found]
+        import pgserver
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise EmbeddedPostgresUnavailable(
             "No DATABASE_URL is set and the embedded PostgreSQL is not installed; "
