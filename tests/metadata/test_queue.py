@@ -119,7 +119,7 @@ async def test_misbehaving_content_fails_alone_and_other_jobs_go_on(
     source = gw.url.split("//")[1]
     bad_blocks_before = metrics.MISMATCHES.labels(source)._value.get()
     md = fast_settings(
-        gw.url, request_timeout_s=0.5, total_timeout_s=1.0, backoff_initial_s=60, backoff_max_s=120
+        gw.url, request_timeout_s=2.0, total_timeout_s=3.0, backoff_initial_s=60, backoff_max_s=120
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run_workers(_settings("x", md), 3, stop, engine=engine))

@@ -109,7 +109,7 @@ async def test_slow_drip_is_cut_at_the_deadline(store: Store, gw: RunningGateway
     cid = store.doc(name="drip")
     ok = store.doc(name="fine")
     gw.gateway.set_behaviour(cid.key, "drip")
-    r = make(fast_settings(gw.url, request_timeout_s=0.5, total_timeout_s=1.0))
+    r = make(fast_settings(gw.url, request_timeout_s=2.0, total_timeout_s=3.0))
     started = time.monotonic()
     with pytest.raises(ResolutionFailed) as err:
         await r.resolve(f"ipfs://{cid}")
