@@ -15,7 +15,8 @@ from typing import Any
 
 from indexer.errors import PayloadError
 
-_HEX_RE = re.compile(r"^0x(?:[0-9a-fA-F]{2})*$")
+# A flat character class (no nested repetition): this runs on every hex field of every kept event.
+_HEX_BODY = re.compile(r"[0-9a-fA-F]*")
 NFT_TYPES = ("nft_mint_event", "nft_transfer_event", "nft_burn_event")
 FT_TYPES = ("ft_mint_event", "ft_transfer_event", "ft_burn_event")
 STX_TYPES = ("stx_transfer_event", "stx_mint_event", "stx_burn_event", "stx_lock_event")
@@ -117,7 +118,9 @@ def _json_type(value: Any) -> str:
 
 def _hex(obj: Mapping[str, Any], key: str, where: str, required: bool = True) -> str | None:
     value = _req(obj, key, str, where) if required else _opt(obj, key, str, where)
-    if value is not None and not _HEX_RE.match(value):
+    if value is not None and not (
+        value[:2] == "0x" and len(value) % 2 == 0 and _HEX_BODY.fullmatch(value, 2)
+    ):
         raise PayloadError(f"{where}.{key}: not 0x-prefixed hex")
     return value
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -125,6 +126,7 @@ class Indexer:
         self._has_relay = False
         self._db_orphans = 0
         self._pg: psycopg.AsyncConnection[Any] | None = None
+        self._tip_time: int | None = None
         self.last_events = 0  # watched events applied by the last `process` call
 
     @property
@@ -191,6 +193,8 @@ class Indexer:
         metrics.EVENTS.inc(batch.events)
         if self.tip is not None:
             metrics.TIP.set(self.tip[1])
+        if self._tip_time:
+            metrics.LAG_SECONDS.set(max(time.time() - self._tip_time, 0.0))
         for depth in batch.fork_heights:
             metrics.FORK_DEPTH.observe(depth)
         return outcomes
@@ -517,6 +521,7 @@ class Indexer:
         for txid, (status, result) in block.tx_status.items():
             batch.mined[txid] = (status, result, block.hash, block.height)
         self.tip = (block.hash, block.height)
+        self._tip_time = when
         batch.blocks += 1
         batch.events += len(block.events)
 
