@@ -707,38 +707,43 @@ export async function demoScenario(chain, { log = () => {} } = {}) {
 }
 
 /**
- * Live-market steps for `node --activity`, in a fixed rotation: a producer lists at a fixed
- * price, a buyer buys, a producer opens a short STX auction, a buyer bids (outbidding the other),
- * and anyone settles an auction whose bidding has ended. A step with nothing to do is skipped.
+ * Live-market steps for `node --activity`, in a six-step rotation (one block each): a producer
+ * lists at a fixed price, a producer opens a short STX auction, a buyer bids, a buyer buys the
+ * listing, the other buyer outbids, and then anyone settles the ended auction (or, if none has
+ * ended, another listing goes up). A step with nothing to do is skipped.
  */
 function makeActivity(chain, p) {
   const producers = ["wallet_4", "wallet_5", "wallet_6"];
   const buyers = ["wallet_7", "wallet_8"];
-  const open = (kind) =>
-    [...p.listings.values()].filter((l) => l.status === "active" && l.kind === kind);
+  const open = (kind) => [...p.listings.values()].filter((l) => l.status === "active" && l.kind === kind);
+  const list = (step, h) => {
+    const id = p.held(producers[step % 3])[0];
+    return id ? p.listFixed(id, "STX", 1_000_000n + BigInt(step) * 10_000n, h + 500) : null;
+  };
   return (step) => {
     const h = p.height();
-    const ended = open("auction").find((l) => h >= l.end);
-    if (ended) return p.settle(ended.id, buyers[step % 2]);
-    switch (step % 4) {
-      case 0: {
-        const id = p.held(producers[step % 3])[0];
-        return id ? p.listFixed(id, "STX", 1_000_000n + BigInt(step) * 10_000n, h + 500) : null;
-      }
+    switch (step % 6) {
+      case 0:
+        return list(step, h);
       case 1: {
+        const id = p.held(producers[(step + 1) % 3])[0];
+        // Five blocks leave room for both bids even when a tenure block falls in between.
+        return id ? p.createAuction(id, "STX", 2_000_000, 2_500_000, 500_000, h + 5) : null;
+      }
+      case 3: {
         const l = open("fixed-price").find((x) => h < x.end);
         return l ? p.buy(l.id, buyers[step % 2]) : null;
       }
-      case 2: {
-        const id = p.held(producers[(step + 1) % 3])[0];
-        return id ? p.createAuction(id, "STX", 2_000_000, 2_500_000, 100_000, h + 6) : null;
-      }
-      default: {
+      case 2:
+      case 4: {
         const l = open("auction").find((x) => h < x.end);
         if (!l) return null;
         const bidder = l.bidder === p.addr("wallet_7") ? "wallet_8" : "wallet_7";
-        const amount = l.bidder ? l.bid + l.increment : l.price;
-        return p.bid(l.id, bidder, amount);
+        return p.bid(l.id, bidder, l.bidder ? l.bid + l.increment : l.price);
+      }
+      default: {
+        const ended = open("auction").find((l) => h >= l.end);
+        return ended ? p.settle(ended.id, buyers[step % 2]) : list(step, h);
       }
     }
   };
