@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import subprocess
 import time
@@ -129,6 +130,7 @@ async def bench(url: str, clients: int, rounds: int, batch: int) -> dict[str, An
         await asyncio.sleep(1.0)  # let the last subscriptions register
         latencies: list[float] = []
         missing = 0
+        api_cpu0, client_cpu0 = _cpu_seconds(proc.pid), time.process_time()
         with psycopg.connect(to_libpq_url(url)) as conn:
             for r in range(1, rounds + 1):
                 ROUND.start(r, clients)
@@ -139,6 +141,9 @@ async def bench(url: str, clients: int, rounds: int, batch: int) -> dict[str, An
                 missing += clients - len(got)
                 latencies.extend(got)
         latencies.sort()
+        # Where the push time goes: the API process versus this (client) process.
+        api_cpu = _cpu_seconds(proc.pid) - api_cpu0
+        client_cpu = time.process_time() - client_cpu0
 
         def pct(q: float) -> float:
             return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1)
@@ -158,6 +163,8 @@ async def bench(url: str, clients: int, rounds: int, batch: int) -> dict[str, An
             if latencies
             else None,
             "api_rss_mb": _rss_mb(proc.pid),
+            "api_cpu_ms_per_push": round(api_cpu * 1000 / max(1, len(latencies)), 3),
+            "client_cpu_ms_per_push": round(client_cpu * 1000 / max(1, len(latencies)), 3),
         }
     finally:
         for t in readers:
@@ -165,6 +172,16 @@ async def bench(url: str, clients: int, rounds: int, batch: int) -> dict[str, An
         await asyncio.gather(*(c.ws.close() for c in conns), return_exceptions=True)
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return 0.0
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -192,6 +209,10 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"commit -> delivery over {report['rounds']} rounds: p50 {lat.get('p50')} ms,"
             f" p99 {lat.get('p99')} ms, max {lat.get('max')} ms; missing {report['missing']}"
+        )
+        print(
+            f"CPU per push: API {report['api_cpu_ms_per_push']} ms,"
+            f" client {report['client_cpu_ms_per_push']} ms"
         )
     return 0
 
