@@ -68,6 +68,9 @@ class Request:
     payload: str
     received_at: datetime | None = None
     position: int | None = None  # e.g. the replay file's request id
+    # A `/new_block` already parsed off the event loop (catch-up parses in a worker process):
+    # the Block, or the PayloadError text that parsing raised.
+    parsed: Block | str | None = None
 
 
 @dataclass(slots=True)
@@ -269,6 +272,10 @@ class Indexer:
         return outcomes
 
     async def _interpret(self, batch: _Batch, request: Request) -> Block | None:
+        if isinstance(request.parsed, Block):
+            return request.parsed
+        if isinstance(request.parsed, str):
+            raise PayloadError(request.parsed)
         if request.path not in OBSERVER_PATHS:
             raise PayloadError(f"unknown event path {request.path[:80]!r}")
         try:
@@ -721,6 +728,19 @@ class Indexer:
             await session.rollback()
             metrics.ERRORS.labels("metadata").inc()
             log.error("metadata enqueue failed (%s); block data committed without it", exc)
+
+
+def parse_block_request(path: str, payload: str, watched: frozenset[str]) -> Block | str | None:
+    """The CPU-heavy part of a `/new_block` (JSON, validation, Clarity decoding), as a pure
+    function so catch-up can run it in a worker process; None for other paths."""
+    if path != "/new_block":
+        return None
+    try:
+        return parse_new_block(json.loads(payload), watched, decode_event)
+    except PayloadError as exc:
+        return str(exc)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return f"malformed JSON: {exc}"
 
 
 def _fit(payload: dict[str, Any]) -> str:

@@ -89,7 +89,11 @@ def _copy_baseline(src: str, dst: str) -> tuple[float, int]:
 
 
 def run(
-    events: int, txs_per_block: int = 10, batch: int | None = None, metadata: bool = True
+    events: int,
+    txs_per_block: int = 10,
+    batch: int | None = None,
+    metadata: bool = True,
+    parse_workers: int = 0,
 ) -> dict[str, Any]:
     settings = get_settings()
     server = database_url(settings)
@@ -115,6 +119,7 @@ def run(
                         progress=sys.stderr.isatty(),
                         batch_size=batch,
                         enqueue_metadata=metadata,
+                        parse_workers=parse_workers,
                     )
                     return time.perf_counter() - start
 
@@ -128,6 +133,7 @@ def run(
         "events": n_events,
         "blocks": n_blocks,
         "metadata_jobs": metadata,
+        "parse_workers": parse_workers,
         "generate_s": round(gen_s, 2),
         "ingest_s": round(ingest_s, 2),
         "events_per_s": round(n_events / ingest_s),
@@ -140,7 +146,9 @@ def run(
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    result = run(args.events, args.txs_per_block, args.batch, not args.no_metadata)
+    result = run(
+        args.events, args.txs_per_block, args.batch, not args.no_metadata, args.parse_workers
+    )
     if args.json:
         print(json.dumps(result))
     else:
@@ -155,6 +163,7 @@ def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--txs-per-block", type=int, default=10)
     p.add_argument("--batch", type=int, default=None, help="requests per transaction")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--parse-workers", type=int, default=0, help="see `recchain replay`")
     p.add_argument(
         "--no-metadata", action="store_true", help="skip metadata job enqueueing (to isolate it)"
     )

@@ -34,6 +34,7 @@ def _replay(args: argparse.Namespace) -> int:
                 speed=args.speed,
                 progress=not args.quiet,
                 batch_size=args.batch,
+                parse_workers=args.parse_workers,
             )
         summary = {
             "requests": stats.requests,
@@ -69,6 +70,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--speed", type=float, default=1.0, help="time factor for --follow")
     p.add_argument("--batch", type=int, default=None, help="requests per transaction")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--parse-workers",
+        type=int,
+        default=0,
+        help="processes that parse the next batch while one is written (catch-up only)",
+    )
     p.set_defaults(handler=_replay)
 
     p = sub.add_parser("index", help="follow the chain and write the database")

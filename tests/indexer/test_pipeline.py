@@ -63,3 +63,38 @@ async def test_block_with_unknown_parent_waits_for_it(db_url: str, server_url: s
     with fresh_db(server_url) as other:
         await run_requests(other, [reqs])
         assert snapshot(other) == snapshot(db_url)
+
+
+async def test_replay_with_parse_workers_matches(db_url: str, server_url: str, tmp_path) -> None:
+    from pathlib import Path
+
+    from pydantic import SecretStr
+
+    from db.session import engine_scope
+    from indexer.replay import replay_file
+    from indexer.tsv import write_requests
+    from recchain.config import Settings
+
+    chain = Chain(seed=5)
+    main = chain.grow(None, 12, "main")
+    side = chain.grow(main[7]["index_block_hash"], 6, "side")
+    reqs = to_requests(main + side)
+    tsv = Path(tmp_path) / "chain.tsv"
+    with tsv.open("w") as out:
+        write_requests(out, [(i + 1, "2026-01-01 00:00:00+00", p, b) for i, (p, b) in
+                             enumerate(reqs)])  # fmt: skip
+    async with engine_scope(db_url, pool_size=1) as engine:
+        stats = await replay_file(
+            engine,
+            Settings(database_url=SecretStr(db_url)),
+            tsv,
+            progress=False,
+            batch_size=4,
+            parse_workers=1,
+        )
+    assert stats.blocks == len(reqs)
+    from tests.indexer.conftest_db import fresh_db
+
+    with fresh_db(server_url) as other:
+        await run_requests(other, [[r] for r in reqs])
+        assert snapshot(other) == snapshot(db_url)
