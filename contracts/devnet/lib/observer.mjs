@@ -1,3 +1,5 @@
+import { request } from "node:http";
+
 // Delivery to an event observer with stacks-node's semantics: every request is queued before it
 // is sent, sent strictly in order, and retried with exponential backoff (plus jitter) until the
 // observer answers HTTP 200. Nothing is ever skipped; a slow observer stalls delivery, not mining.
@@ -30,16 +32,11 @@ export class ObserverPusher {
       for (;;) {
         if (this.closed) break;
         try {
-          const res = await fetch(this.url + item.path, {
-            method: "POST",
-            headers: { "content-type": "application/json" },
-            body: item.body,
-          });
-          await res.arrayBuffer();
-          if (res.status === 200) break;
-          this.log(`observer answered ${res.status} to ${item.path}; retrying in ${delay} ms`);
+          const status = await post(this.url + item.path, item.body);
+          if (status === 200) break;
+          this.log(`observer answered ${status} to ${item.path}; retrying in ${delay} ms`);
         } catch (e) {
-          this.log(`observer unreachable (${e.cause?.code ?? e.message}); retrying ${item.path} in ${delay} ms`);
+          this.log(`observer unreachable (${e.code ?? e.message}); retrying ${item.path} in ${delay} ms`);
         }
         this.retries++;
         await new Promise((r) => setTimeout(r, delay + Math.floor(Math.random() * delay * 0.2)));
@@ -63,4 +60,27 @@ export class ObserverPusher {
     this.closed = true;
     for (const w of this.idleWaiters.splice(0)) w();
   }
+}
+
+/**
+ * One POST on a fresh connection: a pooled keep-alive socket can be closed by the observer while
+ * the node is busy mining, which would turn every long block into a spurious retry.
+ */
+function post(url, body) {
+  return new Promise((resolvePost, reject) => {
+    const req = request(url, {
+      method: "POST",
+      agent: false,
+      headers: { "content-type": "application/json", "content-length": Buffer.byteLength(body) },
+      timeout: 30000,
+    });
+    req.on("response", (res) => {
+      res.resume();
+      res.on("end", () => resolvePost(res.statusCode));
+      res.on("error", reject);
+    });
+    req.on("timeout", () => req.destroy(new Error("observer timed out")));
+    req.on("error", reject);
+    req.end(body);
+  });
 }
