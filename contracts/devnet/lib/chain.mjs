@@ -271,18 +271,18 @@ export class Chain {
     if (this.sink) this.sink(path, payload, time);
   }
 
-  newBurnBlock() {
+  newBurnBlock(time = this.blockTime()) {
     const height = this.simnet.burnBlockHeight;
     const parent = this.burn;
     // Burn blocks are never forked here: Stacks forks below are all within one burnchain.
     this.burn = {
       burn_block_hash: hashHex(`burn|${height}`),
       burn_block_height: height,
-      burn_block_time: this.blockTime(),
+      burn_block_time: time,
       consensus_hash: hashHex(`consensus|${height}`, 20),
       parent_burn_block_hash: parent ? parent.burn_block_hash : hashHex(`burn|${height - 1}`),
       parent_burn_block_height: parent ? parent.burn_block_height : height - 1,
-      parent_burn_block_timestamp: parent ? parent.burn_block_time : this.blockTime() - 600,
+      parent_burn_block_timestamp: parent ? parent.burn_block_time : time - 600,
     };
     this.stats.burnBlocks++;
     this.emit(
@@ -412,9 +412,11 @@ export class Chain {
         contractId: id,
       });
     }
-    // Everything simnet mined before its current height held the deployments.
+    // Everything simnet mined before its current height held the deployments, in a tenure whose
+    // burn block comes first, so no Stacks block is older than its burn block.
     const first = this.simnet.blockHeight;
     const heights = Math.max(1, first - 1);
+    if (!this.burn) this.newBurnBlock(BASE_TIME - 10 * (heights + 1));
     for (let h = 1; h <= heights; h++) {
       this.emitBlock(h, h === heights ? records : [], BASE_TIME - 10 * (heights - h + 1));
     }
