@@ -34,8 +34,9 @@ from db.session import create_engine, database_url, session_factory, to_libpq_ur
 from indexer.metadata import queue as q
 from indexer.metadata.cid import raw_cid
 from indexer.metadata.dagpb import build_file
+from indexer.metadata.resolver import Resolver
 from indexer.metadata.worker import run_workers
-from recchain.config import Settings, get_settings
+from recchain.config import MetadataSettings, Settings, get_settings
 
 
 def _free_port() -> int:
@@ -73,7 +74,7 @@ async def _round(server_url: str, settings: Settings, uris: list[str], workers: 
     url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
     try:
         await asyncio.to_thread(upgrade, url)
-        engine = create_engine(url, pool_size=workers + 2)
+        engine = create_engine(url, pool_size=workers + 2, pool_pre_ping=False)
         sessions = session_factory(engine)
         started = time.perf_counter()
         async with sessions() as s, s.begin():
@@ -121,6 +122,23 @@ async def _round(server_url: str, settings: Settings, uris: list[str], workers: 
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+async def _resolver_only(md: MetadataSettings, uris: list[str], concurrency: int) -> float:
+    """The same fetch-and-verify path without the queue, to separate HTTP from database."""
+    resolver = Resolver.create(md)
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(uri: str) -> None:
+        async with sem:
+            await resolver.resolve(uri)
+
+    try:
+        started = time.perf_counter()
+        await asyncio.gather(*(one(u) for u in uris))
+        return len(uris) / (time.perf_counter() - started)
+    finally:
+        await resolver.aclose()
+
+
 async def _main(args: argparse.Namespace) -> int:
     base = get_settings()
     server_url = args.database_url or database_url(base)
@@ -160,6 +178,9 @@ async def _main(args: argparse.Namespace) -> int:
             )
             settings = base.model_copy(update={"metadata": md})
             print(f"{args.docs} documents ({args.docs // 10} of them 3-block dag-pb files)")
+            for n in args.workers:
+                rate = await _resolver_only(md, uris, n)
+                print(f"resolver alone, {n:>2} concurrent: {rate:6.0f} CIDs/s (no database)")
             print("workers  CIDs/s  seconds  enqueue/s  cached-enqueue/s")
             for n in args.workers:
                 r = await _round(server_url, settings, uris, n)
