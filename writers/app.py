@@ -3,9 +3,10 @@
 A submission passes, in order: API key (when keys are configured), the client's rate limit and
 concurrency cap, the body size cap, body parsing, then the transaction checks in
 `writers.policy`. Only then is it written to the outbox, and only after that commit does the
-client get 202. Every submission, accepted or not, leaves one JSON line on the audit logger
-`recchain.relay.audit`; it carries the transaction (which is public once broadcast) and facts
-derived from it, never request headers or keys.
+client get 202; accepts that arrive together share one commit (`outbox.GroupCommitter`). Every
+submission, accepted or not, leaves one JSON line on the audit logger `recchain.relay.audit`; it
+carries the transaction (which is public once broadcast) and facts derived from it, never
+request headers or keys.
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ class RelayApi:
             settings.relay.rate_limit_per_minute, settings.relay.max_concurrency
         )
         self.on_accept = on_accept
+        self.accepts = outbox.GroupCommitter(engine)
 
     # ------------------------------------------------------------------ identity and limits
 
@@ -156,7 +158,7 @@ class RelayApi:
             body = await self._body(request)
             raw = parse_body(body, request.headers.get("content-type", ""))
             tx = self.policy.check(raw)
-            status, created = await outbox.submit(self.engine, tx, client)
+            status, created = await self.accepts.submit(tx, client)
         except SubmissionRejected as exc:
             self.metrics.submissions.labels("rejected", exc.reason.code).inc()
             self._audit("rejected", client, raw, None, exc, started)

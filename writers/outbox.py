@@ -1,7 +1,8 @@
 """The durable outbox (table `relay_txs`, see db/models/relay.py): every SQL the relay runs.
 
-Accepting is one INSERT committed before the client hears 202; resubmitting the same bytes
-finds the row by txid and changes nothing. The broadcaster claims due rows with
+Accepting is an INSERT committed before the client hears 202, grouped with whatever other
+accepts are waiting (`GroupCommitter`); resubmitting the same bytes finds the row by txid and
+changes nothing. The broadcaster claims due rows with
 `FOR NO KEY UPDATE SKIP LOCKED` and keeps them locked for the length of the POST, so two relay
 processes never send the same row at once, and a crashed process's locks vanish with its
 connection. Each POST is first recorded in `relay_attempts` (committed on its own), so after a
@@ -10,7 +11,10 @@ crash it is known which transactions may already be at the node.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,41 +48,153 @@ STATUS_COLUMNS = (
     "updated_at",
 )
 
-_INSERT = text(
+# One statement for a whole group: parallel arrays unnested into rows. Duplicates of rows
+# already stored (or earlier in the group) are skipped and looked up after.
+_INSERT_MANY = text(
     """
     INSERT INTO relay_txs (txid, raw_tx, sender, sponsor, nonce, fee, contract_id,
                            function_name, client)
-    VALUES (:txid, :raw, :sender, :sponsor, :nonce, :fee, :contract_id, :function_name, :client)
+    SELECT * FROM unnest(
+        CAST(:txids AS text[]), CAST(:raws AS bytea[]), CAST(:senders AS text[]),
+        CAST(:sponsors AS text[]), CAST(:nonces AS bigint[]), CAST(:fees AS bigint[]),
+        CAST(:contract_ids AS text[]), CAST(:function_names AS text[]), CAST(:clients AS text[])
+    )
     ON CONFLICT (txid) DO NOTHING
-    RETURNING status
+    RETURNING txid, status
     """
 )
+_EXISTING = text("SELECT txid, status FROM relay_txs WHERE txid = ANY(CAST(:txids AS text[]))")
 _STATUS = text(f"SELECT {', '.join(STATUS_COLUMNS)} FROM relay_txs WHERE txid = :txid")
 
 
-async def submit(engine: AsyncEngine, tx: AcceptedTx, client: str | None) -> tuple[str, bool]:
-    """Store an accepted transaction; returns (current status, newly stored?)."""
-    params = {
-        "txid": tx.txid,
-        "raw": tx.raw,
-        "sender": tx.sender,
-        "sponsor": tx.sponsor,
-        "nonce": tx.nonce,
-        "fee": tx.fee,
-        "contract_id": tx.contract_id,
-        "function_name": tx.function_name,
-        "client": client,
+async def submit_many(
+    conn: AsyncConnection, items: Sequence[tuple[AcceptedTx, str | None]]
+) -> list[tuple[str, bool]]:
+    """Store accepted transactions inside the caller's transaction; for each item, in order:
+    (current status, newly stored?). Only the first of several equal txids counts as new."""
+    first: dict[str, tuple[AcceptedTx, str | None]] = {}
+    for tx, client in items:
+        first.setdefault(tx.txid, (tx, client))
+    rows = list(first.values())
+    created = {
+        r.txid: r.status
+        for r in await conn.execute(
+            _INSERT_MANY,
+            {
+                "txids": [tx.txid for tx, _ in rows],
+                "raws": [tx.raw for tx, _ in rows],
+                "senders": [tx.sender for tx, _ in rows],
+                "sponsors": [tx.sponsor for tx, _ in rows],
+                "nonces": [tx.nonce for tx, _ in rows],
+                "fees": [tx.fee for tx, _ in rows],
+                "contract_ids": [tx.contract_id for tx, _ in rows],
+                "function_names": [tx.function_name for tx, _ in rows],
+                "clients": [client for _, client in rows],
+            },
+        )
     }
+    existing: dict[str, str] = {}
+    missing = [txid for txid in first if txid not in created]
+    if missing:
+        existing = {r.txid: r.status for r in await conn.execute(_EXISTING, {"txids": missing})}
+    out: list[tuple[str, bool]] = []
+    stored: set[str] = set()
+    for tx, _ in items:
+        if tx.txid in created and tx.txid not in stored:
+            stored.add(tx.txid)
+            out.append((created[tx.txid], True))
+        else:
+            out.append((created.get(tx.txid) or existing[tx.txid], False))
+    return out
+
+
+async def submit(engine: AsyncEngine, tx: AcceptedTx, client: str | None) -> tuple[str, bool]:
+    """Store one accepted transaction in its own transaction; (current status, newly stored?)."""
     async with engine.begin() as conn:
-        created = (await conn.execute(_INSERT, params)).scalar_one_or_none()
-        if created is not None:
-            return created, True
-        status = (
-            await conn.execute(
-                text("SELECT status FROM relay_txs WHERE txid = :txid"), {"txid": tx.txid}
-            )
-        ).scalar_one()
-        return status, False
+        return (await submit_many(conn, [(tx, client)]))[0]
+
+
+class GroupCommitter:
+    """Accepts are queued to one writer task that stores everything waiting in a single
+    transaction and resolves each caller only after that commit.
+
+    PostgreSQL serialises the commits of transactions that NOTIFY (the status trigger does), so
+    one commit per accept caps a process at the server's fsync rate; a group pays that price
+    once for all the accepts that arrived while the previous group was committing. No timer:
+    an idle relay commits a lone accept at once, a busy one forms groups by itself."""
+
+    def __init__(self, engine: AsyncEngine, max_group: int = 500) -> None:
+        self.engine = engine
+        self.max_group = max_group
+        self.groups = 0
+        self.committed = 0
+        self._waiting: list[tuple[AcceptedTx, str | None, asyncio.Future[tuple[str, bool]]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def submit(self, tx: AcceptedTx, client: str | None) -> tuple[str, bool]:
+        """(current status, newly stored?) once the row is durably committed."""
+        future: asyncio.Future[tuple[str, bool]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((tx, client, future))
+        if self._task is None or self._task.done():
+            # Started on first use so the app needs no lifespan hook (tests serve it without).
+            self._task = asyncio.create_task(self._run(), name="recchain-relay-accepts")
+        self._wake.set()
+        # Shielded: a client that disconnects must not cancel the future the writer resolves.
+        return await asyncio.shield(future)
+
+    async def aclose(self, grace_s: float = 30.0) -> None:
+        """Commit what is queued, then stop the writer."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._closing = True
+        self._wake.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, grace_s)
+
+    async def _run(self) -> None:
+        group: list[tuple[AcceptedTx, str | None, asyncio.Future[tuple[str, bool]]]] = []
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._waiting:
+                    group = self._waiting[: self.max_group]
+                    del self._waiting[: self.max_group]
+                    await self._commit(group)
+                    group = []
+                if self._closing:
+                    return
+        except asyncio.CancelledError:
+            # Unknown outcome for the group in flight: its callers get an error, not a 202.
+            for _, _, future in group + self._waiting:
+                if not future.done():
+                    future.set_exception(RuntimeError("the relay is shutting down"))
+            self._waiting.clear()
+            raise
+
+    async def _commit(
+        self, group: list[tuple[AcceptedTx, str | None, asyncio.Future[tuple[str, bool]]]]
+    ) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                results = await submit_many(conn, [(tx, client) for tx, client, _ in group])
+        except Exception as exc:
+            if len(group) > 1:
+                # One bad row must not fail the others: store them one by one.
+                for item in group:
+                    await self._commit([item])
+                return
+            if not group[0][2].done():
+                group[0][2].set_exception(exc)
+            return
+        self.groups += 1
+        self.committed += len(group)
+        for (_, _, future), result in zip(group, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
 
 async def status(engine: AsyncEngine, txid: str) -> dict[str, Any] | None:

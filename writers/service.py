@@ -91,6 +91,7 @@ async def serve(
         await serving
     finally:
         stop.set()
+        await app.state.relay.accepts.aclose()
         background[1].cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*background)

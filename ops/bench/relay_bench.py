@@ -110,6 +110,7 @@ async def run(n: int, clients: int) -> None:
                     "p50_ms": round(statistics.median(latencies) * 1000, 2),
                     "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
                     "policy_checks_per_s_alone": round(checks_per_s, 1),
+                    "commit_groups": app.state.relay.accepts.groups,
                     "note": "client and server share this process and its cores",
                 },
                 indent=1,

@@ -18,8 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.channels import RELAY
 from db.session import to_libpq_url
 from tests.writers.conftest import ACCEPTED, REFUSED, relay_settings, serve_app
+from writers import outbox
 from writers.app import ClientLimits, build_app
 from writers.metrics import RelayMetrics
+from writers.policy import Policy
 
 
 @pytest.fixture
@@ -212,3 +214,49 @@ async def test_concurrent_submissions_of_one_tx_store_one_row(
     codes = sorted(a.status_code for a in answers)
     assert codes == [200] * 7 + [202]
     assert len(await rows(engine)) == 1
+
+
+async def test_accepts_waiting_together_share_one_commit_and_each_is_notified(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    policy = Policy.from_settings(relay_settings(db_url))
+    txs = [policy.check(bytes.fromhex(v["hex"])) for v in ACCEPTED]
+    committer = outbox.GroupCommitter(engine)
+    async with await psycopg.AsyncConnection.connect(
+        to_libpq_url(db_url), autocommit=True
+    ) as listener:
+        await listener.execute(f"LISTEN {RELAY}")
+        # Every call is queued before the writer first runs, so they form one group; the
+        # repeat of the first transaction inside that group is a duplicate, not a second row.
+        answers = await asyncio.gather(
+            *(committer.submit(tx, "c") for tx in txs), committer.submit(txs[0], "c")
+        )
+        # Resolved means committed: another connection already sees every row.
+        stored = {row.txid: row.status for row in await rows(engine)}
+        seen = [
+            json.loads(note.payload)
+            async for note in listener.notifies(timeout=10.0, stop_after=len(txs))
+        ]
+    await committer.aclose()
+    assert answers == [("received", True)] * len(txs) + [("received", False)]
+    assert (committer.groups, committer.committed) == (1, len(txs) + 1)
+    assert stored == {tx.txid: "received" for tx in txs}
+    assert sorted(n["txid"] for n in seen) == sorted(tx.txid for tx in txs)
+    assert {n["status"] for n in seen} == {"received"}
+
+
+async def test_a_duplicate_of_a_stored_row_in_a_group_reports_its_status(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    policy = Policy.from_settings(relay_settings(db_url))
+    old, new = (policy.check(bytes.fromhex(v["hex"])) for v in ACCEPTED[:2])
+    await outbox.submit(engine, old, "c")
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE relay_txs SET status = 'mined' WHERE txid = :t"), {"t": old.txid}
+        )
+    committer = outbox.GroupCommitter(engine)
+    answers = await asyncio.gather(committer.submit(new, "c"), committer.submit(old, "c"))
+    await committer.aclose()
+    assert answers == [("received", True), ("mined", False)]
+    assert len(await rows(engine)) == 2
