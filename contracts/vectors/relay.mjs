@@ -3,7 +3,7 @@
 //
 //   node vectors/relay.mjs                         writes ../tests/fixtures/relay/vectors.json
 //   node vectors/relay.mjs --bench N --out F       N distinct accepted calls (JSON list of hex)
-//   node vectors/relay.mjs --call FN --args JSON --sender NAME --nonce N --out F
+//   node vectors/relay.mjs --call FN --args JSON --sender NAME --nonce N [--fee F] [--pcs JSON] --out F
 //                                                  one signed marketplace/rec-nft/verification call
 //
 // Each vector names what the relay must answer: "accepted" or one of its rejection codes
@@ -154,7 +154,11 @@ if (opts.bench) {
     functionArgs: JSON.parse(opts.args ?? "[]").map((a) => Cl.deserialize(a)),
     senderKey: accounts[opts.sender ?? "wallet_1"].privateKey, network, nonce: BigInt(opts.nonce ?? 0),
     fee: BigInt(opts.fee ?? 2000), postConditionMode: PostConditionMode.Deny,
-    postConditions: JSON.parse(opts.pcs ?? "[]"),
+    // Post-conditions as @stacks/transactions' JSON shapes; an NFT's `assetId` is given as
+    // serialized Clarity hex, since a Clarity value holding a bigint has no JSON form.
+    postConditions: JSON.parse(opts.pcs ?? "[]").map((pc) =>
+      typeof pc.assetId === "string" ? { ...pc, assetId: Cl.deserialize(pc.assetId) } : pc,
+    ),
   });
   writeFileSync(resolve(opts.out), JSON.stringify({ hex: hexOf(tx), txid: txidOf(tx) }));
 } else {
