@@ -28,6 +28,7 @@ from db.session import create_engine, database_url, to_libpq_url
 from graphql_api.context import BlockInput, Context
 from graphql_api.db import Reader
 from graphql_api.errors import BadUserInput
+from graphql_api.fanout import splice
 from graphql_api.guards import BodyLimit, RateLimit, build_extensions
 from graphql_api.hub import Hub
 from graphql_api.schema import build_schema
@@ -74,6 +75,13 @@ class GraphQLApp(GraphQL[Context, None]):
         self.settings = settings
         self.engine = engine
         self.hub = hub
+
+    def encode_json(self, data: object) -> str | bytes:
+        if type(data) is dict:
+            frame = splice(data)
+            if frame is not None:
+                return frame
+        return super().encode_json(data)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(

@@ -46,6 +46,15 @@ class Context:
             self._loaders[name] = existing
         return existing
 
+    def detached(self) -> Context:
+        """A context for work shared by many sockets: no request, reads per statement."""
+        return Context(
+            settings=self.settings,
+            engine=self.engine,
+            reader=Reader(self.engine, self.settings.api.statement_timeout_ms, snapshot=False),
+            hub=self.hub,
+        )
+
     def fresh(self) -> None:
         """Forget loaders and resolved blocks: called before each subscription push."""
         self._loaders.clear()

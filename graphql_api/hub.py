@@ -21,6 +21,7 @@ import psycopg
 
 from db.channels import BLOCKS, RELAY
 from graphql_api import metrics
+from graphql_api.fanout import CURRENT, SharedStream
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
@@ -34,7 +35,8 @@ class Topic:
     key: str
     compute: Compute
     fingerprint: Callable[[Any], str]
-    queues: set[asyncio.Queue[Any]] = field(default_factory=set)
+    # Each queue feeds one subscriber, or a shared stream serving many (see fanout.py).
+    queues: dict[asyncio.Queue[Any], SharedStream | None] = field(default_factory=dict)
     last: str | None = None
 
 
@@ -42,13 +44,19 @@ class Hub:
     def __init__(self, libpq_url: str) -> None:
         self.libpq_url = libpq_url
         self.topics: dict[str, Topic] = {}
+        self.streams: dict[str, SharedStream] = {}
         self._task: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._listening = asyncio.Event()
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(t.queues) for t in self.topics.values())
+        """Subscriptions that receive pushes (a shared stream counts its listeners)."""
+        return sum(
+            1 if shared is None else len(shared.listeners)
+            for t in self.topics.values()
+            for shared in t.queues.values()
+        )
 
     async def start(self) -> None:
         """Open the LISTEN connection (once); returns when it is listening."""
@@ -121,13 +129,16 @@ class Hub:
         if topic is None:
             topic = self.topics[key] = Topic(key, compute, fingerprint)
         queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
-        topic.queues.add(queue)
-        metrics.SUBSCRIPTIONS.inc()
+        shared = CURRENT.get()
+        topic.queues[queue] = shared
+        if shared is None:  # a shared stream counts its own listeners
+            metrics.SUBSCRIPTIONS.inc()
         try:
             yield queue
         finally:
-            metrics.SUBSCRIPTIONS.dec()
-            topic.queues.discard(queue)
+            if shared is None:
+                metrics.SUBSCRIPTIONS.dec()
+            topic.queues.pop(queue, None)
             if not topic.queues and self.topics.get(key) is topic:
                 del self.topics[key]
 

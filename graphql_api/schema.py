@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import strawberry
 from strawberry.tools import merge_types
 from strawberry.types import Info
+from strawberry.types.graphql import OperationType
 
 from graphql_api import types as t
 from graphql_api.context import BlockInput, Context
 from graphql_api.errors import BadUserInput
 from graphql_api.extras import RelayedTransaction, relayed_transaction
+from graphql_api.fanout import SharedStream, shareable, stream_key
 from graphql_api.loaders import one_by
 from graphql_api.meta import Meta, load_meta
 from graphql_api.query import ENTITIES, Connection, list_entity
@@ -135,12 +137,64 @@ class Query:
         return await relayed_transaction(info.context.reader, txid)
 
 
+class Schema(strawberry.Schema):
+    """Runs identical subscription operations once per process (see fanout.py)."""
+
+    async def stream(
+        self,
+        query: str | None,
+        variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None,
+        root_value: Any | None = None,
+        operation_name: str | None = None,
+        operation_extensions: dict[str, Any] | None = None,
+        allowed_operation_types: Iterable[OperationType] | None = None,
+    ) -> Any:
+        if (
+            not isinstance(context_value, Context)
+            or context_value.hub is None
+            or query is None
+            or operation_extensions
+            or not shareable(query, operation_name, context_value.settings.api.max_tokens)
+        ):
+            return await super().stream(
+                query,
+                variable_values,
+                context_value,
+                root_value,
+                operation_name,
+                operation_extensions,
+                allowed_operation_types,
+            )
+        hub = context_value.hub
+        key = stream_key(query, operation_name, variable_values)
+        shared = hub.streams.get(key)
+        if shared is None:
+            # The stream outlives the socket that started it: it gets a context of its own.
+            detached = context_value.detached()
+
+            async def open_source() -> Any:
+                return await strawberry.Schema.stream(
+                    self,
+                    query,
+                    variable_values,
+                    detached,
+                    root_value,
+                    operation_name,
+                    None,
+                    allowed_operation_types,
+                )
+
+            shared = hub.streams[key] = SharedStream(key, hub.streams, open_source)
+        return shared.listen()
+
+
 def build_schema(extensions: list[Any] | None = None) -> strawberry.Schema:
     from graphql_api.analytics import AnalyticsQuery
     from graphql_api.subscriptions import Subscription
 
     query = merge_types("Query", (Query, AnalyticsQuery))
-    return strawberry.Schema(
+    return Schema(
         query=query,
         subscription=Subscription,
         types=[t.Transfer, t.Bid],

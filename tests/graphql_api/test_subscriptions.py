@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -158,3 +159,59 @@ async def test_websocket_origin_is_checked(api: Api) -> None:
     await ok.close()
     with pytest.raises(websockets.exceptions.InvalidStatus):
         await Subscriber.connect(api.ws_url, origin="http://evil.example")
+
+
+async def test_identical_operations_execute_once_for_every_socket_and_protocol(
+    api: Api, db_url: str
+) -> None:
+    chain = Chain()
+    chain.block()
+    await chain.write(api.engine)
+    blocks = "subscription { blocks { block { height hash } rolledBack } }"
+    same = [
+        await Subscriber.connect(api.ws_url, p) for p in (TRANSPORT_WS, TRANSPORT_WS, LEGACY_WS)
+    ]
+    for s in same:
+        await s.subscribe(blocks)
+    other = await Subscriber.connect(api.ws_url)
+    await other.subscribe("subscription { blocks { block { height } } }")
+    await wait_for(lambda: hub(api).subscriber_count == 4, "subscribed")
+    # Two documents, two shared executions, each one queue on the one `blocks` topic.
+    assert len(hub(api).streams) == 2
+    assert len(hub(api).topics["blocks"].queues) == 2
+
+    chain.block()
+    await commit(api, db_url, chain, [])
+    want = {"block": {"height": 2, "hash": chain.tip.hash}, "rolledBack": []}
+    for s in same:
+        assert (await s.next()) == {"data": {"blocks": want}}
+    assert (await other.next()) == {"data": {"blocks": {"block": {"height": 2}}}}
+
+    # A late subscriber joins the running execution and gets the next change only.
+    late = await Subscriber.connect(api.ws_url, LEGACY_WS)
+    await late.subscribe(blocks)
+    await wait_for(lambda: hub(api).subscriber_count == 5, "late subscriber")
+    assert len(hub(api).streams) == 2
+    chain.block()
+    await commit(api, db_url, chain, [])
+    assert (await late.next())["data"]["blocks"]["block"]["height"] == 3
+    assert (await same[0].next())["data"]["blocks"]["block"]["height"] == 3
+
+    for s in [*same, other, late]:
+        await s.close()
+    await wait_for(lambda: hub(api).subscriber_count == 0, "unsubscribed")
+    await wait_for(lambda: not hub(api).streams and not hub(api).topics, "streams released")
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_an_invalid_shared_operation_is_refused_to_each_subscriber(
+    api: Api, protocol: str
+) -> None:
+    subs = [await Subscriber.connect(api.ws_url, protocol) for _ in range(2)]
+    for s in subs:
+        await s.subscribe("subscription { blocks { noSuchField } }")
+        got = await s.next()
+        assert got["type"] == "error"
+        assert "noSuchField" in json.dumps(got["payload"])
+        await s.close()
+    await wait_for(lambda: not hub(api).streams, "no stream left behind")
