@@ -4,6 +4,7 @@ logged and counted."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -260,3 +261,20 @@ async def test_a_duplicate_of_a_stored_row_in_a_group_reports_its_status(
     await committer.aclose()
     assert answers == [("received", True), ("mined", False)]
     assert len(await rows(engine)) == 2
+
+
+async def test_a_row_the_table_refuses_fails_alone_not_its_group(
+    engine: AsyncEngine, db_url: str
+) -> None:
+    policy = Policy.from_settings(relay_settings(db_url))
+    good, other = (policy.check(bytes.fromhex(v["hex"])) for v in ACCEPTED[:2])
+    # A u64 nonce past bigint's range is signable but not storable.
+    bad = dataclasses.replace(other, nonce=2**63)
+    committer = outbox.GroupCommitter(engine)
+    answers = await asyncio.gather(
+        committer.submit(good, "c"), committer.submit(bad, "c"), return_exceptions=True
+    )
+    await committer.aclose()
+    assert answers[0] == ("received", True)
+    assert isinstance(answers[1], Exception)
+    assert [row.txid for row in await rows(engine)] == [good.txid]
