@@ -65,8 +65,12 @@ def _wait_http(url: str, timeout: float) -> bool:
     return False
 
 
-def _query_meta(graphql_url: str) -> dict[str, object] | None:
-    body = json.dumps({"query": "{ _meta { block { height hash } } }"}).encode()
+META_QUERY = "{ _meta { block { height hash } } }"
+METADATA_QUERY = "{ certificates(first: 1) { edges { node { tokenId metadata { name cid } } } } }"
+
+
+def _graphql(graphql_url: str, query: str) -> dict[str, object] | None:
+    body = json.dumps({"query": query}).encode()
     req = urllib.request.Request(
         graphql_url, data=body, headers={"content-type": "application/json"}
     )
@@ -75,6 +79,20 @@ def _query_meta(graphql_url: str) -> dict[str, object] | None:
             return dict(json.load(resp))
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def _show_resolved_metadata(graphql_url: str, timeout: float = 60.0) -> None:
+    """Wait for the metadata workers to resolve the first certificate's IPFS document, so the
+    demo shows a verified SIP-016 name coming back through GraphQL."""
+    deadline = time.monotonic() + timeout
+    answer: dict[str, object] | None = None
+    while time.monotonic() < deadline:
+        answer = _graphql(graphql_url, METADATA_QUERY)
+        if answer is not None and '"metadata": null' not in json.dumps(answer):
+            break
+        time.sleep(1.0)
+    if answer is not None:
+        print(f"  {METADATA_QUERY}\n  -> {json.dumps(answer)}")
 
 
 def _roles(args: argparse.Namespace) -> list[Role]:
@@ -175,9 +193,10 @@ def _dev(args: argparse.Namespace) -> int:
         f"http://127.0.0.1:{s.relay.metrics_port}/metrics (relay)",
     ]
     print("  metrics         " + "\n                  ".join(metrics))
-    meta = _query_meta(graphql_url)
+    meta = _graphql(graphql_url, META_QUERY)
     if meta is not None:
-        print(f"\n  {{ _meta {{ block {{ height hash }} }} }} -> {json.dumps(meta)}")
+        print(f"\n  {META_QUERY}\n  -> {json.dumps(meta)}")
+        _show_resolved_metadata(graphql_url)
     print("\nPress Ctrl-C to stop.", flush=True)
 
     stopping = False
