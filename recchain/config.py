@@ -107,6 +107,9 @@ class MetadataSettings(BaseModel):
     total_timeout_s: float = 30.0
     max_attempts: int = 8
     workers: int = 4
+    # Jobs one worker claims at once: they are resolved concurrently and stored together, so
+    # the queue's round trips are shared (the per-host limits still apply to every request).
+    batch_size: int = Field(default=16, ge=1)
     per_host_concurrency: int = 4
     metrics_port: int = 9154
     # Path gateways (`/ipfs/CID` returning file bytes) are used only when the bytes can be

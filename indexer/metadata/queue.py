@@ -2,21 +2,23 @@
 
 ``enqueue`` is what the indexer calls inside its block transaction: one cheap, idempotent
 statement, which also completes the job on the spot when the URI (or the CID it names) was
-resolved before. Workers ``claim`` due jobs with ``FOR UPDATE SKIP LOCKED``; a claim sets
-``next_attempt_at`` to the lease expiry, so a job whose worker died is due again afterwards
-without any sweeper.
+resolved before. Workers ``claim`` due jobs in batches with ``FOR UPDATE SKIP LOCKED``; a
+claim sets ``next_attempt_at`` to the lease expiry, so a job whose worker died is due again
+afterwards without any sweeper. A batch is stored with ``finish``: one statement for the
+content cache, one for the jobs (and their notifications), whatever the batch size.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import tenacity
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db.channels import METADATA
 from indexer.metadata.cid import raw_cid
@@ -116,6 +118,78 @@ async def enqueue(
     return (int(row.id), str(row.status)) if row else None
 
 
+# `enqueue` for a whole batch: the same decisions, one statement. Rows come in the caller's
+# order (job ids follow it); the lateral lookup sees the snapshot of the statement, which is
+# what consecutive `enqueue` calls see too (a URI mapped by one is also found by its CID key).
+_ENQUEUE_MANY = text(
+    """
+    WITH x AS MATERIALIZED (
+        SELECT * FROM unnest(
+            CAST(:uris AS text[]), CAST(:kinds AS text[]), CAST(:sids AS bigint[]),
+            CAST(:keys AS text[]), CAST(:immutable AS boolean[]), CAST(:reasons AS text[]),
+            CAST(:errors AS text[])
+        ) WITH ORDINALITY AS x(uri, kind, sid, key, immutable, bad_reason, bad_error, n)
+    ), mapped AS (
+        INSERT INTO metadata_uris (uri, cid, resolved_by)
+        SELECT DISTINCT ON (x.uri) x.uri, d.cid, d.resolved_by
+        FROM x JOIN metadata_documents d ON d.cid = x.key
+        ON CONFLICT (uri) DO NOTHING
+    )
+    INSERT INTO metadata_jobs (uri, subject_kind, subject_id, status, cid, finished_at,
+                               last_reason, last_error)
+    SELECT x.uri, x.kind, x.sid,
+           CASE WHEN x.bad_reason IS NOT NULL THEN 'permanent'
+                WHEN known.cid IS NULL THEN 'queued' ELSE 'done' END,
+           known.cid,
+           CASE WHEN known.cid IS NULL AND x.bad_reason IS NULL THEN NULL ELSE now() END,
+           x.bad_reason, x.bad_error
+    FROM x LEFT JOIN LATERAL (
+        SELECT u.cid FROM metadata_uris u WHERE u.uri = x.uri AND x.immutable
+        UNION ALL
+        SELECT d.cid FROM metadata_documents d WHERE d.cid = x.key
+        LIMIT 1
+    ) known ON true
+    ORDER BY x.n
+    ON CONFLICT (uri, subject_kind, subject_id) DO NOTHING
+    RETURNING id, status
+    """
+)
+
+
+async def enqueue_many(
+    session_or_conn: AsyncSession | AsyncConnection, items: Iterable[tuple[str, str, int]]
+) -> list[tuple[int, str]]:
+    """:func:`enqueue` for many ``(uri, subject_kind, subject_id)`` at once (a catch-up batch
+    names thousands of URIs: one round trip instead of one each). Returns (job id, status) of
+    the jobs created; repeated items count once."""
+    unique = list(dict.fromkeys(items))
+    if not unique:
+        return []
+    facts: dict[str, tuple[str | None, bool, str | None, str | None]] = {}
+    for uri, _, _ in unique:
+        if uri in facts:
+            continue
+        bad_reason = bad_error = None
+        try:
+            parse_uri(uri)
+        except MetadataError as exc:
+            bad_reason, bad_error = exc.reason, exc.message[:MAX_ERROR_CHARS]
+        facts[uri] = (content_key(uri), is_immutable(uri), bad_reason, bad_error)
+    rows = await session_or_conn.execute(
+        _ENQUEUE_MANY,
+        {
+            "uris": [u for u, _, _ in unique],
+            "kinds": [k for _, k, _ in unique],
+            "sids": [i for _, _, i in unique],
+            "keys": [facts[u][0] for u, _, _ in unique],
+            "immutable": [facts[u][1] for u, _, _ in unique],
+            "reasons": [facts[u][2] for u, _, _ in unique],
+            "errors": [facts[u][3] for u, _, _ in unique],
+        },
+    )
+    return [(int(r.id), str(r.status)) for r in rows]
+
+
 async def requeue_for_refresh(
     session: AsyncSession,
     subject_kind: str,
@@ -157,36 +231,44 @@ async def expire_poison(session: AsyncSession, *, max_attempts: int) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+# A job found running with an expired lease may be what killed its last worker: it is
+# claimed alone (when it heads the queue) or left for a later claim, so that a poison job
+# cannot use up the attempts of the jobs that happened to share its batch.
+_CLAIM = text(
+    """
+    WITH due AS MATERIALIZED (
+        SELECT id, status, next_attempt_at FROM metadata_jobs
+        WHERE status IN ('queued', 'running', 'failed') AND next_attempt_at <= now()
+        ORDER BY next_attempt_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), head AS (
+        SELECT id, status FROM due ORDER BY next_attempt_at, id LIMIT 1
+    )
+    UPDATE metadata_jobs j
+    SET status = 'running', attempts = j.attempts + 1, lease_token = :token,
+        next_attempt_at = now() + make_interval(secs => :lease),
+        lease_expires_at = now() + make_interval(secs => :lease),
+        updated_at = now()
+    WHERE j.id IN (
+        SELECT due.id FROM due, head
+        WHERE CASE WHEN head.status = 'running' THEN due.id = head.id
+                   ELSE due.status <> 'running' END
+    )
+    RETURNING j.id, j.uri, j.subject_kind, j.subject_id, j.attempts
+    """
+)
+
+
 async def claim(
     session: AsyncSession, *, limit: int, lease_s: float, max_attempts: int | None = None
 ) -> list[Job]:
-    """Take up to ``limit`` due jobs (``max_attempts`` given: expire poison jobs first)."""
+    """Take up to ``limit`` due jobs under one lease (``max_attempts`` given: expire poison
+    jobs first)."""
     if max_attempts is not None:
         await expire_poison(session, max_attempts=max_attempts)
     token = secrets.token_hex(8)
-    rows = (
-        await session.execute(
-            text(
-                """
-                WITH due AS (
-                    SELECT id FROM metadata_jobs
-                    WHERE status IN ('queued', 'running', 'failed') AND next_attempt_at <= now()
-                    ORDER BY next_attempt_at
-                    LIMIT :limit
-                    FOR UPDATE SKIP LOCKED
-                )
-                UPDATE metadata_jobs j
-                SET status = 'running', attempts = j.attempts + 1, lease_token = :token,
-                    next_attempt_at = now() + make_interval(secs => :lease),
-                    lease_expires_at = now() + make_interval(secs => :lease),
-                    updated_at = now()
-                FROM due WHERE j.id = due.id
-                RETURNING j.id, j.uri, j.subject_kind, j.subject_id, j.attempts
-                """
-            ),
-            {"limit": limit, "token": token, "lease": lease_s},
-        )
-    ).all()
+    rows = (await session.execute(_CLAIM, {"limit": limit, "token": token, "lease": lease_s})).all()
     return [Job(r.id, r.uri, r.subject_kind, r.subject_id, r.attempts, token) for r in rows]
 
 
@@ -210,6 +292,175 @@ async def cached(session: AsyncSession, uri: str) -> tuple[str, dict[str, Any]] 
     return (row.cid, row.document) if row else None
 
 
+async def cached_many(
+    session: AsyncSession, jobs: list[Job]
+) -> dict[int, tuple[str, dict[str, Any]]]:
+    """:func:`cached` for a batch in one statement: job id -> (cid, document)."""
+    wanted = [(job.id, job.uri, content_key(job.uri)) for job in jobs if is_immutable(job.uri)]
+    if not wanted:
+        return {}
+    rows = await session.execute(
+        text(
+            """
+            SELECT x.id, d.cid, d.document
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:uris AS text[]), CAST(:keys AS text[]))
+                 AS x(id, uri, key)
+            CROSS JOIN LATERAL (
+                SELECT d.cid, d.document FROM metadata_documents d
+                WHERE d.cid = (SELECT cid FROM metadata_uris WHERE uri = x.uri)
+                   OR d.cid = x.key
+                LIMIT 1
+            ) d
+            """
+        ),
+        {
+            "ids": [w[0] for w in wanted],
+            "uris": [w[1] for w in wanted],
+            "keys": [w[2] for w in wanted],
+        },
+    )
+    return {int(r.id): (r.cid, r.document) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt of a job came to, as :func:`finish` stores it."""
+
+    job: Job
+    status: str  # done | failed | permanent
+    cid: str | None = None
+    resolution: Resolution | None = None  # None for a document that came from the cache
+    mismatches: dict[str, Any] | None = None
+    reason: str | None = None
+    error: str | None = None
+    delay_s: float = 0.0
+
+
+def done(
+    job: Job, resolution: Resolution | None, cid: str, mismatches: dict[str, Any] | None
+) -> Outcome:
+    return Outcome(job, "done", cid=cid, resolution=resolution, mismatches=mismatches)
+
+
+def failure(
+    job: Job,
+    error: MetadataError,
+    *,
+    max_attempts: int,
+    backoff_initial_s: float,
+    backoff_max_s: float,
+) -> Outcome:
+    """A failed attempt: ``permanent`` when the error is or attempts are exhausted, else
+    ``failed`` with a backoff that a ``Retry-After`` can only lengthen."""
+    permanent = error.permanent or job.attempts >= max_attempts
+    delay = backoff_seconds(job.attempts, backoff_initial_s, backoff_max_s)
+    retry_after = error.retry_after if isinstance(error, ResolutionFailed) else None
+    if retry_after:
+        delay = max(delay, retry_after)
+    return Outcome(
+        job,
+        "permanent" if permanent else "failed",
+        reason=error.reason,
+        error=error.message[:MAX_ERROR_CHARS],
+        delay_s=delay,
+    )
+
+
+# Fresh documents are inserted (content-addressed: an existing row is the same document) and
+# their URIs point at them; a URI answered from the cache is mapped only if it was not yet.
+# The sibling inserts cannot see each other's rows, but the foreign key is checked at the end
+# of the statement, when they can.
+_STORE = text(
+    """
+    WITH x AS MATERIALIZED (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+            AS x(uri text, cid text, doc jsonb, size integer, by text, fresh boolean)
+    ), docs AS (
+        INSERT INTO metadata_documents (cid, document, raw_size, resolved_by)
+        SELECT DISTINCT ON (cid) cid, doc, size, by FROM x WHERE fresh
+        ON CONFLICT (cid) DO NOTHING
+    ), fresh_uris AS (
+        INSERT INTO metadata_uris (uri, cid, resolved_by)
+        SELECT uri, cid, by FROM x WHERE fresh
+        ON CONFLICT (uri) DO UPDATE
+        SET cid = EXCLUDED.cid, resolved_by = EXCLUDED.resolved_by, resolved_at = now()
+    )
+    INSERT INTO metadata_uris (uri, cid, resolved_by)
+    SELECT x.uri, d.cid, d.resolved_by FROM x JOIN metadata_documents d ON d.cid = x.cid
+    WHERE NOT x.fresh
+    ON CONFLICT (uri) DO NOTHING
+    """
+)
+
+# Only the holder of the lease may write a result: a worker whose lease expired finds no row.
+_FINISH = text(
+    """
+    WITH x AS MATERIALIZED (
+        SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+            AS x(id bigint, token text, status text, cid text, mm jsonb, reason text,
+                 error text, delay double precision, payload text)
+    ), updated AS (
+        UPDATE metadata_jobs j
+        SET status = x.status,
+            cid = CASE WHEN x.status = 'done' THEN x.cid ELSE j.cid END,
+            rec_mismatches = CASE WHEN x.status = 'done' THEN x.mm ELSE j.rec_mismatches END,
+            last_reason = x.reason, last_error = x.error,
+            next_attempt_at = CASE WHEN x.status = 'done' THEN j.next_attempt_at
+                                   ELSE now() + make_interval(secs => x.delay) END,
+            finished_at = CASE WHEN x.status = 'failed' THEN NULL ELSE now() END,
+            updated_at = now(), lease_token = NULL, lease_expires_at = NULL
+        FROM x WHERE j.id = x.id AND j.lease_token = x.token
+        RETURNING j.id, j.status
+    )
+    SELECT u.id, CASE WHEN u.status IN ('done', 'permanent')
+                      THEN pg_notify(:channel, x.payload) END AS notified
+    FROM updated u JOIN x ON x.id = u.id
+    """
+)
+
+
+async def finish(session: AsyncSession, outcomes: list[Outcome]) -> set[int]:
+    """Store a batch of outcomes in two statements; returns the ids of the jobs whose lease
+    was still held (the others were taken over by another worker and are left alone)."""
+    if not outcomes:
+        return set()
+    cache: dict[str, dict[str, Any]] = {}
+    for o in outcomes:
+        if o.status != "done":
+            continue
+        # One row per URI (ON CONFLICT may touch a row once per statement); fresh wins.
+        if o.resolution is not None:
+            r = o.resolution
+            cache[o.job.uri] = {
+                "uri": o.job.uri,
+                "cid": o.cid,
+                "doc": r.document,
+                "size": r.raw_size,
+                "by": r.resolved_by,
+                "fresh": True,
+            }
+        else:
+            cache.setdefault(o.job.uri, {"uri": o.job.uri, "cid": o.cid, "fresh": False})
+    if cache:
+        await session.execute(_STORE, {"rows": json.dumps(list(cache.values()))})
+    rows = [
+        {
+            "id": o.job.id,
+            "token": o.job.lease_token,
+            "status": o.status,
+            "cid": o.cid,
+            "mm": o.mismatches,
+            "reason": o.reason,
+            "error": o.error,
+            "delay": o.delay_s,
+            "payload": _payload(o.job, o.status),
+        }
+        for o in outcomes
+    ]
+    result = await session.execute(_FINISH, {"rows": json.dumps(rows), "channel": METADATA})
+    return {int(r.id) for r in result}
+
+
 async def complete(
     session: AsyncSession,
     job: Job,
@@ -218,64 +469,7 @@ async def complete(
     mismatches: dict[str, Any] | None,
 ) -> bool:
     """Store the result; False when this worker's lease was lost to another worker."""
-    if resolution is not None:
-        await session.execute(
-            text(
-                """
-                INSERT INTO metadata_documents (cid, document, raw_size, resolved_by)
-                VALUES (:cid, CAST(:doc AS jsonb), :size, :by)
-                ON CONFLICT (cid) DO NOTHING
-                """
-            ),
-            {
-                "cid": cid,
-                "doc": json.dumps(resolution.document),
-                "size": resolution.raw_size,
-                "by": resolution.resolved_by,
-            },
-        )
-        await session.execute(
-            text(
-                """
-                INSERT INTO metadata_uris (uri, cid, resolved_by) VALUES (:uri, :cid, :by)
-                ON CONFLICT (uri) DO UPDATE
-                SET cid = EXCLUDED.cid, resolved_by = EXCLUDED.resolved_by, resolved_at = now()
-                """
-            ),
-            {"uri": job.uri, "cid": cid, "by": resolution.resolved_by},
-        )
-    else:
-        await session.execute(
-            text(
-                """
-                INSERT INTO metadata_uris (uri, cid, resolved_by)
-                SELECT :uri, cid, resolved_by FROM metadata_documents WHERE cid = :cid
-                ON CONFLICT (uri) DO NOTHING
-                """
-            ),
-            {"uri": job.uri, "cid": cid},
-        )
-    result = await session.execute(
-        text(
-            """
-            UPDATE metadata_jobs
-            SET status = 'done', cid = :cid, rec_mismatches = CAST(:mm AS jsonb),
-                last_reason = NULL, last_error = NULL, finished_at = now(), updated_at = now(),
-                lease_token = NULL, lease_expires_at = NULL
-            WHERE id = :id AND lease_token = :token
-            """
-        ),
-        {
-            "id": job.id,
-            "token": job.lease_token,
-            "cid": cid,
-            "mm": json.dumps(mismatches) if mismatches is not None else None,
-        },
-    )
-    if not result.rowcount:  # type: ignore[attr-defined]
-        return False
-    await _notify(session, job, "done")
-    return True
+    return job.id in await finish(session, [done(job, resolution, cid, mismatches)])
 
 
 async def unchecked(session: AsyncSession, limit: int) -> list[tuple[int, str, int, Any]]:
@@ -298,10 +492,19 @@ async def unchecked(session: AsyncSession, limit: int) -> list[tuple[int, str, i
     return [(r.id, r.subject_kind, r.subject_id, r.document) for r in rows]
 
 
-async def set_rec_mismatches(session: AsyncSession, job_id: int, mismatches: Any) -> None:
+async def set_rec_mismatches(session: AsyncSession, checked: list[tuple[int, Any]]) -> None:
+    """Record the REC check of (job id, mismatches) pairs in one statement."""
+    if not checked:
+        return
     await session.execute(
-        text("UPDATE metadata_jobs SET rec_mismatches = CAST(:mm AS jsonb) WHERE id = :id"),
-        {"id": job_id, "mm": json.dumps(mismatches)},
+        text(
+            """
+            UPDATE metadata_jobs j SET rec_mismatches = x.mm
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS x(id bigint, mm jsonb)
+            WHERE j.id = x.id
+            """
+        ),
+        {"rows": json.dumps([{"id": i, "mm": mm} for i, mm in checked])},
     )
 
 
@@ -323,35 +526,15 @@ async def fail(
     backoff_max_s: float,
 ) -> str:
     """Record a failed attempt; returns the new status (``failed`` or ``permanent``)."""
-    permanent = error.permanent or job.attempts >= max_attempts
-    delay = backoff_seconds(job.attempts, backoff_initial_s, backoff_max_s)
-    retry_after = error.retry_after if isinstance(error, ResolutionFailed) else None
-    if retry_after:
-        delay = max(delay, retry_after)
-    status = "permanent" if permanent else "failed"
-    result = await session.execute(
-        text(
-            """
-            UPDATE metadata_jobs
-            SET status = :status, last_reason = :reason, last_error = :error,
-                next_attempt_at = now() + make_interval(secs => :delay), updated_at = now(),
-                finished_at = CASE WHEN :status = 'permanent' THEN now() END,
-                lease_token = NULL, lease_expires_at = NULL
-            WHERE id = :id AND lease_token = :token
-            """
-        ),
-        {
-            "status": status,
-            "reason": error.reason,
-            "error": error.message[:MAX_ERROR_CHARS],
-            "delay": delay,
-            "id": job.id,
-            "token": job.lease_token,
-        },
+    outcome = failure(
+        job,
+        error,
+        max_attempts=max_attempts,
+        backoff_initial_s=backoff_initial_s,
+        backoff_max_s=backoff_max_s,
     )
-    if result.rowcount and permanent:  # type: ignore[attr-defined]
-        await _notify(session, job, status)
-    return status
+    await finish(session, [outcome])
+    return outcome.status
 
 
 async def retry(
@@ -382,15 +565,12 @@ async def depth(session: AsyncSession) -> dict[str, int]:
     return {r.status: int(r.n) for r in rows}
 
 
-async def _notify(session: AsyncSession, job: Job, status: str) -> None:
-    payload = json.dumps(
+def _payload(job: Job, status: str) -> str:
+    return json.dumps(
         {
             "uri": job.uri,
             "status": status,
             "subject_kind": job.subject_kind,
             "subject_id": job.subject_id,
         }
-    )
-    await session.execute(
-        text("SELECT pg_notify(:channel, :payload)"), {"channel": METADATA, "payload": payload}
     )

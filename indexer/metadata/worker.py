@@ -1,7 +1,10 @@
-"""Metadata workers: claim a job, resolve outside any transaction, store the result.
+"""Metadata workers: claim a batch of jobs, resolve them concurrently outside any
+transaction, store the results together.
 
 ``run_workers`` is what ``recchain metadata work``, the indexer and ``recchain dev`` start.
 A worker never lets one job stop it: every failure is recorded on the job with its reason.
+The database cost of a batch is fixed (claim, cache lookup, REC check, two writes), so it is
+shared by all its jobs; the resolver's per-host limits still bound what reaches any one host.
 """
 
 from __future__ import annotations
@@ -18,13 +21,22 @@ from db.session import create_engine, database_url, session_factory
 from indexer.metadata import metrics
 from indexer.metadata import queue as q
 from indexer.metadata.errors import MetadataError
-from indexer.metadata.rec import rec_mismatches
-from indexer.metadata.resolver import Resolver
+from indexer.metadata.rec import rec_mismatches_many
+from indexer.metadata.resolver import Resolution, Resolver
+from indexer.metadata.sip016 import RecClaims, rec_claims
 from recchain.config import Settings
 
 log = logging.getLogger(__name__)
 DEPTH_SAMPLE_S = 5.0
 POISON_SWEEP_S = 10.0
+
+# A resolved document waiting for its REC check: (resolution or None if cached, cid, claims).
+_Check = tuple[Resolution | None, str, RecClaims]
+
+
+def _internal(job: q.Job, exc: Exception) -> MetadataError:
+    log.error("metadata job %s crashed", job.id, exc_info=exc)
+    return MetadataError(f"internal error: {type(exc).__name__}: {exc}", reason="internal")
 
 
 class Worker:
@@ -36,76 +48,133 @@ class Worker:
         self.s = settings.metadata
         self._last_sweep = -POISON_SWEEP_S
 
-    async def step(self) -> bool:
-        """Process one due job; False when none was due."""
+    async def step(self) -> int:
+        """Process one batch of due jobs; the number handled (0 when none was due, or the
+        number of REC checks done instead)."""
         now = time.monotonic()
         sweep = now - self._last_sweep > POISON_SWEEP_S
         async with self.sessions() as session, session.begin():
             jobs = await q.claim(
                 session,
-                limit=1,
+                limit=self.s.batch_size,
                 lease_s=self.s.lease_s,
                 max_attempts=self.s.max_attempts if sweep else None,
             )
-            # Looked up in the claim's transaction: one round trip fewer per job.
-            hit = await q.cached(session, jobs[0].uri) if jobs else None
+            # In the claim's transaction: no BEGIN and COMMIT of its own.
+            hits = await q.cached_many(session, jobs) if jobs else {}
         if sweep:
             self._last_sweep = now
         if not jobs:
             return await self.check_cached()
-        await self.process(jobs[0], hit)
-        return True
+        await self.process(jobs, hits)
+        return len(jobs)
 
-    async def process(self, job: q.Job, hit: tuple[str, dict[str, Any]] | None = None) -> str:
+    async def process(
+        self, jobs: list[q.Job], hits: dict[int, tuple[str, dict[str, Any]]] | None = None
+    ) -> list[str]:
+        """Resolve ``jobs`` concurrently and store every outcome; their statuses, in order."""
+        hits = hits or {}
         started = time.monotonic()
+        answers = await asyncio.gather(*(self._resolve(job, hits.get(job.id)) for job in jobs))
+        outcomes: list[q.Outcome | None] = [None] * len(jobs)
+        checks: dict[int, _Check] = {}
+        for i, (job, answer) in enumerate(zip(jobs, answers, strict=True)):
+            if isinstance(answer, MetadataError):
+                outcomes[i] = self._failure(job, answer)
+                continue
+            resolution, cid, document = answer
+            try:
+                checks[i] = (resolution, cid, rec_claims(document))
+            except Exception as exc:
+                outcomes[i] = self._failure(job, _internal(job, exc))
         try:
-            resolution = None
-            if hit is not None:
-                cid, document = hit
-            else:
-                resolution = await self.resolver.resolve(job.uri)
-                cid, document = resolution.cid, resolution.document
             async with self.sessions() as session, session.begin():
-                mismatches = await rec_mismatches(
-                    session, job.subject_kind, job.subject_id, document
-                )
-                await q.complete(session, job, resolution, cid, mismatches)
-            metrics.RESULTS.labels("done", "cached" if hit else "ok").inc()
-            return "done"
-        except MetadataError as exc:
-            error = exc
-        except Exception as exc:  # a bug must cost one job, not the worker
-            log.exception("metadata job %s crashed", job.id)
-            error = MetadataError(f"internal error: {type(exc).__name__}: {exc}", reason="internal")
-        async with self.sessions() as session, session.begin():
-            status = await q.fail(
-                session,
-                job,
-                error,
-                max_attempts=self.s.max_attempts,
-                backoff_initial_s=self.s.backoff_initial_s,
-                backoff_max_s=self.s.backoff_max_s,
+                subjects = [
+                    (jobs[i].subject_kind, jobs[i].subject_id, claims)
+                    for i, (_, _, claims) in checks.items()
+                ]
+                found = await rec_mismatches_many(session, subjects)
+                for (i, (resolution, cid, _)), mismatches in zip(
+                    checks.items(), found, strict=True
+                ):
+                    outcomes[i] = q.done(jobs[i], resolution, cid, mismatches)
+                await q.finish(session, [o for o in outcomes if o is not None])
+        except Exception:
+            # One job's result the database refuses must not cost the others theirs.
+            log.exception("storing %d metadata jobs together failed; one by one", len(jobs))
+            for i, job in enumerate(jobs):
+                outcomes[i] = await self._store_alone(job, outcomes[i], checks.get(i))
+        statuses = []
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            assert outcome is not None
+            statuses.append(outcome.status)
+            if outcome.status == "done":
+                metrics.RESULTS.labels("done", "cached" if job.id in hits else "ok").inc()
+                continue
+            metrics.RESULTS.labels(outcome.status, outcome.reason).inc()
+            log.info(
+                "metadata job %s %s after %.2fs: %s %s",
+                job.id,
+                outcome.status,
+                time.monotonic() - started,
+                outcome.reason,
+                (outcome.error or "")[:200],
             )
-        metrics.RESULTS.labels(status, error.reason).inc()
-        log.info(
-            "metadata job %s %s after %.2fs: %s %s",
-            job.id,
-            status,
-            time.monotonic() - started,
-            error.reason,
-            error.message[:200],
-        )
-        return status
+        return statuses
 
-    async def check_cached(self, limit: int = 50) -> bool:
+    async def _resolve(
+        self, job: q.Job, hit: tuple[str, dict[str, Any]] | None
+    ) -> tuple[Resolution | None, str, dict[str, Any]] | MetadataError:
+        if hit is not None:
+            return None, hit[0], hit[1]
+        try:
+            resolution = await self.resolver.resolve(job.uri)
+        except MetadataError as exc:
+            return exc
+        except Exception as exc:  # a bug must cost one job, not the worker
+            return _internal(job, exc)
+        return resolution, resolution.cid, resolution.document
+
+    def _failure(self, job: q.Job, error: MetadataError) -> q.Outcome:
+        return q.failure(
+            job,
+            error,
+            max_attempts=self.s.max_attempts,
+            backoff_initial_s=self.s.backoff_initial_s,
+            backoff_max_s=self.s.backoff_max_s,
+        )
+
+    async def _store_alone(
+        self, job: q.Job, outcome: q.Outcome | None, check: _Check | None
+    ) -> q.Outcome:
+        try:
+            async with self.sessions() as session, session.begin():
+                if check is not None:
+                    resolution, cid, claims = check
+                    subject = (job.subject_kind, job.subject_id, claims)
+                    (mismatches,) = await rec_mismatches_many(session, [subject])
+                    outcome = q.done(job, resolution, cid, mismatches)
+                assert outcome is not None
+                await q.finish(session, [outcome])
+            return outcome
+        except Exception as exc:
+            log.exception("metadata job %s could not be stored", job.id)
+            failed = self._failure(job, _internal(job, exc))
+            async with self.sessions() as session, session.begin():
+                await q.finish(session, [failed])
+            return failed
+
+    async def check_cached(self, limit: int = 50) -> int:
         """Idle work: the REC check of jobs that enqueue completed from the cache (the chain
         rows they are checked against are committed by then)."""
         async with self.sessions() as session, session.begin():
             rows = await q.unchecked(session, limit)
-            for job_id, kind, subject_id, document in rows:
-                mismatches = await rec_mismatches(session, kind, subject_id, document)
-                await q.set_rec_mismatches(session, job_id, mismatches)
-        return bool(rows)
+            subjects = [(kind, sid, rec_claims(document)) for _, kind, sid, document in rows]
+            found = await rec_mismatches_many(session, subjects)
+            await q.set_rec_mismatches(
+                session, [(row[0], mm) for row, mm in zip(rows, found, strict=True)]
+            )
+        return len(rows)
 
     async def loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -9,6 +9,11 @@ document in one transaction, then starts `run_workers` and times until every job
 Every block is fetched over HTTP and verified against its CID; nothing is cached between
 rounds (each round uses a fresh database). Also reports enqueue rate, and the rate of
 enqueues that complete on the spot from the CID cache.
+
+The machine is usually shared, so wall clock alone misleads: each round also reports this
+process's CPU time per job (workers and resolver; the gateway runs elsewhere) and the database
+round trips per job (statements, BEGIN, COMMIT and ROLLBACK the workers sent), with the load
+average.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ from pathlib import Path
 
 import httpx
 import psycopg
-from sqlalchemy import make_url, text
+from sqlalchemy import event, make_url, text
+from sqlalchemy.engine import Engine
 
 from db.migrate import upgrade
 from db.session import create_engine, database_url, session_factory, to_libpq_url
@@ -43,6 +49,18 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+class _RoundTrips:
+    """Counts what goes over the wire: statements, BEGIN, COMMIT and ROLLBACK."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.n = 0
+        for name in ("before_cursor_execute", "begin", "commit", "rollback"):
+            event.listen(engine, name, self._hit)
+
+    def _hit(self, *_args: object, **_kw: object) -> None:
+        self.n += 1
 
 
 def _write_docs(root: Path, n: int) -> list[str]:
@@ -82,22 +100,29 @@ async def _round(server_url: str, settings: Settings, uris: list[str], workers: 
                 await q.enqueue(s, uri, "certificate", i)
         enqueue_s = time.perf_counter() - started
 
+        # The progress poll has its own engine so that only the workers' traffic is counted.
+        poll = create_engine(url, pool_size=1, pool_pre_ping=False)
+        trips = _RoundTrips(engine.sync_engine)
         stop = asyncio.Event()
         started = time.perf_counter()
+        cpu_started = time.process_time()
         task = asyncio.create_task(run_workers(settings, workers, stop, engine=engine))
         while True:
             await asyncio.sleep(0.05)
-            async with sessions() as s:
+            async with poll.connect() as c:
                 left = (
-                    await s.execute(
+                    await c.execute(
                         text("SELECT count(*) FROM metadata_jobs WHERE status <> 'done'")
                     )
                 ).scalar_one()
             if left == 0:
                 break
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        round_trips = trips.n
         stop.set()
         await task
+        await poll.dispose()
 
         started = time.perf_counter()
         async with sessions() as s, s.begin():
@@ -113,6 +138,8 @@ async def _round(server_url: str, settings: Settings, uris: list[str], workers: 
             "workers": workers,
             "cids_per_s": len(uris) / elapsed,
             "seconds": elapsed,
+            "cpu_ms_per_job": 1000 * cpu / len(uris),
+            "round_trips_per_job": round_trips / len(uris),
             "enqueue_per_s": len(uris) / enqueue_s,
             "cached_enqueue_per_s": len(uris) / cached_s,
             "done": done,
@@ -181,13 +208,16 @@ async def _main(args: argparse.Namespace) -> int:
             for n in args.workers:
                 rate = await _resolver_only(md, uris, n)
                 print(f"resolver alone, {n:>2} concurrent: {rate:6.0f} CIDs/s (no database)")
-            print("workers  CIDs/s  seconds  enqueue/s  cached-enqueue/s")
+            print(f"load average at start: {os.getloadavg()[0]:.2f}")
+            print("workers  CIDs/s  seconds  CPU ms/job  DB trips/job  enqueue/s  cached-enqueue/s")
             for n in args.workers:
                 r = await _round(server_url, settings, uris, n)
                 assert r["done"] == 2 * len(uris), r
                 print(
                     f"{r['workers']:>7}  {r['cids_per_s']:6.0f}  {r['seconds']:7.2f}  "
-                    f"{r['enqueue_per_s']:9.0f}  {r['cached_enqueue_per_s']:16.0f}"
+                    f"{r['cpu_ms_per_job']:10.2f}  {r['round_trips_per_job']:12.2f}  "
+                    f"{r['enqueue_per_s']:9.0f}  {r['cached_enqueue_per_s']:16.0f}  "
+                    f"(load {os.getloadavg()[0]:.2f})"
                 )
         finally:
             gw.terminate()
