@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -53,6 +54,12 @@ def _generate(path: Path, events: int, txs_per_block: int) -> tuple[int, int]:
             blocks += len(grown)
             made_events += sum(len(b["events"]) for b in grown)
     return blocks, made_events
+
+
+def _cpu_seconds() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped parse workers
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _create_db(server: str, name: str) -> str:
@@ -108,10 +115,13 @@ def run(
         url_b = _create_db(server, b)
         try:
             bench_settings = Settings(database_url=SecretStr(url_a))
+            cpu_s = 0.0
 
             async def ingest() -> float:
                 async with engine_scope(url_a, pool_size=1) as engine:
+                    nonlocal cpu_s
                     start = time.perf_counter()
+                    cpu0 = _cpu_seconds()
                     await replay_file(
                         engine,
                         bench_settings,
@@ -121,6 +131,7 @@ def run(
                         enqueue_metadata=metadata,
                         parse_workers=parse_workers,
                     )
+                    cpu_s = _cpu_seconds() - cpu0
                     return time.perf_counter() - start
 
             ingest_s = asyncio.run(ingest())
@@ -136,11 +147,16 @@ def run(
         "parse_workers": parse_workers,
         "generate_s": round(gen_s, 2),
         "ingest_s": round(ingest_s, 2),
+        # The indexer's own CPU (parse workers included, PostgreSQL not): on a shared machine
+        # wall clock follows the load, CPU per event does not.
+        "cpu_s": round(cpu_s, 2),
+        "cpu_s_per_10k_events": round(cpu_s * 10_000 / n_events, 3),
         "events_per_s": round(n_events / ingest_s),
         "blocks_per_s": round(n_blocks / ingest_s, 1),
         "copy_s": round(copy_s, 2),
         "copy_rows": copy_rows,
         "ratio_to_copy": round(copy_s / ingest_s, 3),
+        "load_avg_1m": round(os.getloadavg()[0], 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),
     }
 
