@@ -33,13 +33,16 @@ import httpx
 import psycopg
 import uvicorn
 from pydantic import SecretStr
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.migrate import upgrade
 from db.session import create_engine, to_libpq_url, to_sqlalchemy_url
 from recchain.config import PROJECT_ROOT, RelaySettings, Settings
+from writers import outbox
 from writers.app import build_app
 from writers.metrics import RelayMetrics
-from writers.policy import Policy
+from writers.policy import AcceptedTx, Policy
 
 
 def sign(n: int) -> list[bytes]:
@@ -51,6 +54,29 @@ def sign(n: int) -> list[bytes]:
             check=True,
         )
         return [bytes.fromhex(h) for h in json.loads(out.read_text())]
+
+
+async def store_only(
+    engine: AsyncEngine, txs: list[AcceptedTx], clients: int, grouped: bool
+) -> float:
+    async with engine.begin() as conn:
+        await conn.execute(text("TRUNCATE relay_txs CASCADE"))
+    committer = outbox.GroupCommitter(engine)
+    queue = list(reversed(txs))
+
+    async def caller() -> None:
+        while queue:
+            tx = queue.pop()
+            if grouped:
+                await committer.submit(tx, "bench")
+            else:
+                await outbox.submit(engine, tx, "bench")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(caller() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    await committer.aclose()
+    return round(len(txs) / elapsed, 1)
 
 
 async def run(n: int, clients: int) -> None:
@@ -104,6 +130,10 @@ async def run(n: int, clients: int) -> None:
             elapsed = time.perf_counter() - started
         server.should_exit = True
         await task
+        groups = app.state.relay.accepts.groups
+        checked = [policy.check(raw) for raw in txs]
+        per_row = await store_only(engine, checked, clients, grouped=False)
+        grouped = await store_only(engine, checked, clients, grouped=True)
         await engine.dispose()
         latencies.sort()
         print(
@@ -116,7 +146,11 @@ async def run(n: int, clients: int) -> None:
                     "p50_ms": round(statistics.median(latencies) * 1000, 2),
                     "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
                     "policy_checks_per_s_alone": round(checks_per_s, 1),
-                    "commit_groups": app.state.relay.accepts.groups,
+                    "commit_groups": groups,
+                    # The durable store alone (no HTTP, no checks), same rows and callers, one
+                    # commit per accept vs. grouped: what the grouping changes in isolation.
+                    "store_only_per_row_per_s": per_row,
+                    "store_only_grouped_per_s": grouped,
                     "note": "client and server share this process and its cores",
                 },
                 indent=1,
