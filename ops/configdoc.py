@@ -79,7 +79,10 @@ MEANINGS: dict[str, str] = {
     "metadata.per_host_concurrency": "Concurrent requests per remote host.",
     "metadata.metrics_port": "Prometheus `/metrics` port of the metadata workers.",
     "metadata.path_gateways": "Path gateways, used only when bytes can be checked against the CID.",
-    "metadata.https_allowed_hosts": "Hosts allowed for plain https URIs (empty = any).",
+    "metadata.https_allowed_hosts": (
+        "Hosts allowed for plain https URIs (empty = any public host); only listed hosts may "
+        "resolve to loopback, private or link-local addresses."
+    ),
     "metadata.max_redirects": "Redirects followed per request.",
     "metadata.per_host_rate_per_s": "Request rate per remote host (Retry-After still wins).",
     "metadata.backoff_initial_s": "First retry delay of a failed job.",

@@ -115,7 +115,9 @@ class MetadataSettings(BaseModel):
     # Path gateways (`/ipfs/CID` returning file bytes) are used only when the bytes can be
     # checked against the CID; `gateways` above are trustless (verified block by block).
     path_gateways: list[str] = Field(default_factory=list)
-    # Plain http(s) token URIs: hosts allowed when `allow_https` (empty = any host).
+    # Plain http(s) token URIs: hosts allowed when `allow_https` (empty = any host with a public
+    # address). Only a listed host may resolve to an internal address (loopback, private,
+    # link-local...), on the first hop or after a redirect.
     https_allowed_hosts: list[str] = Field(default_factory=list)
     max_redirects: int = 3
     per_host_rate_per_s: float = 20.0

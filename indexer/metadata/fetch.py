@@ -6,13 +6,20 @@ A hostile server can neither stall a caller past its deadline (the deadline cove
 exchange, body included, so a slow drip is cut) nor make it hold more than the byte cap in
 memory (the body is read in chunks and the read stops at the cap; compressed transfer encodings
 are refused so a small compressed body cannot expand).
+
+Requests for token URIs on the open web go through an :class:`AddressGuard`: every hop's host
+is resolved once, refused when any of its addresses is not a public unicast one (loopback,
+private, link-local, multicast, unspecified, reserved), and the connection goes to the address
+that was checked, so a name that resolves differently the second time cannot reach inside.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import random
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +33,7 @@ from indexer.metadata.errors import (
     FetchError,
     HttpStatusError,
     MetadataError,
+    NotAllowedError,
     RateLimitedError,
     RedirectError,
     TimeoutError_,
@@ -111,6 +119,89 @@ class HttpResult:
     body: bytes
 
 
+IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def address_class(ip: IpAddress) -> str | None:
+    """Why ``ip`` must not be fetched from (``None``: a public unicast address)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 reaches 127.0.0.1
+    checks = (
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
+        # Shared (100.64/10), documentation, 6to4/Teredo relays and the like.
+        ("non-global", not ip.is_global),
+    )
+    return next((name for name, hit in checks if hit), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Pinned:
+    """Where one hop really goes: ``url`` names the checked address, ``host_header`` and
+    ``sni`` keep the name for virtual hosting and certificate checks."""
+
+    url: str
+    host_header: str | None = None
+    sni: str | None = None
+
+
+@dataclass
+class AddressGuard:
+    """Refuses hosts that resolve to internal addresses, except the ``allowed_hosts`` the
+    operator listed by name (or address)."""
+
+    allowed_hosts: frozenset[str] = frozenset()
+
+    async def pin(self, url: str, deadline: float) -> Pinned:
+        parts = httpx.URL(url)
+        host = parts.host
+        if not host:
+            raise NotAllowedError(f"no host in {url[:80]}")
+        if host in self.allowed_hosts:
+            return Pinned(url)
+        try:
+            literal: IpAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            self._check(host, [literal])
+            return Pinned(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(_loop_deadline(deadline)):
+                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except TimeoutError:
+            raise TimeoutError_(f"resolving {host} did not finish in time") from None
+        except OSError as exc:
+            raise FetchError(f"cannot resolve {host}: {exc}"[:300]) from None
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        if not addresses:
+            raise FetchError(f"{host} has no address")
+        self._check(host, addresses)
+        pinned = parts.copy_with(host=str(addresses[0]))
+        netloc = host if parts.port is None else f"{host}:{parts.port}"
+        return Pinned(str(pinned), netloc, host if parts.scheme == "https" else None)
+
+    @staticmethod
+    def _check(host: str, addresses: list[IpAddress]) -> None:
+        # Every address, not just the first: which one a client ends up using is not ours
+        # to predict once the name is handed over, and a mixed answer is itself a red flag.
+        for ip in addresses:
+            why = address_class(ip)
+            if why is not None:
+                shown = host if host == str(ip) else f"{host} ({ip})"
+                raise NotAllowedError(
+                    f"refusing {shown}: {why} address; list the host in "
+                    "metadata.https_allowed_hosts to allow it",
+                    reason="internal_address",
+                )
+
+
 def _transient(exc: BaseException) -> bool:
     if isinstance(exc, HttpStatusError):
         return exc.status in _TRANSIENT_STATUS
@@ -126,7 +217,9 @@ class Http:
         max_redirects: int = 3,
         request_timeout_s: float = 10.0,
         transient_retries: int = 2,
+        guard: AddressGuard | None = None,
     ) -> None:
+        self.guard = guard
         self.client = client
         self.limiter = limiter
         self.max_redirects = max_redirects
@@ -168,9 +261,11 @@ class Http:
             seen.add(url)
             host = urlsplit(url).netloc
             hop_deadline = min(deadline, time.monotonic() + self.request_timeout_s)
+            # Checked on every hop: a redirect must not lead where the first URL could not.
+            pinned = await self.guard.pin(url, hop_deadline) if self.guard else Pinned(url)
             async with self.limiter.slot(host, hop_deadline):
                 result, location = await self._exchange(
-                    method, url, max_bytes, hop_deadline, headers, host
+                    method, url, max_bytes, hop_deadline, headers, host, pinned
                 )
             if location is None:
                 assert result is not None
@@ -191,9 +286,16 @@ class Http:
         deadline: float,
         headers: dict[str, str],
         host: str,
+        pinned: Pinned,
     ) -> tuple[HttpResult | None, str | None]:
+        all_headers = {"Accept-Encoding": "identity", **headers}
+        if pinned.host_header is not None:
+            all_headers["Host"] = pinned.host_header
         req = self.client.build_request(
-            method, url, headers={"Accept-Encoding": "identity", **headers}
+            method,
+            pinned.url,
+            headers=all_headers,
+            extensions={"sni_hostname": pinned.sni} if pinned.sni else None,
         )
         try:
             async with asyncio.timeout_at(_loop_deadline(deadline)):
@@ -255,4 +357,12 @@ def jitter(seconds: float) -> float:
     return seconds * (0.5 + random.random())
 
 
-__all__ = ["FetchError", "HostLimiter", "Http", "HttpResult", "MetadataError", "parse_retry_after"]
+__all__ = [
+    "AddressGuard",
+    "FetchError",
+    "HostLimiter",
+    "Http",
+    "HttpResult",
+    "MetadataError",
+    "parse_retry_after",
+]

@@ -3,7 +3,9 @@
 IPFS content is verified block by block against its CID, so no source is trusted: a source
 that returns wrong bytes fails (for that CID) and the next one is tried. Sources, in order:
 Kubo RPC, trustless gateways (raw blocks), path gateways (only when the answer can be checked
-against the CID). ``data:`` URIs decode locally; plain http(s) only where configured.
+against the CID). ``data:`` URIs decode locally; plain http(s) only where configured, and
+never to an internal address unless its host is listed (configured gateways and the Kubo RPC
+are the operator's own choice and exempt).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from indexer.metadata.errors import (
     UnsupportedError,
     VerificationError,
 )
-from indexer.metadata.fetch import HostLimiter, Http
+from indexer.metadata.fetch import AddressGuard, HostLimiter, Http
 from indexer.metadata.hamt import shard_step
 from indexer.metadata.sip016 import parse_document
 from indexer.metadata.uri import DataTarget, HttpTarget, IpfsTarget, Target, parse_uri
@@ -269,6 +271,8 @@ class Resolver:
     client: httpx.AsyncClient
     sources: list[Source] = field(default_factory=list)
     http: Http = field(init=False)
+    # Token URIs on the open web: anyone can mint one naming an internal service.
+    web: Http = field(init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -278,6 +282,13 @@ class Resolver:
             limiter,
             max_redirects=s.max_redirects,
             request_timeout_s=s.request_timeout_s,
+        )
+        self.web = Http(
+            self.client,
+            limiter,
+            max_redirects=s.max_redirects,
+            request_timeout_s=s.request_timeout_s,
+            guard=AddressGuard(frozenset(s.https_allowed_hosts)),
         )
         if not self.sources:
             if s.kubo_rpc_url:
@@ -326,7 +337,7 @@ class Resolver:
             if scheme == "http" and host not in allowed:
                 raise NotAllowedError("plain http is allowed only for listed hosts")
             started = time.monotonic()
-            res = await self.http.request(
+            res = await self.web.request(
                 "GET", target.url, max_bytes=s.max_bytes, deadline=deadline
             )
             metrics.SOURCE_LATENCY.labels(host, "ok").observe(time.monotonic() - started)
