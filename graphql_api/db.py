@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import RowMapping, TextClause, text
+from psycopg import AsyncConnection as PgConnection
+from psycopg.rows import dict_row
+from sqlalchemy import TextClause, text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
 
 from graphql_api.errors import LimitExceeded
 
 QUERY_CANCELED = "57014"
+Row = dict[str, Any]
+_DIALECT = PGDialectAsync_psycopg()
+
+
+@lru_cache(maxsize=4096)
+def _driver_sql(stmt: str) -> str:
+    """`:name` binds as psycopg's `%(name)s`, compiled once per distinct statement."""
+    return str(text(stmt).compile(dialect=_DIALECT))
 
 
 class Reader:
@@ -23,48 +35,86 @@ class Reader:
     commits. `snapshot=False` (websocket pushes) takes a pooled connection per statement, so an
     idle subscriber holds no connection. Either way `statement_timeout` is SET LOCAL: it bounds
     this request only and never leaks into the pool.
+
+    Statements go straight to the psycopg connection under the pooled SQLAlchemy one: the
+    per-statement cost of SQLAlchemy's greenlet bridge and result wrapping was about as large
+    as the rest of a simple request. The connection is switched to autocommit while borrowed so
+    that BEGIN, its isolation level and the SET LOCALs travel in one round trip (psycopg would
+    otherwise send its own BEGIN first).
     """
 
     def __init__(self, engine: AsyncEngine, timeout_ms: int, *, snapshot: bool = True) -> None:
         self.engine = engine
         self.timeout_ms = int(timeout_ms)
         self.snapshot = snapshot
-        self._conn: AsyncConnection | None = None
+        self._conn: tuple[AsyncConnection, PgConnection[Any]] | None = None
         # Resolvers of one operation run concurrently; a connection runs one statement at a time.
         self._lock = asyncio.Lock()
-
-    async def _begin(self, conn: AsyncConnection) -> None:
-        # One round trip for all settings (no parameters: the simple protocol allows several).
+        mode = "ISOLATION LEVEL REPEATABLE READ, READ ONLY" if snapshot else "READ ONLY"
         # JIT compilation costs far more than it saves on these short, indexed queries.
-        mode = "ISOLATION LEVEL REPEATABLE READ, READ ONLY" if self.snapshot else "READ ONLY"
-        await conn.exec_driver_sql(
-            f"SET TRANSACTION {mode}; SET LOCAL statement_timeout = {self.timeout_ms};"
-            " SET LOCAL jit = off"
-        )
+        self._begin_sql = (
+            f"BEGIN {mode}; SET LOCAL statement_timeout = {self.timeout_ms}; SET LOCAL jit = off"
+        ).encode()
+
+    async def _open(self) -> tuple[AsyncConnection, PgConnection[Any]]:
+        conn = await self.engine.connect()
+        try:
+            raw = await conn.get_raw_connection()
+            driver: PgConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+            await driver.set_autocommit(True)
+            await self._write(driver, self._begin_sql)
+        except BaseException:
+            await conn.invalidate()
+            await conn.close()
+            raise
+        return conn, driver
+
+    async def _write(self, driver: PgConnection[Any], sql: bytes) -> None:
+        # No parameters: psycopg sends a simple query, several statements in one round trip.
+        await driver.execute(sql)
+
+    async def _release(self, conn: AsyncConnection, driver: PgConnection[Any]) -> None:
+        try:
+            # Read-only: rollback is the cheap, always-correct way to end the transaction.
+            await self._write(driver, b"ROLLBACK")
+            await driver.set_autocommit(False)
+        except BaseException:
+            await conn.invalidate()
+            raise
+        finally:
+            await conn.close()
+
+    async def _run(self, driver: PgConnection[Any], sql: str, params: dict[str, Any]) -> list[Row]:
+        async with driver.cursor(row_factory=dict_row) as cur:
+            await cur.execute(sql, params or None)
+            return await cur.fetchall() if cur.description is not None else []
 
     async def all(
         self, stmt: str | Executable, params: Mapping[str, Any] | None = None
-    ) -> Sequence[RowMapping]:
-        query: Executable = text(stmt) if isinstance(stmt, str) else stmt
+    ) -> Sequence[Row]:
+        values = dict(params or {})
+        if isinstance(stmt, str):
+            sql = _driver_sql(stmt)
+        else:
+            assert isinstance(stmt, ClauseElement)
+            compiled = stmt.compile(dialect=_DIALECT)
+            sql, values = str(compiled), {**compiled.params, **values}
         try:
             async with self._lock:
                 if self.snapshot:
                     if self._conn is None:
-                        conn = await self.engine.connect()
-                        await conn.begin()
-                        await self._begin(conn)
-                        self._conn = conn
-                    result = await self._conn.execute(query, dict(params or {}))
-                    return result.mappings().all()
-                async with self.engine.connect() as conn, conn.begin():
-                    await self._begin(conn)
-                    result = await conn.execute(query, dict(params or {}))
-                    return result.mappings().all()
+                        self._conn = await self._open()
+                    return await self._run(self._conn[1], sql, values)
+                conn, driver = await self._open()
+                try:
+                    return await self._run(driver, sql, values)
+                finally:
+                    await self._release(conn, driver)
         except Exception as exc:
             # The transaction is aborted: later statements of this operation start afresh.
             if self.snapshot:
                 await self.close()
-            if getattr(getattr(exc, "orig", None), "sqlstate", None) == QUERY_CANCELED:
+            if getattr(exc, "sqlstate", None) == QUERY_CANCELED:
                 raise LimitExceeded(
                     f"query exceeded the statement timeout of {self.timeout_ms} ms",
                     limit="statement_timeout",
@@ -73,13 +123,11 @@ class Reader:
 
     async def one(
         self, stmt: str | TextClause, params: Mapping[str, Any] | None = None
-    ) -> RowMapping | None:
+    ) -> Row | None:
         rows = await self.all(stmt, params)
         return rows[0] if rows else None
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            # Read-only: rollback is the cheap, always-correct way to end the transaction.
-            await conn.rollback()
-            await conn.close()
+        opened, self._conn = self._conn, None
+        if opened is not None:
+            await self._release(*opened)

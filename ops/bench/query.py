@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import psycopg
-from sqlalchemy import event, make_url
+from sqlalchemy import make_url
 
 from db.migrate import upgrade
 from db.session import create_engine, database_url, to_libpq_url
@@ -165,13 +165,23 @@ async def captured_sql(url: str, n: int, samples: int) -> dict[str, list[list[tu
         database_url=url,  # type: ignore[arg-type]
         api=ApiSettings(rate_limit_per_minute=10**9, max_cost=10**9),
     )
+    from graphql_api.db import Reader
+
     engine = create_engine(url)
     current: list[tuple[str, Any]] = []
+    # The reader talks to psycopg directly, below SQLAlchemy's cursor events: record there.
+    run, write = Reader._run, Reader._write
 
-    def hook(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
-        current.append((statement, params))
+    async def traced_run(self: Reader, driver: Any, sql: str, params: dict[str, Any]) -> Any:
+        current.append((sql, params or None))
+        return await run(self, driver, sql, params)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", hook)
+    async def traced_write(self: Reader, driver: Any, sql: bytes) -> None:
+        current.append((sql.decode(), None))
+        await write(self, driver, sql)
+
+    Reader._run = traced_run  # type: ignore[method-assign]
+    Reader._write = traced_write  # type: ignore[method-assign]
     app = create_app(settings, engine=engine)
     out: dict[str, list[list[tuple[str, Any]]]] = {}
     transport = httpx.ASGITransport(app=app)
@@ -185,12 +195,14 @@ async def captured_sql(url: str, n: int, samples: int) -> dict[str, list[list[tu
                 await client.post("/graphql", json={"query": query, "variables": variables})
                 out[name].append(list(current))
     await engine.dispose()
+    Reader._run, Reader._write = run, write  # type: ignore[method-assign]
     return out
 
 
 def direct(url: str, captured: dict[str, list[list[tuple[str, Any]]]]) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    with psycopg.connect(to_libpq_url(url)) as conn:
+    # Autocommit, as the API's reader: the captured BEGIN and ROLLBACK delimit each request.
+    with psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
         for name, requests in captured.items():
             times = []
             for statements in requests:
@@ -199,7 +211,6 @@ def direct(url: str, captured: dict[str, list[list[tuple[str, Any]]]]) -> dict[s
                     cur = conn.execute(sql.encode(), params)
                     if cur.description is not None:
                         cur.fetchall()
-                conn.rollback()
                 times.append(time.perf_counter() - t)
             out[name] = times
     return out
