@@ -95,7 +95,8 @@ class _Known:
 class _Batch:
     cache: EntityCache = field(default_factory=EntityCache)
     raw_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    new_blocks: list[tuple[Block, int | None]] = field(default_factory=list)
+    # Blocks of this batch not yet written, by hash (a reorg looks them up once per block).
+    new_blocks: dict[str, tuple[Block, int | None]] = field(default_factory=dict)
     jobs: list[MetadataJob] = field(default_factory=list)
     refresh: list[tuple[str, list[int] | None]] = field(default_factory=list)
     mined: dict[str, tuple[str, str | None, str, int]] = field(default_factory=dict)
@@ -384,7 +385,7 @@ class Indexer:
         self._known[block.hash] = _Known(
             block.height, block.header.parent_index_block_hash, False, orphan
         )
-        batch.new_blocks.append((block, raw_id))
+        batch.new_blocks[block.hash] = (block, raw_id)
         if orphan:
             self._orphans.setdefault(block.header.parent_index_block_hash, []).append(block.hash)
             log.warning(
@@ -421,9 +422,7 @@ class Indexer:
                 assert known is not None
                 known.orphan = False
                 block = await self._block_for(batch, child)
-                if any(b is block for b, _ in batch.new_blocks):
-                    pass
-                else:
+                if child not in batch.new_blocks:
                     await self.pg.execute(
                         "UPDATE blocks SET orphan = false WHERE index_block_hash = %s", (child,)
                     )
@@ -432,10 +431,8 @@ class Indexer:
                 pending.append(child)
 
     async def _block_for(self, batch: _Batch, block_hash: str) -> Block:
-        for block, _ in batch.new_blocks:
-            if block.hash == block_hash:
-                return block
-        return await self._load_block(block_hash)
+        pending = batch.new_blocks.get(block_hash)
+        return pending[0] if pending is not None else await self._load_block(block_hash)
 
     async def _load_block(self, block_hash: str) -> Block:
         """Rebuild a stored block from its rows, to re-apply it when its branch wins."""
@@ -517,7 +514,7 @@ class Indexer:
         batch.refresh.extend(ctx.refresh)
         known = self._known[block.hash]
         known.canonical = True
-        if not any(b is block for b, _ in batch.new_blocks):
+        if block.hash not in batch.new_blocks:
             for table in ("blocks", "transactions", "events"):
                 await self.pg.execute(
                     sql.SQL("UPDATE {} SET canonical = true WHERE index_block_hash = %s").format(
@@ -616,7 +613,7 @@ class Indexer:
         await copy_rows(pg, "raw_requests", _RAW_COLS, batch.raw_rows)
         batch.raw_rows = []
         block_rows = []
-        for block, raw_id in batch.new_blocks:
+        for block, raw_id in batch.new_blocks.values():
             h = block.header
             known = self._known[block.hash]
             block_rows.append(
@@ -627,44 +624,31 @@ class Indexer:
                     block.tx_count, block.event_count, raw_id,
                 )
             )  # fmt: skip
+            chain = batch.cache.chain
+            height, canonical = block.height, known.canonical
             for tx in block.txs:
-                batch.cache.chain(
+                # bytea from the hex text as is: COPY's input parser decodes it.
+                raw_tx = "\\x" + tx.raw_tx[2:] if tx.raw_tx else None
+                chain(
                     "transactions",
-                    {
-                        "index_block_hash": block.hash,
-                        "txid": tx.txid,
-                        "block_height": block.height,
-                        "tx_index": tx.tx_index,
-                        "status": tx.status,
-                        "raw_result": tx.raw_result,
-                        "raw_tx": bytes.fromhex(tx.raw_tx[2:]) if tx.raw_tx else None,
-                        "canonical": known.canonical,
-                    },
-                )
+                    (
+                        block.hash, tx.txid, height, tx.tx_index, tx.status, tx.raw_result,
+                        raw_tx, canonical,
+                    ),
+                )  # fmt: skip
             for ev in block.events:
-                batch.cache.chain(
+                chain(
                     "events",
-                    {
-                        "index_block_hash": block.hash,
-                        "txid": ev.txid,
-                        "event_index": ev.event_index,
-                        "tx_index": ev.tx_index,
-                        "block_height": block.height,
-                        "type": ev.type,
-                        "contract_id": ev.asset_identifier or ev.contract_id,
-                        "topic": ev.topic,
-                        "kind": ev.kind,
-                        "sender": ev.sender,
-                        "recipient": ev.recipient,
-                        "amount": ev.amount,
-                        "raw_value": ev.raw_value,
-                        "canonical": known.canonical,
-                    },
-                )
+                    (
+                        block.hash, ev.txid, ev.event_index, ev.tx_index, height, ev.type,
+                        ev.asset_identifier or ev.contract_id, ev.topic, ev.kind, ev.sender,
+                        ev.recipient, ev.amount, ev.raw_value, canonical,
+                    ),
+                )  # fmt: skip
             if known.orphan:
                 self._db_orphans += 1
         await copy_rows(pg, "blocks", _BLOCK_COLS, block_rows)
-        batch.new_blocks = []
+        batch.new_blocks = {}
         await batch.cache.flush(pg)
         if self._has_relay and batch.mined:
             txids = list(batch.mined)
@@ -719,8 +703,9 @@ class Indexer:
         # re-derived from the tables); the session must not roll back the block transaction.
         session = AsyncSession(bind=self.conn, join_transaction_mode="create_savepoint")
         try:
-            for job in batch.jobs:
-                await queue.enqueue(session, job.uri, job.subject_kind, job.subject_id)
+            await queue.enqueue_many(
+                session, [(job.uri, job.subject_kind, job.subject_id) for job in batch.jobs]
+            )
             for kind, ids in batch.refresh:
                 await queue.requeue_for_refresh(session, kind, ids)
             await session.commit()
