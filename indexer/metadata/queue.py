@@ -248,7 +248,7 @@ _CLAIM = text(
     WITH due AS MATERIALIZED (
         SELECT id, status, next_attempt_at FROM metadata_jobs
         WHERE status IN ('queued', 'running', 'failed') AND next_attempt_at <= now()
-        ORDER BY next_attempt_at, id
+        ORDER BY next_attempt_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
     ), head AS (

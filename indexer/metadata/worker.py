@@ -207,7 +207,7 @@ async def run_workers(
     """Run ``n`` workers until ``stop_event`` is set. A job interrupted by the stop is taken
     again by any worker once its lease expires."""
     own_engine = engine is None
-    # No pre-ping: it costs a round trip on each of a job's three checkouts, and a dead
+    # No pre-ping: it costs a round trip on each of a batch's two checkouts, and a dead
     # connection only fails one loop step, which the loop survives and repeats.
     eng = engine or create_engine(
         database_url(settings), pool_size=max(2, n + 1), pool_pre_ping=False
