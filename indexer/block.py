@@ -125,6 +125,30 @@ def _hex(obj: Mapping[str, Any], key: str, where: str, required: bool = True) ->
     return value
 
 
+def _is_hex(value: Any) -> bool:
+    return (
+        type(value) is str
+        and value[:2] == "0x"
+        and not len(value) & 1
+        and _HEX_BODY.fullmatch(value, 2) is not None
+    )
+
+
+def _raw_value(body: Mapping[str, Any], where: str, decoded: bool) -> str | None:
+    value = body.get("raw_value")
+    if decoded and type(value) is str and value[:2] == "0x":
+        return value  # the decoder reads every byte of it and refuses what is not hex
+    return _hex(body, "raw_value", where)
+
+
+def _check_tx(t: Mapping[str, Any], where: str) -> None:
+    _hex(t, "txid", where)
+    _req(t, "status", str, where)
+    _opt(t, "tx_index", int, where)
+    _hex(t, "raw_result", where, required=False)
+    _opt(t, "raw_tx", str, where)
+
+
 def _height(obj: Mapping[str, Any], key: str, where: str) -> int:
     value = _req(obj, key, int, where)
     if value < 0 or value > 2**31 - 1:
@@ -166,43 +190,57 @@ def parse_new_block(
     raw_events = _req(payload, "events", list, "block")
     block = Block(header=header, tx_count=len(raw_txs), event_count=len(raw_events))
 
+    # Each loop checks the common well-formed shape inline and only on a mismatch re-runs the
+    # field validators, which raise the precise error: the messages (with their `where` paths)
+    # cost nothing on the path every transaction and event takes.
     txs: dict[str, Tx] = {}
+    tx_status = block.tx_status
     for i, t in enumerate(raw_txs):
-        where = f"transactions[{i}]"
-        if not isinstance(t, dict):
-            raise PayloadError(f"{where}: expected object, got {_json_type(t)}")
-        txid = _hex(t, "txid", where) or ""
-        status = _req(t, "status", str, where)
-        tx_index = _opt(t, "tx_index", int, where)
+        if type(t) is not dict:
+            raise PayloadError(f"transactions[{i}]: expected object, got {_json_type(t)}")
+        txid: Any = t.get("txid")
+        status: Any = t.get("status")
+        tx_index = t.get("tx_index")
+        raw_result = t.get("raw_result")
+        raw_tx = t.get("raw_tx")
+        if not (
+            type(status) is str
+            and (tx_index is None or type(tx_index) is int)
+            and (raw_tx is None or type(raw_tx) is str)
+            and _is_hex(txid)
+            and (raw_result is None or _is_hex(raw_result))
+        ):
+            _check_tx(t, f"transactions[{i}]")
         tx = Tx(
             txid=txid,
             tx_index=i if tx_index is None else tx_index,
             status=status,
-            raw_result=_hex(t, "raw_result", where, required=False),
-            raw_tx=_hex(t, "raw_tx", where, required=False),
+            raw_result=raw_result,
+            raw_tx=raw_tx,
         )
         txs[txid] = tx
-        block.tx_status[txid] = (status, tx.raw_result)
+        tx_status[txid] = (status, raw_result)
 
     kept_txids: dict[str, None] = {}
     for i, e in enumerate(raw_events):
-        where = f"events[{i}]"
-        if not isinstance(e, dict):
-            raise PayloadError(f"{where}: expected object, got {_json_type(e)}")
-        etype = _req(e, "type", str, where)
-        if e.get("committed") is False:
-            continue
-        body = e.get(etype)
-        if etype not in KNOWN_EVENT_TYPES:
+        if type(e) is not dict:
+            raise PayloadError(f"events[{i}]: expected object, got {_json_type(e)}")
+        etype = e.get("type")
+        if type(etype) is not str:
+            _req(e, "type", str, f"events[{i}]")
+        if e.get("committed") is False or etype not in KNOWN_EVENT_TYPES:
             continue  # a newer node may add kinds; none of them concern our contracts
-        if not isinstance(body, dict):
-            raise PayloadError(f"{where}.{etype}: missing or not an object")
-        where_b = f"{where}.{etype}"
+        body = e.get(etype)
+        if type(body) is not dict:
+            raise PayloadError(f"events[{i}].{etype}: missing or not an object")
         ev: Event | None = None
         if etype == "contract_event":
-            cid = _req(body, "contract_identifier", str, where_b)
+            cid: Any = body.get("contract_identifier")
+            if type(cid) is not str:
+                _req(body, "contract_identifier", str, f"events[{i}].{etype}")
             if cid not in watched:
                 continue
+            where_b = f"events[{i}].{etype}"
             ev = Event(
                 txid="",
                 tx_index=0,
@@ -210,13 +248,16 @@ def parse_new_block(
                 type=etype,
                 contract_id=cid,
                 topic=_opt(body, "topic", str, where_b),
-                raw_value=_hex(body, "raw_value", where_b),
+                raw_value=_raw_value(body, where_b, decode is not None),
             )
         elif etype in NFT_TYPES or etype in FT_TYPES:
-            asset = _req(body, "asset_identifier", str, where_b)
+            asset: Any = body.get("asset_identifier")
+            if type(asset) is not str:
+                _req(body, "asset_identifier", str, f"events[{i}].{etype}")
             cid = _asset_contract(asset)
             if cid not in watched:
                 continue
+            where_b = f"events[{i}].{etype}"
             ev = Event(
                 txid="",
                 tx_index=0,
@@ -228,10 +269,11 @@ def parse_new_block(
                 recipient=_opt(body, "recipient", str, where_b),
             )
             if etype in NFT_TYPES:
-                ev.raw_value = _hex(body, "raw_value", where_b)
+                ev.raw_value = _raw_value(body, where_b, decode is not None)
             else:
                 ev.amount = str(_req(body, "amount", (str, int), where_b))
         else:
+            where_b = f"events[{i}].{etype}"
             sender = _opt(body, "sender", str, where_b)
             recipient = _opt(body, "recipient", str, where_b)
             touched = sender if sender in watched else recipient if recipient in watched else None
@@ -247,20 +289,30 @@ def parse_new_block(
                 recipient=recipient,
                 amount=str(_opt(body, "amount", (str, int), where_b) or "0"),
             )
-        txid = _hex(e, "txid", where) or ""
-        owner = txs.get(txid)
+        # A txid found among the (validated) transactions needs no check of its own.
+        txid = e.get("txid")
+        owner = txs.get(txid) if type(txid) is str else None
         if owner is None:
-            raise PayloadError(f"{where}.txid: {txid} is not a transaction of this block")
+            txid = _hex(e, "txid", f"events[{i}]")
+            raise PayloadError(f"events[{i}].txid: {txid} is not a transaction of this block")
+        event_index: Any = e.get("event_index")
+        if type(event_index) is not int:
+            _req(e, "event_index", int, f"events[{i}]")
         ev.txid = txid
         ev.tx_index = owner.tx_index
-        ev.event_index = _req(e, "event_index", int, where)
+        ev.event_index = event_index
         if decode is not None:
             try:
                 decode(ev)
             except PayloadError as exc:
-                raise type(exc)(f"{where}: {exc}") from None
+                raise type(exc)(f"events[{i}]: {exc}") from None
         block.events.append(ev)
-        kept_txids[txid] = None
+        if txid not in kept_txids:
+            kept_txids[txid] = None
+            if owner.raw_tx is not None:
+                # Checked only for the transactions that are stored: the others' raw bytes
+                # (the bulk of a block) are never used.
+                _hex({"raw_tx": owner.raw_tx}, "raw_tx", f"transactions[{owner.tx_index}]")
 
     # Chain order: events are delivered per transaction; keep (tx_index, event_index) order.
     block.events.sort(key=lambda ev: (ev.tx_index, ev.event_index))

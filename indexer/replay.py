@@ -13,7 +13,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -94,10 +94,16 @@ def _parse_batch(items: list[tuple[str, str]], watched: frozenset[str]) -> list[
 async def _parsed_ahead(
     batches: Iterator[list[Request]], watched: frozenset[str], workers: int
 ) -> AsyncIterator[list[Request]]:
-    """Parse batch N+1 in worker processes while batch N is applied and written: JSON and
-    Clarity decoding are half the CPU of catch-up, and the GIL would serialise threads."""
+    """Parse batch N+1 while batch N is applied and written. With `workers` processes, JSON and
+    Clarity decoding (half the CPU of catch-up) run on other cores, at the price of pickling
+    the parsed blocks both ways; with 0, one thread parses while the event loop waits for
+    PostgreSQL (the GIL is free then), which costs no extra CPU at all."""
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    pool: Executor = (
+        ProcessPoolExecutor(max_workers=workers) if workers > 0 else ThreadPoolExecutor(1)
+    )
+    depth = max(workers, 1)
+    with pool:
 
         def submit(batch: list[Request]) -> asyncio.Future[list[Block | str | None]]:
             items = [(r.path, r.payload) for r in batch]
@@ -106,7 +112,7 @@ async def _parsed_ahead(
         queue: deque[tuple[list[Request], asyncio.Future[list[Block | str | None]]]] = deque()
         for batch in batches:
             queue.append((batch, submit(batch)))
-            if len(queue) > workers:
+            if len(queue) > depth:
                 yield await _ready(*queue.popleft())
         while queue:
             yield await _ready(*queue.popleft())
@@ -161,7 +167,7 @@ async def replay_file(
         size = 1 if follow else batch_size or settings.indexer.catchup_batch_blocks
         previous: datetime | None = None
         batches = _batches(requests(), size)
-        if not follow and parse_workers > 0:
+        if not follow:
             batches = _parsed_ahead(batches, indexer.watched, parse_workers)  # type: ignore[assignment]
         async for batch in _aiter(batches):
             if follow and previous is not None and batch[0].received_at is not None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from indexer.block import FT_TYPES, NFT_TYPES, Event
 from indexer.errors import EventSchemaError, PayloadError
-from stacks.clarity import ClarityDecodeError, decode_hex_to_python
+from stacks.clarity import ClarityDecodeError, decode_to_python
 
 # Field type codes: U uint, I int, S string, P principal, B bool, X buffer, L list; a trailing
 # "?" means optional (None allowed).
@@ -97,42 +97,51 @@ SPLIT_CHILD = {"token-id": "U", "wh": "U", "serial-start": "U", "serial-end": "U
 SIP019 = "token-metadata-update"
 
 
-def _ok(code: str, value: Any) -> bool:
-    if code.endswith("?"):
-        if value is None:
-            return True
-        code = code[0]
-    if code == "U":
-        return type(value) is int and value >= 0
-    if code == "I":
-        return type(value) is int
-    if code in ("S", "P"):
-        return type(value) is str
-    if code == "B":
-        return type(value) is bool
-    if code == "X":
-        return type(value) is bytes
-    if code == "L":
-        return type(value) is list
-    return False
+_TYPES: dict[str, type] = {"U": int, "I": int, "S": str, "P": str, "B": bool, "X": bytes, "L": list}
+# A schema compiled to (field, python type, optional, unsigned): checking it is then a type
+# identity test per field instead of a string dispatch (it runs on every field of every event).
+_Compiled = tuple[tuple[str, type, bool, bool], ...]
 
 
-def check_fields(kind: str, value: dict[str, Any], schema: dict[str, str]) -> None:
-    for name, code in schema.items():
-        if name not in value:
-            raise EventSchemaError(f"{kind}: field {name!r} missing")
-        if not _ok(code, value[name]):
-            raise EventSchemaError(
-                f"{kind}: field {name!r} has the wrong type ({type(value[name]).__name__})"
-            )
+def _compile(schema: dict[str, str]) -> _Compiled:
+    return tuple(
+        (name, _TYPES[code[0]], code.endswith("?"), code[0] == "U") for name, code in schema.items()
+    )
+
+
+def check_fields(kind: str, value: dict[str, Any], schema: _Compiled) -> None:
+    for name, typ, optional, unsigned in schema:
+        try:
+            v = value[name]
+        except KeyError:
+            raise EventSchemaError(f"{kind}: field {name!r} missing") from None
+        found = type(v)
+        if found is typ:
+            if unsigned and v < 0:
+                raise EventSchemaError(f"{kind}: field {name!r} has the wrong type (int)")
+        elif not (optional and v is None):
+            raise EventSchemaError(f"{kind}: field {name!r} has the wrong type ({found.__name__})")
+
+
+_COMPILED: dict[str, _Compiled] = {kind: _compile(schema) for kind, schema in SCHEMAS.items()}
+_SPLIT_CHILD = _compile(SPLIT_CHILD)
 
 
 def decode_event(ev: Event) -> None:
     """Decode one watched event in place (sets `value` and `kind`); raises PayloadError."""
     if ev.raw_value is None:
         return
+    # Strict hex (the parser leaves the check to this step): `fromhex` skips whitespace, which
+    # the length comparison catches.
+    digits = ev.raw_value[2:] if ev.raw_value[:2] == "0x" else ev.raw_value
     try:
-        value = decode_hex_to_python(ev.raw_value)
+        data = bytes.fromhex(digits)
+    except ValueError:
+        data = b""
+    if len(data) * 2 != len(digits) or not digits:
+        raise PayloadError("raw_value: not 0x-prefixed hex")
+    try:
+        value = decode_to_python(data)
     except ClarityDecodeError as exc:
         raise PayloadError(f"raw_value is not a Clarity value: {exc}") from None
     if ev.type in NFT_TYPES:
@@ -152,13 +161,13 @@ def decode_event(ev: Event) -> None:
         return
     if type(kind) is not str:
         raise EventSchemaError(f"print from {ev.contract_id} has no string 'event' field")
-    schema = SCHEMAS.get(kind)
+    schema = _COMPILED.get(kind)
     if schema is not None:
         check_fields(kind, value, schema)
         if kind == "certificate-split":
             for child in value["children"]:
                 if not isinstance(child, dict):
                     raise EventSchemaError("certificate-split: a child is not a tuple")
-                check_fields("certificate-split child", child, SPLIT_CHILD)
+                check_fields("certificate-split child", child, _SPLIT_CHILD)
     ev.kind = kind
     ev.value = value

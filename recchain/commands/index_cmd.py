@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--parse-workers",
         type=int,
         default=0,
-        help="processes that parse the next batch while one is written (catch-up only)",
+        help="processes that parse the next batch while one is written (catch-up only; with 0 "
+        "a thread does, while the database works)",
     )
     p.set_defaults(handler=_replay)
 
