@@ -5,13 +5,14 @@ limits (ASGI middleware). Page size and statement timeout are enforced where the
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     ExecutionResult,
     FieldNode,
     FragmentDefinitionNode,
@@ -102,11 +103,57 @@ _LIST_RELATIONS = frozenset(
 )
 
 
+def _operations(
+    document: DocumentNode, operation_name: str | None
+) -> list[OperationDefinitionNode]:
+    return [
+        d
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+        and (operation_name is None or d.name is None or d.name.value == operation_name)
+    ]
+
+
+def _cost_variables(selection: SelectionSetNode | None, out: set[str]) -> None:
+    """Names of the variables that feed a `first` argument anywhere in `selection`."""
+    if selection is None:
+        return
+    for node in selection.selections:
+        if isinstance(node, FieldNode):
+            for arg in node.arguments or ():
+                if arg.name.value == "first" and isinstance(arg.value, VariableNode):
+                    out.add(arg.value.name.value)
+        if isinstance(node, FieldNode | InlineFragmentNode):
+            _cost_variables(node.selection_set, out)
+
+
+class _Lru(OrderedDict[Any, Any]):
+    """A small LRU map; the per-document analyses below are pure functions of the text."""
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def put(self, key: Any, value: Any) -> Any:
+        self[key] = value
+        if len(self) > self.maxsize:
+            self.popitem(last=False)
+        return value
+
+
+# Keyed by the query text (and operation name): parsing is cached per text as well, so a
+# document's analysis is done once however many requests send it.
+_COST_PLANS = _Lru(1024)
+_ROOT_FIELDS = _Lru(1024)
+
+
 class CostLimiter(SchemaExtension):
     """Refuses an operation whose estimated cost (with its variables) exceeds `max_cost`.
 
     Checked before execution rather than as a validation rule, because the estimate depends on
-    the variables while validation results are cached per document.
+    the variables while validation results are cached per document. Only the variables that
+    feed `first` change the estimate, so the cost is cached per (document, those values); a
+    simple request finds its cost with one dictionary lookup.
     """
 
     def __init__(self, max_cost: int) -> None:
@@ -115,21 +162,32 @@ class CostLimiter(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         ec = self.execution_context
         document = ec.graphql_document
-        if document is not None:
-            fragments = {
-                d.name.value: d
-                for d in document.definitions
-                if isinstance(d, FragmentDefinitionNode)
-            }
-            variables = dict(ec.variables or {})
-            cost = sum(
-                estimate_cost(d.selection_set, fragments, variables)
-                for d in document.definitions
-                if isinstance(d, OperationDefinitionNode)
-                and (
-                    ec.operation_name is None or d.name is None or d.name.value == ec.operation_name
+        if document is not None and ec.query is not None:
+            key = (ec.query, ec.operation_name)
+            plan = _COST_PLANS.get(key)
+            if plan is None:
+                names: set[str] = set()
+                for d in document.definitions:
+                    if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode):
+                        _cost_variables(d.selection_set, names)
+                plan = _COST_PLANS.put(key, (tuple(sorted(names)), _Lru(64)))
+            names_used, costs = plan
+            variables = ec.variables or {}
+            values = tuple(_hashable(variables.get(n)) for n in names_used)
+            cost = costs.get(values)
+            if cost is None:
+                fragments = {
+                    d.name.value: d
+                    for d in document.definitions
+                    if isinstance(d, FragmentDefinitionNode)
+                }
+                cost = costs.put(
+                    values,
+                    sum(
+                        estimate_cost(d.selection_set, fragments, dict(variables))
+                        for d in _operations(document, ec.operation_name)
+                    ),
                 )
-            )
             if cost > self.max_cost:
                 metrics.REJECTED.labels("cost").inc()
                 ec.result = ExecutionResult(
@@ -145,26 +203,78 @@ class CostLimiter(SchemaExtension):
         yield
 
 
+def _hashable(value: Any) -> Any:
+    # A `first` variable is an Int; anything else (refused later by coercion) still needs a key.
+    return value if isinstance(value, int | str | float | bool | None) else repr(value)
+
+
+def _root_fields(document: DocumentNode, operation_name: str | None) -> dict[str, str] | None:
+    """Response key -> root field name of the operation; None for subscriptions."""
+    out: dict[str, str] = {}
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+
+    def walk(selection: SelectionSetNode | None, seen: frozenset[str]) -> None:
+        for node in selection.selections if selection is not None else ():
+            if isinstance(node, FieldNode):
+                out[(node.alias or node.name).value] = node.name.value
+            elif isinstance(node, InlineFragmentNode):
+                walk(node.selection_set, seen)
+            elif isinstance(node, FragmentSpreadNode):
+                name = node.name.value
+                if name not in seen and name in fragments:
+                    walk(fragments[name].selection_set, seen | {name})
+
+    for op in _operations(document, operation_name):
+        if op.operation.value == "subscription":
+            return None
+        walk(op.selection_set, frozenset())
+    return out
+
+
 class FieldMetrics(SchemaExtension):
-    """Latency and errors per root field."""
+    """Latency and errors per root field.
 
-    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
-        # Nested fields pass straight through: only root fields are timed.
-        if info.path.prev is not None or info.operation.operation.value == "subscription":
-            return _next(root, info, *args, **kwargs)
-        return self._timed(_next, root, info, *args, **kwargs)
+    The operation is timed once and the time recorded under each of its root fields: a
+    per-field `resolve` hook would make graphql-core wrap every resolver of every field in
+    the extension chain, which cost more than the rest of a simple request. Root fields run
+    concurrently, so the operation's time is each root field's time to its answer.
+    """
 
-    async def _timed(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+    def on_execute(self) -> Iterator[None]:
+        ec = self.execution_context
+        document = ec.graphql_document
+        if document is None or ec.query is None or ec.result is not None:
+            yield  # refused before execution (cost): no field ran
+            return
+        key = (ec.query, ec.operation_name)
+        fields = _ROOT_FIELDS.get(key, False)
+        if fields is False:
+            fields = _ROOT_FIELDS.put(key, _root_fields(document, ec.operation_name))
+        if not fields:
+            yield
+            return
         started = time.perf_counter()
         try:
-            value = _next(root, info, *args, **kwargs)
-            return await value if inspect.isawaitable(value) else value
-        except Exception as exc:
-            code = exc.extensions["code"] if isinstance(exc, ApiError) else "INTERNAL"
-            metrics.ERRORS.labels(info.field_name, code).inc()
-            raise
+            yield
         finally:
-            metrics.LATENCY.labels(info.field_name).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            for name in set(fields.values()):
+                metrics.LATENCY.labels(name).observe(elapsed)
+            result = ec.result
+            errors: list[GraphQLError] = list(result.errors or ()) if result is not None else []
+            for error in errors:
+                original: Exception | None = error.original_error
+                # Only errors raised by a root resolver itself, as a resolver hook would see.
+                if original is None or error.path is None or len(error.path) != 1:
+                    continue
+                name = fields.get(str(error.path[0]))
+                if name is not None:
+                    code = "INTERNAL"
+                    if isinstance(original, ApiError):
+                        code = original.extensions["code"]
+                    metrics.ERRORS.labels(name, code).inc()
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -183,7 +293,9 @@ def build_extensions(settings: Settings) -> list[Any]:
         ValidationCache(maxsize=1024),
         QueryDepthLimiter(max_depth=api.max_depth),
         MaxAliasesLimiter(max_alias_count=api.max_aliases),
-        CostLimiter(api.max_cost),
+        # Per request: an instance shared by concurrent operations would see another
+        # operation's execution context after its first await.
+        lambda: CostLimiter(api.max_cost),
         FieldMetrics,
     ]
     if api.mask_errors:

@@ -66,6 +66,26 @@ async def test_cost_limit_counts_nested_pages_and_variables(api: Api) -> None:
     assert "errors" not in ok
 
 
+async def test_cost_cached_per_document_follows_first_variables(api: Api) -> None:
+    # The same text is estimated once per distinct `first` value: a cheap value first must not
+    # let an expensive one through later, also when `first` sits in a fragment.
+    q = (
+        "query($n: Int!, $t: Int!) { certificate(tokenId: $t) { tokenId } ...F }"
+        " fragment F on Query { certificates(first: $n) { nodes { transfers { txid } } } }"
+    )
+    for n, t in ((10, 1), (10, 2), (1000, 1), (10, 3), (1000, 4)):
+        body = await api.query(q, {"n": n, "t": t})
+        expected = ["LIMIT_EXCEEDED"] if n == 1000 else []
+        assert codes(body) == expected, (n, body)
+
+
+async def test_metrics_label_aliased_root_fields_by_field_name(api: Api) -> None:
+    await api.query("{ mine: certificates(first: -2) { totalCount } t: _meta { tipHeight } }")
+    text_ = (await api.client.get("/metrics")).text
+    assert 'recchain_api_errors_total{code="BAD_USER_INPUT",field="certificates"}' in text_
+    assert 'field="mine"' not in text_ and 'field="t"' not in text_
+
+
 async def test_body_size_limit(api: Api) -> None:
     big = "{ _meta { tipHeight } }" + " " * 3_000
     resp = await api.client.post("/graphql", json={"query": big})
