@@ -170,7 +170,7 @@ async def captured_sql(url: str, n: int, samples: int) -> dict[str, list[list[tu
     engine = create_engine(url)
     current: list[tuple[str, Any]] = []
     # The reader talks to psycopg directly, below SQLAlchemy's cursor events: record there.
-    run, write = Reader._run, Reader._write
+    run, write, first = Reader._run, Reader._write, Reader._run_first
 
     async def traced_run(self: Reader, driver: Any, sql: str, params: dict[str, Any]) -> Any:
         current.append((sql, params or None))
@@ -180,7 +180,14 @@ async def captured_sql(url: str, n: int, samples: int) -> dict[str, list[list[tu
         current.append((sql.decode(), None))
         await write(self, driver, sql)
 
+    async def traced_first(self: Reader, driver: Any, sql: str, params: dict[str, Any]) -> Any:
+        # BEGIN and its settings travel pipelined with the first statement.
+        current.extend((stmt.decode(), None) for stmt in self._begin_statements)
+        current.append((sql, params or None))
+        return await first(self, driver, sql, params)
+
     Reader._run = traced_run  # type: ignore[method-assign]
+    Reader._run_first = traced_first  # type: ignore[method-assign]
     Reader._write = traced_write  # type: ignore[method-assign]
     app = create_app(settings, engine=engine)
     out: dict[str, list[list[tuple[str, Any]]]] = {}
@@ -196,6 +203,7 @@ async def captured_sql(url: str, n: int, samples: int) -> dict[str, list[list[tu
                 out[name].append(list(current))
     await engine.dispose()
     Reader._run, Reader._write = run, write  # type: ignore[method-assign]
+    Reader._run_first = first  # type: ignore[method-assign]
     return out
 
 
