@@ -9,11 +9,13 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -137,6 +139,23 @@ async def _aiter(
             yield batch
 
 
+@contextmanager
+def _rare_collections() -> Iterator[None]:
+    """Catch-up allocates millions of short-lived containers (decoded tuples, rows, events):
+    with the default thresholds the cyclic collector runs hundreds of times per batch and walks
+    the whole heap, about a quarter of the CPU. Freezing the heap built at start-up and
+    collecting the young generation every 50,000 allocations instead of 700 keeps cycles
+    reclaimed for a fraction of that."""
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+
 async def replay_file(
     engine: AsyncEngine,
     settings: Settings,
@@ -169,20 +188,21 @@ async def replay_file(
         batches = _batches(requests(), size)
         if not follow:
             batches = _parsed_ahead(batches, indexer.watched, parse_workers)  # type: ignore[assignment]
-        async for batch in _aiter(batches):
-            if follow and previous is not None and batch[0].received_at is not None:
-                gap = (batch[0].received_at - previous).total_seconds() / max(speed, 1e-9)
-                await asyncio.sleep(min(max(gap, 0.0), 60.0))
-            if follow:
-                previous = batch[0].received_at
-            outcomes = await indexer.process(batch)
-            stats.requests += len(batch)
-            stats.rejected += sum(1 for o in outcomes if not o.ok)
-            for request, outcome in zip(batch, outcomes, strict=True):
-                if outcome.status == "applied" and request.path == "/new_block":
-                    stats.blocks += 1
-            stats.events += indexer.last_events
-            bar.update(stats)
+        with _rare_collections() if not follow else nullcontext():
+            async for batch in _aiter(batches):
+                if follow and previous is not None and batch[0].received_at is not None:
+                    gap = (batch[0].received_at - previous).total_seconds() / max(speed, 1e-9)
+                    await asyncio.sleep(min(max(gap, 0.0), 60.0))
+                if follow:
+                    previous = batch[0].received_at
+                outcomes = await indexer.process(batch)
+                stats.requests += len(batch)
+                stats.rejected += sum(1 for o in outcomes if not o.ok)
+                for request, outcome in zip(batch, outcomes, strict=True):
+                    if outcome.status == "applied" and request.path == "/new_block":
+                        stats.blocks += 1
+                stats.events += indexer.last_events
+                bar.update(stats)
     bar.close(stats)
     stats.seconds = time.monotonic() - started
     return stats
