@@ -38,7 +38,9 @@ class IndexerSettings(BaseModel):
     max_body_bytes: int = 64 * 1024 * 1024
     # Blocks deeper than this below the tip are final; forks deeper than it are refused loudly.
     finality_depth: int = 1000
-    catchup_batch_blocks: int = 500
+    # Larger batches mean fewer statements per block (1000 was ~10% faster than 500 in `bench
+    # ingest`); two batches are in memory at once (one parsed ahead).
+    catchup_batch_blocks: int = 1000
     metrics_port: int = 9153
 
 
