@@ -283,24 +283,29 @@ def _should_mask(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, ApiError | GraphQLError)
 
 
+MASKED_MESSAGE = "Internal server error."
+
+
 def build_extensions(settings: Settings) -> list[Any]:
+    """Extension factories: every operation gets fresh instances. An instance shared by
+    concurrent operations would see another operation's execution context after its first await
+    (a shared MaskErrors could mask the wrong result). The parse and validation LRU caches live
+    at module level in Strawberry, so per-operation instances still share them."""
     api = settings.api
     extensions: list[Any] = [
         CloseReader,
-        MaxTokensLimiter(max_token_count=api.max_tokens),
+        lambda: MaxTokensLimiter(max_token_count=api.max_tokens),
         # Parsing and validating dominate small requests; both depend on the document only.
-        ParserCache(maxsize=1024),
-        ValidationCache(maxsize=1024),
-        QueryDepthLimiter(max_depth=api.max_depth),
-        MaxAliasesLimiter(max_alias_count=api.max_aliases),
-        # Per request: an instance shared by concurrent operations would see another
-        # operation's execution context after its first await.
+        lambda: ParserCache(maxsize=1024),
+        lambda: ValidationCache(maxsize=1024),
+        lambda: QueryDepthLimiter(max_depth=api.max_depth),
+        lambda: MaxAliasesLimiter(max_alias_count=api.max_aliases),
         lambda: CostLimiter(api.max_cost),
         FieldMetrics,
     ]
     if api.mask_errors:
         extensions.append(
-            MaskErrors(should_mask_error=_should_mask, error_message="Internal server error.")
+            lambda: MaskErrors(should_mask_error=_should_mask, error_message=MASKED_MESSAGE)
         )
     return extensions
 
