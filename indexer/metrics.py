@@ -15,3 +15,9 @@ FORK_DEPTH = Histogram(
     buckets=(1, 2, 3, 5, 10, 25, 50, 100, 500, 1000),
 )
 ERRORS = Counter("recchain_indexer_errors_total", "Refused payloads and failed batches", ["kind"])
+LEADER = Gauge("recchain_indexer_leader", "1 while this process holds the indexer leader lock")
+OBSERVER_REQUESTS = Counter(
+    "recchain_indexer_observer_requests_total",
+    "Answers given to the stacks-node event observer, by path and HTTP status",
+    ["path", "status"],
+)

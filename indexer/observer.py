@@ -44,6 +44,12 @@ def create_app(indexer: Indexer, max_body_bytes: int) -> Starlette:
     lock = asyncio.Lock()
 
     async def handle(request: HttpRequest) -> JSONResponse:
+        response = await _answer(request)
+        # Routes exist only for the observer paths, so the label set stays bounded.
+        metrics.OBSERVER_REQUESTS.labels(request.url.path, str(response.status_code)).inc()
+        return response
+
+    async def _answer(request: HttpRequest) -> JSONResponse:
         path = request.url.path
         try:
             body = await _read_body(request, max_body_bytes)

@@ -8,6 +8,7 @@ from pathlib import Path
 from prometheus_client import start_http_server
 
 from db.session import database_url, engine_scope
+from indexer import metrics
 from indexer.pipeline import Indexer
 from recchain.config import Settings
 
@@ -63,4 +64,12 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
         from db.leader import run_as_leader
     except ImportError:
         return await work()
-    return await run_as_leader(url, "indexer", lambda _held: work())
+
+    async def lead() -> int:
+        metrics.LEADER.set(1)
+        try:
+            return await work()
+        finally:
+            metrics.LEADER.set(0)
+
+    return await run_as_leader(url, "indexer", lambda _held: lead())

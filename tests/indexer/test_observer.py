@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from db.session import create_engine
+from indexer import metrics
 from indexer.observer import create_app
 from indexer.pipeline import Indexer
 from ops.bench.chaingen import Chain, new_block, print_tuple
@@ -119,7 +120,14 @@ async def test_bad_input_is_refused_and_stored(
     assert len(stored) == 1 and reason in stored[0][0]
 
 
+def _answers(path: str, status: int) -> float:
+    return metrics.OBSERVER_REQUESTS.labels(path, str(status))._value.get()
+
+
 async def test_oversized_body_is_refused(client: httpx.AsyncClient, db_url: str) -> None:
+    before = _answers("/new_block", 413)
     r = await client.post("/new_block", content=b"x" * (1024 * 1024 + 1))
     assert r.status_code == 413
+    # The failing-observer-acks alert counts these answers.
+    assert _answers("/new_block", 413) == before + 1
     assert query(db_url, "SELECT count(*) FROM raw_requests") == [(0,)]
