@@ -155,8 +155,11 @@ class ApiSource:
         api_tip = await self.tip_height()
         ours = self.indexer.tip[1] if self.indexer.tip else 0
         metrics.LAG.set(max(api_tip - ours, 0))
-        height = min(ours, api_tip)
-        while height > 0:  # find the highest height where both agree
+        # Nothing below the root is indexed: an empty database backfills from the root, and the
+        # walk back stops there (a disagreement at the root is refused by the pipeline).
+        floor = self.indexer.settings.indexer.start_height - 1
+        height = max(min(ours, api_tip), floor)
+        while height > floor:  # find the highest height where both agree
             theirs = await self._get(f"/extended/v2/blocks/{height}")
             if theirs is not None and theirs["index_block_hash"] == await self._our_hash(height):
                 break

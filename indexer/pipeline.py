@@ -9,6 +9,10 @@ on another branch triggers a reorg: walk back to the common ancestor, undo every
 using the block ranges of the versioned tables (delete versions that start above it, reopen those
 closed above it, delete facts above it), then re-apply the new branch from its stored events. A
 block whose parent is unknown is stored as an orphan and applied when its parent arrives.
+
+The root is the first indexed block: the one at `indexer.start_height` (or whose parent is the
+genesis hash), accepted without its parent. Blocks below it are stored raw and never applied, so
+nothing exists below the root: a fork that would need to roll it back is refused loudly.
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ class Request:
 
 @dataclass(slots=True)
 class Outcome:
-    status: str  # applied | stored | orphan | duplicate | rejected
+    status: str  # applied | stored | orphan | duplicate | ignored | rejected
     reason: str | None = None
 
     @property
@@ -105,6 +109,7 @@ class _Batch:
     position: int | None = None
     blocks: int = 0
     events: int = 0
+    ignored: int = 0  # blocks below indexer.start_height
 
 
 def _hash(payload: str) -> bytes:
@@ -185,6 +190,11 @@ class Indexer:
             outcomes = await self._process(batch, requests)
             await self._finish(batch)
             await self.conn.commit()
+            if batch.ignored:
+                log.info(
+                    "%d block(s) below indexer.start_height %d stored raw, not applied",
+                    batch.ignored, self.settings.indexer.start_height,
+                )  # fmt: skip
         except BaseException:
             await self.conn.rollback()
             await self._begin()
@@ -373,13 +383,18 @@ class Indexer:
         return known
 
     async def _on_block(self, batch: _Batch, block: Block, raw_id: int | None) -> Outcome:
+        start = self.settings.indexer.start_height
+        if block.height < start:
+            batch.ignored += 1
+            return Outcome("ignored", f"below indexer.start_height {start}; not applied")
         if await self._known_block(block.hash) is not None:
             return Outcome("duplicate")
         parent = await self._known_block(block.header.parent_index_block_hash)
-        # With nothing indexed yet, only the chain's first block can be a root; anything else
-        # waits for its ancestors like any block with an unknown parent.
-        root = self.tip is None and (
-            block.height <= 1 or block.header.parent_index_block_hash == GENESIS
+        # A root needs no parent: with nothing indexed yet it is applied; otherwise it starts a
+        # branch that can only win by replacing the root, which `_reorg` refuses. Any other
+        # block waits for its ancestors like any block with an unknown parent.
+        root = parent is None and (
+            block.height == start or block.header.parent_index_block_hash == GENESIS
         )
         orphan = not root and (parent is None or parent.orphan)
         self._known[block.hash] = _Known(
@@ -535,7 +550,13 @@ class Indexer:
         cursor = block.header.parent_index_block_hash
         while True:
             known = await self._known_block(cursor)
-            assert known is not None and not known.orphan, "a placed block has a known parent"
+            if known is None:  # only a root's parent is unknown, and this root is not ours
+                raise FinalityError(
+                    f"fork {block.hash} at height {block.height} replaces the root at "
+                    f"indexer.start_height {self.settings.indexer.start_height}; nothing below "
+                    "the root is indexed"
+                )
+            assert not known.orphan, "a placed block has a known parent"
             if known.canonical:
                 break
             branch.append(cursor)

@@ -39,6 +39,7 @@ MEANINGS: dict[str, str] = {
     "indexer.api_url": "Stacks Blockchain API base URL for the `api` source.",
     "indexer.max_body_bytes": "Largest observer payload accepted.",
     "indexer.finality_depth": "Blocks below the tip that are final; deeper forks are refused.",
+    "indexer.start_height": "First block indexed (the root); lower blocks are stored, not applied.",
     "indexer.catchup_batch_blocks": "Blocks written per transaction while catching up.",
     "indexer.metrics_port": "Prometheus `/metrics` port of the indexer.",
     "api.host": "Bind address of the GraphQL server.",

@@ -38,6 +38,9 @@ class IndexerSettings(BaseModel):
     max_body_bytes: int = 64 * 1024 * 1024
     # Blocks deeper than this below the tip are final; forks deeper than it are refused loudly.
     finality_depth: int = 1000
+    # Following mainnet from genesis is pointless (and slow): an empty database takes the block
+    # at this height as its root without its parent; lower blocks are stored raw, never applied.
+    start_height: int = Field(default=1, ge=1)
     # Larger batches mean fewer statements per block (1000 was ~10% faster than 500 in `bench
     # ingest`); two batches are in memory at once (one parsed ahead).
     catchup_batch_blocks: int = 1000
