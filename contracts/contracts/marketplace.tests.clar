@@ -3,9 +3,9 @@
 
 ;; ---- fixture, executed at deploy. 32 certificates issued through the real verification flow
 ;; (this contract is the approving verifier because a verifier may not decide on its own
-;; facility): the deployer lists six of them (fixed price and auction, STX and sBTC, ending far
-;; in the future), keeps two, and gives three to each wallet; every account gets sBTC. So random
-;; callers own certificates to list and there is always something to buy, bid on and settle.
+;; facility): the deployer lists six of them (fixed price and auction, STX and sBTC; two
+;; auctions end mid-campaign), keeps two, and gives three to each wallet; every account gets sBTC.
+;; So random callers own certificates to list and there is always something to buy, bid on and settle.
 (define-constant FUZZ-EVIDENCE 0x0000000000000000000000000000000000000000000000000000000000000002)
 (define-constant FUZZ-SBTC-GRANT u100000000000)
 
