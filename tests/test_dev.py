@@ -6,37 +6,31 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from ops.bench.e2e import free_port
 from recchain.config import PROJECT_ROOT
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.skipif(not (DEMO / "chain.tsv").is_file(), reason="no bundled demo chain")
 def test_dev_serves_meta_and_resolved_metadata(db_url: str) -> None:
     manifest = json.loads((DEMO / "manifest.json").read_text())
-    gateway = _free_port()
+    gateway = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": db_url,
-        "RECCHAIN_API__PORT": str(_free_port()),
-        "RECCHAIN_INDEXER__LISTEN_PORT": str(_free_port()),
-        "RECCHAIN_INDEXER__METRICS_PORT": str(_free_port()),
-        "RECCHAIN_METADATA__METRICS_PORT": str(_free_port()),
+        "RECCHAIN_API__PORT": str(free_port()),
+        "RECCHAIN_INDEXER__LISTEN_PORT": str(free_port()),
+        "RECCHAIN_INDEXER__METRICS_PORT": str(free_port()),
+        "RECCHAIN_METADATA__METRICS_PORT": str(free_port()),
         "RECCHAIN_METADATA__GATEWAYS": json.dumps([f"http://127.0.0.1:{gateway}"]),
-        "RECCHAIN_RELAY__PORT": str(_free_port()),
-        "RECCHAIN_RELAY__METRICS_PORT": str(_free_port()),
+        "RECCHAIN_RELAY__PORT": str(free_port()),
+        "RECCHAIN_RELAY__METRICS_PORT": str(free_port()),
     }
     proc = subprocess.run(
         [sys.executable, "-m", "recchain.cli", "dev", "--no-devnet", "--exit-after", "1"],

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,13 +41,8 @@ from indexer.metadata.cid import raw_cid
 from indexer.metadata.dagpb import build_file
 from indexer.metadata.resolver import Resolver
 from indexer.metadata.worker import run_workers
+from ops.bench.e2e import free_port
 from recchain.config import MetadataSettings, Settings, get_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _RoundTrips:
@@ -172,7 +166,7 @@ async def _main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         uris = _write_docs(root, args.docs)
-        port = _free_port()
+        port = free_port()
         # Its own process, so serving does not compete with the workers for one GIL.
         gw = await asyncio.create_subprocess_exec(
             sys.executable,

@@ -14,7 +14,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from sqlalchemy import make_url
 from db.migrate import upgrade
 from db.session import create_engine, database_url, to_libpq_url
 from ops.bench.apidata import BENEFICIARIES, BLOCKS, OWNERS, populate
+from ops.bench.e2e import free_port
 from recchain.config import ApiSettings, Settings, get_settings
 
 Family = Callable[[random.Random, int], tuple[str, dict[str, Any]]]
@@ -66,12 +66,6 @@ FAMILIES: dict[str, Family] = {
 def _pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else 0.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prepare(server_url: str, name: str, certificates: int, reuse: bool) -> tuple[str, float]:
@@ -230,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.database or f"recchain_bench_api_{args.certificates}"
     print(f"preparing {args.certificates:,} certificates in {name} ...", flush=True)
     url, gen_s = prepare(server, name, args.certificates, args.reuse)
-    port = _free_port()
+    port = free_port()
     proc = start_api(url, port)
     base = f"http://127.0.0.1:{port}"
     try:

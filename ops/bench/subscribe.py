@@ -26,7 +26,8 @@ from sqlalchemy import make_url
 from db.channels import BLOCKS
 from db.migrate import upgrade
 from db.session import database_url, to_libpq_url
-from ops.bench.query import _free_port, start_api
+from ops.bench.e2e import free_port
+from ops.bench.query import start_api
 from recchain.config import get_settings
 
 SUBSCRIPTIONS = {
@@ -115,7 +116,7 @@ def _commit_block(conn: psycopg.Connection[Any], height: int) -> float:
 
 
 async def bench(url: str, clients: int, rounds: int, batch: int) -> dict[str, Any]:
-    port = _free_port()
+    port = free_port()
     proc: subprocess.Popen[bytes] = start_api(url, port)
     ws_url = f"ws://127.0.0.1:{port}/graphql"
     conns: list[Client] = []

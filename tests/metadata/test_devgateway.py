@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -10,19 +9,14 @@ import time
 import httpx
 
 from indexer.metadata.cid import verify_block
+from ops.bench.e2e import free_port
 from tests.metadata.conftest import Store
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_module_serves_blocks_files_and_kubo_rpc(store: Store) -> None:
     cid = store.doc(name="served by the module")
     dag = store.file(b'{"sip":16,"name":"multi"}' + b" " * 300_000)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             sys.executable,
