@@ -8,10 +8,13 @@ Used by `recchain bench ingest` and by the indexer tests (forks, kill -9, bad in
 
 from __future__ import annotations
 
+import bisect
 import copy
+import functools
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +50,7 @@ def h32(*parts: object) -> str:
     return "0x" + hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
 
 
+@functools.cache
 def account(i: int) -> str:
     return address_from_hash160(26, hashlib.sha256(f"acct{i}".encode()).digest()[:20])
 
@@ -60,7 +64,7 @@ def _cv(value: Any) -> ClarityValue:
     if isinstance(value, int):
         return UIntCV(value)
     if (isinstance(value, str) and value.startswith("S") and "." in value) or _is_addr(value):
-        return principal_cv(value)
+        return _principal(value)
     if isinstance(value, str):
         return StringAsciiCV(value)
     if value is None:
@@ -70,6 +74,13 @@ def _cv(value: Any) -> ClarityValue:
     if isinstance(value, dict):
         return TupleCV.of({k: _cv(v) for k, v in value.items()})
     raise TypeError(type(value))
+
+
+@functools.cache
+def _principal(value: str) -> ClarityValue:
+    # A few dozen principals recur in every event; c32-decoding them each time was most of the
+    # generator's encoding cost (the values are frozen, so sharing them is safe).
+    return principal_cv(value)
 
 
 def _is_addr(value: Any) -> bool:
@@ -91,6 +102,10 @@ class Market:
     owners: dict[int, str] = field(default_factory=dict)  # active, unlisted tokens
     tokens: dict[int, dict[str, Any]] = field(default_factory=dict)
     listings: dict[int, dict[str, Any]] = field(default_factory=dict)  # open fixed-price
+    # The keys of `owners` and `listings` kept sorted (random picks index them): sorting the
+    # dicts on every pick made generating a long chain quadratic.
+    owned: list[int] = field(default_factory=list)
+    listed: list[int] = field(default_factory=list)
     next_token: int = 1
     next_listing: int = 1
     next_report: int = 1
@@ -99,6 +114,15 @@ class Market:
 
     def cid(self, name: str) -> str:
         return f"{self.deployer}.{name}"
+
+    def _own(self, tid: int, owner: str) -> None:
+        if tid not in self.owners:
+            bisect.insort(self.owned, tid)
+        self.owners[tid] = owner
+
+    def _unown(self, tid: int) -> str:
+        del self.owned[bisect.bisect_left(self.owned, tid)]
+        return self.owners.pop(tid)
 
     # ------------------------------------------------------------------ event builders
     def _print(self, contract: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -180,7 +204,7 @@ class Market:
             "issued-at": height,
         }  # fmt: skip
         self.serial += wh
-        self.owners[tid] = owner
+        self._own(tid, owner)
         self.tokens[tid] = cert
         return [
             self._print("verification", {**report, "event": "report-submitted",
@@ -198,7 +222,7 @@ class Market:
         recipient = account(rng.randint(1, 40))
         if recipient == sender:
             recipient = account(41)
-        self.owners[tid] = recipient
+        self._own(tid, recipient)
         return [
             self._print("rec-nft", {
                 "event": "certificate-transferred", "token-id": tid, "sender": sender,
@@ -208,7 +232,7 @@ class Market:
         ]  # fmt: skip
 
     def list_fixed(self, rng: random.Random, tid: int, height: int) -> list[dict[str, Any]]:
-        seller = self.owners.pop(tid)
+        seller = self._unown(tid)
         lid = self.next_listing
         self.next_listing += 1
         market = self.cid("marketplace")
@@ -219,6 +243,7 @@ class Market:
             "status": "active", "highest-bidder": NoneCV(), "highest-bid": 0, "bid-count": 0,
         }  # fmt: skip
         self.listings[lid] = listing
+        bisect.insort(self.listed, lid)
         return [
             self._print("rec-nft", {
                 "event": "certificate-transferred", "token-id": tid, "sender": seller,
@@ -230,6 +255,7 @@ class Market:
 
     def buy(self, rng: random.Random, lid: int, retire: bool) -> list[dict[str, Any]]:
         listing = self.listings.pop(lid)
+        del self.listed[bisect.bisect_left(self.listed, lid)]
         tid, seller, price = listing["token-id"], listing["seller"], listing["price"]
         buyer = account(rng.randint(50, 90))
         fee = price * 250 // 10000
@@ -252,7 +278,7 @@ class Market:
         if retire:
             events.append(self._retire_event(tid, buyer))
         else:
-            self.owners[tid] = buyer
+            self._own(tid, buyer)
         return events
 
     def _retire_event(self, tid: int, owner: str) -> dict[str, Any]:
@@ -270,10 +296,10 @@ class Market:
         })  # fmt: skip
 
     def retire(self, tid: int) -> list[dict[str, Any]]:
-        return [self._retire_event(tid, self.owners.pop(tid))]
+        return [self._retire_event(tid, self._unown(tid))]
 
     def split(self, tid: int) -> list[dict[str, Any]]:
-        owner = self.owners.pop(tid)
+        owner = self._unown(tid)
         parent = self.tokens[tid]
         half = parent["wh"] // 2
         children = []
@@ -286,7 +312,7 @@ class Market:
                              "serial-end": start + wh})  # fmt: skip
             self.tokens[cid] = {**parent, "token-id": cid, "wh": wh, "serial-start": start,
                                 "serial-end": start + wh}  # fmt: skip
-            self.owners[cid] = owner
+            self._own(cid, owner)
             start += wh
             events.append(self._nft("mint", cid, None, owner))
         split_ev = self._print("rec-nft", {
@@ -299,15 +325,15 @@ class Market:
     def random_tx(self, rng: random.Random, height: int) -> list[dict[str, Any]]:
         r = rng.random()
         if self.owners and r < 0.25:
-            return self.transfer(rng, rng.choice(sorted(self.owners)))
+            return self.transfer(rng, rng.choice(self.owned))
         if self.owners and r < 0.40:
-            return self.list_fixed(rng, rng.choice(sorted(self.owners)), height)
+            return self.list_fixed(rng, rng.choice(self.owned), height)
         if self.listings and r < 0.55:
-            return self.buy(rng, rng.choice(sorted(self.listings)), retire=rng.random() < 0.3)
+            return self.buy(rng, rng.choice(self.listed), retire=rng.random() < 0.3)
         if self.owners and r < 0.60:
-            return self.retire(rng.choice(sorted(self.owners)))
+            return self.retire(rng.choice(self.owned))
         if self.owners and r < 0.65:
-            return self.split(rng.choice(sorted(self.owners)))
+            return self.split(rng.choice(self.owned))
         return self.mint(rng, height)
 
 
@@ -385,15 +411,35 @@ class Chain:
         made = []
         for _ in range(count):
             height += 1
-            txs = market.setup() if not market.facility_ready else []
-            txs += [market.random_tx(rng, height) for _ in range(self.txs_per_block)]
-            block = new_block(height, tip, label, txs)
+            block = _next_block(market, rng, height, tip, label, self.txs_per_block)
             tip = block["index_block_hash"]
             if self.snapshots or _ == count - 1:
                 self._state[tip] = (copy.deepcopy(market), height)
             made.append(block)
         self.blocks.extend(made)
         return made
+
+
+def _next_block(
+    market: Market, rng: random.Random, height: int, parent: str, label: str, txs_per_block: int
+) -> dict[str, Any]:
+    txs = market.setup() if not market.facility_ready else []
+    txs += [market.random_tx(rng, height) for _ in range(txs_per_block)]
+    return new_block(height, parent, label, txs)
+
+
+def stream(seed: int, txs_per_block: int, label: str = "bench", chunk: int = 200) -> Iterator[dict]:
+    """An endless unforked chain, block by block: the blocks `Chain(seed, txs_per_block)` makes
+    growing `chunk` blocks at a time on `label`, without its per-call market copies (which grow
+    with the chain and made a long run quadratic)."""
+    market, height, tip = Market(seed=seed), 0, GENESIS
+    while True:
+        rng = random.Random(f"{seed}|{label}|{height}")
+        for _ in range(chunk):
+            height += 1
+            block = _next_block(market, rng, height, tip, label, txs_per_block)
+            tip = block["index_block_hash"]
+            yield block
 
 
 def to_requests(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import inspect
 import json
 import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -29,37 +32,109 @@ from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.session import database_url, engine_scope, to_libpq_url
 from indexer.replay import replay_file
 from indexer.tsv import write_requests
-from ops.bench.chaingen import Chain, to_requests
+from ops.bench import chaingen
 from recchain.config import Settings, get_settings
 
 COPIED = ("raw_requests", "blocks", "transactions", "events", *VERSIONED_TABLES, *FACT_TABLES)
 
 
 def _generate(path: Path, events: int, txs_per_block: int) -> tuple[int, int]:
-    chain = Chain(seed=1, txs_per_block=txs_per_block, snapshots=False)
     made_events = blocks = 0
-    req_id = 0
-    parent: str | None = None
+    chunk: list[dict[str, Any]] = []
     with path.open("w", encoding="utf-8") as out:
-        while made_events < events:
-            grown = chain.grow(parent, 200, "bench")
-            parent = grown[-1]["index_block_hash"]
-            chain.blocks.clear()
-            chain._state = {parent: chain._state[parent]}  # keep memory flat
-            rows = []
-            for path_, body in to_requests(grown):
-                req_id += 1
-                rows.append((req_id, "2026-01-01 00:00:00+00", path_, body))
-            write_requests(out, rows)
-            blocks += len(grown)
-            made_events += sum(len(b["events"]) for b in grown)
+        for block in chaingen.stream(seed=1, txs_per_block=txs_per_block):
+            chunk.append(block)
+            blocks += 1
+            made_events += len(block["events"])
+            if len(chunk) == 200 or made_events >= events:
+                rows = [
+                    (blocks - len(chunk) + i, "2026-01-01 00:00:00+00", path_, body)
+                    for i, (path_, body) in enumerate(chaingen.to_requests(chunk), start=1)
+                ]
+                write_requests(out, rows)
+                chunk = []
+            if made_events >= events:
+                break
     return blocks, made_events
+
+
+def _cached_chain(events: int, txs_per_block: int, fresh: bool) -> tuple[Path, int, int, bool]:
+    """The generated TSV for these parameters, made once and kept in the temp directory (a 1M
+    event chain takes minutes to generate and is the same every time). The key includes the
+    generator's source, so a changed generator never serves a stale chain."""
+    source = Path(chaingen.__file__).read_bytes() + inspect.getsource(_generate).encode()
+    digest = hashlib.sha256(source).hexdigest()[:12]
+    cache = Path(tempfile.gettempdir()) / "recchain-bench-ingest"
+    cache.mkdir(exist_ok=True)
+    tsv = cache / f"chain-{events}-{txs_per_block}-{digest}.tsv"
+    meta = tsv.with_suffix(".json")
+    if not fresh and tsv.exists() and meta.exists():
+        counts = json.loads(meta.read_text())
+        return tsv, counts["blocks"], counts["events"], True
+    partial = tsv.with_suffix(f".{os.getpid()}.part")
+    blocks, made = _generate(partial, events, txs_per_block)
+    partial.replace(tsv)  # atomic: a concurrent or interrupted run never sees half a chain
+    meta.write_text(json.dumps({"blocks": blocks, "events": made}))
+    return tsv, blocks, made, False
 
 
 def _cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped parse workers
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class BackendCpu:
+    """CPU seconds of the PostgreSQL backends serving `database`, when the server runs on this
+    host (None otherwise): /proc is sampled while the block runs, because a backend's counters
+    vanish with it. A backend's process title names its database."""
+
+    def __init__(self, database: str, interval: float = 0.05) -> None:
+        self.database = database.encode()
+        self.interval = interval
+        self._seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self.seconds: float | None = None
+
+    def _sample(self) -> None:
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                    title = f.read()
+                if not title.startswith(b"postgres:") or self.database not in title:
+                    continue
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            # utime and stime are fields 14 and 15 of stat(5); 3 and 4 after the ")".
+            cpu = (int(fields[11]) + int(fields[12])) / self._tick
+            self._seen[int(entry.name)] = cpu
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> BackendCpu:
+        if os.path.isdir("/proc"):
+            self._sample()
+            self._base = dict(self._seen)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._thread.is_alive():
+            return
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        if self._seen:
+            total = sum(cpu - self._base.get(pid, 0.0) for pid, cpu in self._seen.items())
+            self.seconds = round(total, 2)
 
 
 def _create_db(server: str, name: str) -> str:
@@ -101,56 +176,62 @@ def run(
     batch: int | None = None,
     metadata: bool = True,
     parse_workers: int = 0,
+    fresh_chain: bool = False,
 ) -> dict[str, Any]:
     settings = get_settings()
     server = database_url(settings)
     tag = uuid.uuid4().hex[:8]
     a, b = f"recchain_bench_ingest_{tag}", f"recchain_bench_copy_{tag}"
-    with tempfile.TemporaryDirectory() as tmp:
-        tsv = Path(tmp) / "chain.tsv"
-        t0 = time.perf_counter()
-        n_blocks, n_events = _generate(tsv, events, txs_per_block)
-        gen_s = time.perf_counter() - t0
-        url_a = _create_db(server, a)
-        url_b = _create_db(server, b)
-        try:
-            bench_settings = Settings(database_url=SecretStr(url_a))
-            cpu_s = 0.0
+    t0 = time.perf_counter()
+    tsv, n_blocks, n_events, cached = _cached_chain(events, txs_per_block, fresh_chain)
+    gen_s = time.perf_counter() - t0
+    url_a = _create_db(server, a)
+    url_b = _create_db(server, b)
+    try:
+        bench_settings = Settings(database_url=SecretStr(url_a))
+        cpu_s = 0.0
 
-            async def ingest() -> float:
-                async with engine_scope(url_a, pool_size=1) as engine:
-                    nonlocal cpu_s
-                    start = time.perf_counter()
-                    cpu0 = _cpu_seconds()
-                    await replay_file(
-                        engine,
-                        bench_settings,
-                        tsv,
-                        progress=sys.stderr.isatty(),
-                        batch_size=batch,
-                        enqueue_metadata=metadata,
-                        parse_workers=parse_workers,
-                    )
-                    cpu_s = _cpu_seconds() - cpu0
-                    return time.perf_counter() - start
+        async def ingest() -> float:
+            async with engine_scope(url_a, pool_size=1) as engine:
+                nonlocal cpu_s
+                start = time.perf_counter()
+                cpu0 = _cpu_seconds()
+                await replay_file(
+                    engine,
+                    bench_settings,
+                    tsv,
+                    progress=sys.stderr.isatty(),
+                    batch_size=batch,
+                    enqueue_metadata=metadata,
+                    parse_workers=parse_workers,
+                )
+                cpu_s = _cpu_seconds() - cpu0
+                return time.perf_counter() - start
 
+        with BackendCpu(a) as ingest_pg:
             ingest_s = asyncio.run(ingest())
+        with BackendCpu(b) as copy_pg:
             copy_s, copy_rows = _copy_baseline(url_a, url_b)
-        finally:
-            _drop_db(server, a)
-            _drop_db(server, b)
+    finally:
+        _drop_db(server, a)
+        _drop_db(server, b)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "events": n_events,
         "blocks": n_blocks,
         "metadata_jobs": metadata,
         "parse_workers": parse_workers,
+        "chain_cached": cached,
         "generate_s": round(gen_s, 2),
         "ingest_s": round(ingest_s, 2),
         # The indexer's own CPU (parse workers included, PostgreSQL not): on a shared machine
         # wall clock follows the load, CPU per event does not.
         "cpu_s": round(cpu_s, 2),
         "cpu_s_per_10k_events": round(cpu_s * 10_000 / n_events, 3),
+        # PostgreSQL's side (its backends' CPU, when they run on this host): with the indexer's
+        # CPU this is what 2 cores must fit into.
+        "pg_cpu_s": ingest_pg.seconds,
+        "copy_pg_cpu_s": copy_pg.seconds,
         "events_per_s": round(n_events / ingest_s),
         "blocks_per_s": round(n_blocks / ingest_s, 1),
         "copy_s": round(copy_s, 2),
@@ -163,7 +244,12 @@ def run(
 
 def _cmd(args: argparse.Namespace) -> int:
     result = run(
-        args.events, args.txs_per_block, args.batch, not args.no_metadata, args.parse_workers
+        args.events,
+        args.txs_per_block,
+        args.batch,
+        not args.no_metadata,
+        args.parse_workers,
+        args.fresh_chain,
     )
     if args.json:
         print(json.dumps(result))
@@ -180,6 +266,9 @@ def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--batch", type=int, default=None, help="requests per transaction")
     p.add_argument("--json", action="store_true")
     p.add_argument("--parse-workers", type=int, default=0, help="see `recchain replay`")
+    p.add_argument(
+        "--fresh-chain", action="store_true", help="regenerate the chain even if one is cached"
+    )
     p.add_argument(
         "--no-metadata", action="store_true", help="skip metadata job enqueueing (to isolate it)"
     )
