@@ -263,6 +263,34 @@ class IssuanceRow:
     revoked_wh: BigInt = strawberry.field(description="Revoked, Wh.")
 
 
+@strawberry.type(description="A live, unretired certificate and when it stops being usable.")
+class ExpiringCertificate:
+    certificate: Certificate = strawberry.field(description="The certificate (active or listed).")
+    market_boundary: str | None = strawberry.field(description="Its facility's market boundary.")
+    expires_at: datetime = strawberry.field(description="Effective expiry.")
+    days_left: float = strawberry.field(
+        description="Days from `asOf` to the expiry; negative when already expired."
+    )
+    basis: str = strawberry.field(
+        description="`certificate` (its own expiry) or `boundary` (its boundary's rule)."
+    )
+
+
+@strawberry.type(description="Query 9: unretired certificates expiring within a window.")
+class ExpiryExposure:
+    as_of: datetime = strawberry.field(description="The reference time of the window.")
+    within_days: int = strawberry.field(description="Window length in days.")
+    count: int = strawberry.field(description="Certificates in the window (all pages).")
+    total_wh: BigInt = strawberry.field(description="Energy in the window, Wh.")
+    total_mwh: BigDecimal = strawberry.field(description="Energy in the window, MWh.")
+    certificates: list[ExpiringCertificate] = strawberry.field(
+        description="The first `first` certificates, soonest expiry first."
+    )
+
+
+MAX_EXPIRY_WINDOW_DAYS = 3660
+
+
 @strawberry.type(description="Compliance checks for a beneficiary and reporting year.")
 class ComplianceReport:
     beneficiary: str | None = strawberry.field(description="Beneficiary (null = everyone).")
@@ -417,6 +445,89 @@ class ComplianceReport:
         )
         entity = ENTITIES["Retirement"]
         return [entity.from_row(r, r["block_height"]) for r in rows]
+
+    @strawberry.field(
+        description="Query 9: active and listed certificates whose effective expiry (their own,"
+        " else their boundary's rule in `expiry_rules`) falls within `withinDays` after `asOf`"
+        " (default: the report's block time, else now); `includeExpired` adds those already"
+        " past. Filtered by `owner`, not by the report's beneficiary."
+    )
+    async def expiry_exposure(
+        self,
+        info: Ctx,
+        within_days: int = 90,
+        as_of: datetime | None = None,
+        owner: str | None = None,
+        include_expired: bool = False,
+        first: int = 100,
+    ) -> ExpiryExposure:
+        ctx = info.context
+        first = check_first(ctx, first)
+        if not 0 <= within_days <= MAX_EXPIRY_WINDOW_DAYS:
+            raise BadUserInput(f"withinDays must be between 0 and {MAX_EXPIRY_WINDOW_DAYS}")
+        if as_of is not None and as_of.tzinfo is None:
+            raise BadUserInput("asOf needs a time zone (e.g. 2026-01-01T00:00:00Z)")
+        if as_of is None and self._at is not None:
+            row = await ctx.reader.one(
+                "SELECT block_time FROM blocks WHERE canonical AND block_height = :h",
+                {"h": self._at},
+            )
+            if row is not None and row["block_time"] is not None:
+                as_of = datetime.fromtimestamp(int(row["block_time"]), UTC)
+        if as_of is None:
+            as_of = datetime.now(UTC)
+        params: dict[str, Any] = {
+            "asof": as_of,
+            "days": within_days,
+            "owner": owner,
+            "expired": include_expired,
+            "first": first,
+        }
+        c_live, f_live = live("c", True, self._at, params), live("f", True, self._at, params)
+        window = (
+            "FROM (SELECT c.*, f.market_boundary AS _boundary,"
+            " recchain_certificate_expiry(c.expires_at, c.period_end, f.market_boundary) AS _exp"
+            " FROM certificates c JOIN facilities f ON f.facility_id = c.facility_id"
+            f" AND {f_live} WHERE {c_live} AND c.status IN ('active', 'listed')"
+            " AND (CAST(:owner AS text) IS NULL OR c.owner = :owner)) s"
+            " WHERE s._exp < CAST(:asof AS timestamptz) + make_interval(days => :days)"
+            " AND (CAST(:expired AS boolean) OR s._exp >= CAST(:asof AS timestamptz))"
+        )
+        entity = ENTITIES["Certificate"]
+        rows: list[Any] = []
+        if first:
+            # The window totals are computed before LIMIT: one statement gives page and totals.
+            rows = list(
+                await ctx.reader.all(
+                    "SELECT s.*, count(*) OVER () AS _count, sum(s.wh) OVER () AS _total"
+                    f" {window} ORDER BY s._exp, s.token_id LIMIT :first",
+                    params,
+                )
+            )
+            count = int(rows[0]["_count"]) if rows else 0
+            total = int(rows[0]["_total"]) if rows else 0
+        else:
+            agg = await ctx.reader.one(
+                f"SELECT count(*) AS n, coalesce(sum(s.wh), 0) AS wh {window}", params
+            )
+            count, total = (int(agg["n"]), int(agg["wh"])) if agg else (0, 0)
+        return ExpiryExposure(
+            as_of=as_of,
+            within_days=within_days,
+            count=count,
+            total_wh=total,
+            total_mwh=mwh(total),
+            certificates=[
+                ExpiringCertificate(
+                    certificate=entity.from_row(r, self._at),
+                    market_boundary=r["_boundary"],
+                    expires_at=r["_exp"],
+                    days_left=(r["_exp"] - as_of).total_seconds() / 86400,
+                    basis="certificate" if r["expires_at"] is not None else "boundary",
+                )
+                for r in rows
+            ],
+        )
 
 
 # -- market (query 12) ------------------------------------------------------------------------
@@ -913,7 +1024,7 @@ class AnalyticsQuery:
             info.context, beneficiary, period_start, period_end, reporting_year, at
         )
 
-    @strawberry.field(description="Compliance checks (queries 2, 3, 4, 7, 10, 11).")
+    @strawberry.field(description="Compliance checks (queries 2, 3, 4, 7, 9, 10, 11).")
     async def compliance_report(
         self,
         info: Ctx,

@@ -15,6 +15,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "recchain.commands.stacks_cmd",
     "recchain.commands.index_cmd",
     "recchain.commands.metadata_cmd",
+    "recchain.commands.expiry_cmd",
     "recchain.commands.serve_cmd",
     "recchain.commands.relay_cmd",
     "recchain.commands.bench_cmd",

@@ -5,6 +5,7 @@ from db.models.chain import Block, Checkpoint, Event, MempoolTx, RawRequest, Tra
 from db.models.domain import (
     Bid,
     Certificate,
+    ExpiryRule,
     Facility,
     GenerationReport,
     Listing,
@@ -25,6 +26,7 @@ __all__ = [
     "Certificate",
     "Checkpoint",
     "Event",
+    "ExpiryRule",
     "Facility",
     "GenerationReport",
     "Listing",

@@ -14,6 +14,7 @@ from decimal import Decimal
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Index,
@@ -274,3 +275,18 @@ class Retirement(_Fact, Base):
         Index("ix_retirements_token", "token_id"),
         Index("ix_retirements_height", "block_height"),
     )
+
+
+class ExpiryRule(Base):
+    """How long certificates of a market boundary stay usable: months after the end of the
+    production period (EECS guarantees of origin: 12, RED II art. 19(3)). Reference data kept by
+    operators (`recchain expiry`), not chain state: forks never touch it. A certificate's own
+    `expires_at`, when set, takes precedence over its boundary's rule."""
+
+    __tablename__ = "expiry_rules"
+
+    market_boundary: Mapped[str] = mapped_column(Text, primary_key=True)
+    months: Mapped[int] = mapped_column(Integer, nullable=False)
+    reference: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (CheckConstraint("months > 0", name="months"),)
