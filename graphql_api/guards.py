@@ -9,9 +9,11 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
+from functools import lru_cache
 from typing import Any
 
 from graphql import (
+    ASTValidationRule,
     DocumentNode,
     ExecutionResult,
     FieldNode,
@@ -26,14 +28,15 @@ from graphql import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import (
+    AddValidationRules,
     MaskErrors,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
     ParserCache,
-    QueryDepthLimiter,
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.extensions.max_aliases import create_validator as alias_rule
+from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
 
 from graphql_api import metrics
 from graphql_api.errors import ApiError
@@ -127,7 +130,7 @@ def _cost_variables(selection: SelectionSetNode | None, out: set[str]) -> None:
             _cost_variables(node.selection_set, out)
 
 
-class _Lru(OrderedDict[Any, Any]):
+class Lru(OrderedDict[Any, Any]):
     """A small LRU map; the per-document analyses below are pure functions of the text."""
 
     def __init__(self, maxsize: int) -> None:
@@ -143,17 +146,57 @@ class _Lru(OrderedDict[Any, Any]):
 
 # Keyed by the query text (and operation name): parsing is cached per text as well, so a
 # document's analysis is done once however many requests send it.
-_COST_PLANS = _Lru(1024)
-_ROOT_FIELDS = _Lru(1024)
+_COST_PLANS = Lru(1024)
+_ROOT_FIELDS = Lru(1024)
+
+
+def operation_cost(
+    document: DocumentNode, query: str, operation_name: str | None, variables: dict[str, Any]
+) -> int:
+    """The estimated cost of the operation with these variables.
+
+    Only the variables that feed `first` change the estimate, so the cost is cached per
+    (document, those values); a simple request finds its cost with one dictionary lookup.
+    """
+    key = (query, operation_name)
+    plan = _COST_PLANS.get(key)
+    if plan is None:
+        names: set[str] = set()
+        for d in document.definitions:
+            if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode):
+                _cost_variables(d.selection_set, names)
+        plan = _COST_PLANS.put(key, (tuple(sorted(names)), Lru(64)))
+    names_used, costs = plan
+    values = tuple(_hashable(variables.get(n)) for n in names_used)
+    cost: int | None = costs.get(values)
+    if cost is None:
+        fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        cost = costs.put(
+            values,
+            sum(
+                estimate_cost(d.selection_set, fragments, dict(variables))
+                for d in _operations(document, operation_name)
+            ),
+        )
+    return cost
+
+
+def cost_error(cost: int, max_cost: int) -> GraphQLError:
+    metrics.REJECTED.labels("cost").inc()
+    return GraphQLError(
+        f"query cost {cost} exceeds the maximum of {max_cost}:"
+        " lower `first` or select fewer nested lists",
+        extensions={**LIMIT, "cost": cost, "max": max_cost},
+    )
 
 
 class CostLimiter(SchemaExtension):
     """Refuses an operation whose estimated cost (with its variables) exceeds `max_cost`.
 
     Checked before execution rather than as a validation rule, because the estimate depends on
-    the variables while validation results are cached per document. Only the variables that
-    feed `first` change the estimate, so the cost is cached per (document, those values); a
-    simple request finds its cost with one dictionary lookup.
+    the variables while validation results are cached per document.
     """
 
     def __init__(self, max_cost: int) -> None:
@@ -163,43 +206,9 @@ class CostLimiter(SchemaExtension):
         ec = self.execution_context
         document = ec.graphql_document
         if document is not None and ec.query is not None:
-            key = (ec.query, ec.operation_name)
-            plan = _COST_PLANS.get(key)
-            if plan is None:
-                names: set[str] = set()
-                for d in document.definitions:
-                    if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode):
-                        _cost_variables(d.selection_set, names)
-                plan = _COST_PLANS.put(key, (tuple(sorted(names)), _Lru(64)))
-            names_used, costs = plan
-            variables = ec.variables or {}
-            values = tuple(_hashable(variables.get(n)) for n in names_used)
-            cost = costs.get(values)
-            if cost is None:
-                fragments = {
-                    d.name.value: d
-                    for d in document.definitions
-                    if isinstance(d, FragmentDefinitionNode)
-                }
-                cost = costs.put(
-                    values,
-                    sum(
-                        estimate_cost(d.selection_set, fragments, dict(variables))
-                        for d in _operations(document, ec.operation_name)
-                    ),
-                )
+            cost = operation_cost(document, ec.query, ec.operation_name, ec.variables or {})
             if cost > self.max_cost:
-                metrics.REJECTED.labels("cost").inc()
-                ec.result = ExecutionResult(
-                    data=None,
-                    errors=[
-                        GraphQLError(
-                            f"query cost {cost} exceeds the maximum of {self.max_cost}:"
-                            " lower `first` or select fewer nested lists",
-                            extensions={**LIMIT, "cost": cost, "max": self.max_cost},
-                        )
-                    ],
-                )
+                ec.result = ExecutionResult(data=None, errors=[cost_error(cost, self.max_cost)])
         yield
 
 
@@ -233,6 +242,37 @@ def _root_fields(document: DocumentNode, operation_name: str | None) -> dict[str
     return out
 
 
+def operation_root_fields(
+    document: DocumentNode, query: str, operation_name: str | None
+) -> dict[str, str] | None:
+    """Response key -> root field name (cached per document); None for subscriptions."""
+    key = (query, operation_name)
+    fields = _ROOT_FIELDS.get(key, False)
+    if fields is False:
+        fields = _ROOT_FIELDS.put(key, _root_fields(document, operation_name))
+    result: dict[str, str] | None = fields
+    return result
+
+
+def record_field_metrics(
+    fields: dict[str, str], elapsed: float, errors: list[GraphQLError] | None
+) -> None:
+    """The operation's time under each of its root fields; errors a root resolver raised."""
+    for name in set(fields.values()):
+        metrics.LATENCY.labels(name).observe(elapsed)
+    for error in errors or ():
+        original: Exception | None = error.original_error
+        # Only errors raised by a root resolver itself, as a resolver hook would see.
+        if original is None or error.path is None or len(error.path) != 1:
+            continue
+        field = fields.get(str(error.path[0]))
+        if field is not None:
+            code = "INTERNAL"
+            if isinstance(original, ApiError):
+                code = original.extensions["code"]
+            metrics.ERRORS.labels(field, code).inc()
+
+
 class FieldMetrics(SchemaExtension):
     """Latency and errors per root field.
 
@@ -248,10 +288,7 @@ class FieldMetrics(SchemaExtension):
         if document is None or ec.query is None or ec.result is not None:
             yield  # refused before execution (cost): no field ran
             return
-        key = (ec.query, ec.operation_name)
-        fields = _ROOT_FIELDS.get(key, False)
-        if fields is False:
-            fields = _ROOT_FIELDS.put(key, _root_fields(document, ec.operation_name))
+        fields = operation_root_fields(document, ec.query, ec.operation_name)
         if not fields:
             yield
             return
@@ -259,22 +296,12 @@ class FieldMetrics(SchemaExtension):
         try:
             yield
         finally:
-            elapsed = time.perf_counter() - started
-            for name in set(fields.values()):
-                metrics.LATENCY.labels(name).observe(elapsed)
             result = ec.result
-            errors: list[GraphQLError] = list(result.errors or ()) if result is not None else []
-            for error in errors:
-                original: Exception | None = error.original_error
-                # Only errors raised by a root resolver itself, as a resolver hook would see.
-                if original is None or error.path is None or len(error.path) != 1:
-                    continue
-                name = fields.get(str(error.path[0]))
-                if name is not None:
-                    code = "INTERNAL"
-                    if isinstance(original, ApiError):
-                        code = original.extensions["code"]
-                    metrics.ERRORS.labels(name, code).inc()
+            record_field_metrics(
+                fields,
+                time.perf_counter() - started,
+                list(result.errors or ()) if result is not None else None,
+            )
 
 
 def _should_mask(error: GraphQLError) -> bool:
@@ -286,20 +313,48 @@ def _should_mask(error: GraphQLError) -> bool:
 MASKED_MESSAGE = "Internal server error."
 
 
+def masked(errors: list[GraphQLError]) -> list[GraphQLError]:
+    """Internal errors replaced by a generic one, as MaskErrors does (its rules, one place)."""
+    return [
+        GraphQLError(
+            MASKED_MESSAGE,
+            nodes=e.nodes,
+            source=e.source,
+            positions=e.positions,
+            path=e.path,
+            original_error=None,
+        )
+        if _should_mask(e)
+        else e
+        for e in errors
+    ]
+
+
+@lru_cache(maxsize=16)
+def validation_rules(max_depth: int, max_aliases: int) -> tuple[type[ASTValidationRule], ...]:
+    """The depth and alias rules, built once per limit.
+
+    Validation results are cached keyed by the rule classes too, and QueryDepthLimiter /
+    MaxAliasesLimiter make new classes per instance: per-operation instances of those made
+    every request miss the validation cache and validate afresh.
+    """
+    return (depth_rule(max_depth, None), alias_rule(max_aliases))
+
+
 def build_extensions(settings: Settings) -> list[Any]:
     """Extension factories: every operation gets fresh instances. An instance shared by
     concurrent operations would see another operation's execution context after its first await
     (a shared MaskErrors could mask the wrong result). The parse and validation LRU caches live
     at module level in Strawberry, so per-operation instances still share them."""
     api = settings.api
+    rules = list(validation_rules(api.max_depth, api.max_aliases))
     extensions: list[Any] = [
         CloseReader,
         lambda: MaxTokensLimiter(max_token_count=api.max_tokens),
         # Parsing and validating dominate small requests; both depend on the document only.
         lambda: ParserCache(maxsize=1024),
+        lambda: AddValidationRules(rules),
         lambda: ValidationCache(maxsize=1024),
-        lambda: QueryDepthLimiter(max_depth=api.max_depth),
-        lambda: MaxAliasesLimiter(max_alias_count=api.max_aliases),
         lambda: CostLimiter(api.max_cost),
         FieldMetrics,
     ]
