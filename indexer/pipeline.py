@@ -13,13 +13,23 @@ block whose parent is unknown is stored as an orphan and applied when its parent
 The root is the first indexed block: the one at `indexer.start_height` (or whose parent is the
 genesis hash), accepted without its parent. Blocks below it are stored raw and never applied, so
 nothing exists below the root: a fork that would need to roll it back is refused loudly.
+
+Catch-up (`process_ahead`, used by `recchain replay`) overlaps the two halves of the work: while a
+writer thread sends batch N's staged rows on its own connection and commits them with the
+checkpoint, this connection only reads, and batch N+1 is decided, handled and staged in memory
+(entities N changed are carried over; dedup also checks N's payload hashes). Commit order, the
+one-transaction-per-batch rule and the checkpoint are unchanged. Anything that would read or
+change rows still in flight (a fork, an orphan, mempool requests) first waits for the writer and
+then runs the batch the plain way (`process`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,16 +38,17 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from db.channels import BLOCKS
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
+from db.session import create_engine
 from indexer import metrics
 from indexer.block import Block, BlockHeader, Event, Tx, parse_new_block
 from indexer.errors import FinalityError, PayloadError
 from indexer.handlers import Ctx, MetadataJob, apply_events
 from indexer.schema import decode_event
-from indexer.state import KEYS, EntityCache, copy_rows
+from indexer.state import KEYS, Carry, EntityCache, Step, send, stage_copy
 from recchain.config import Settings
 from stacks.hashing import sha512_256
 
@@ -110,6 +121,68 @@ class _Batch:
     blocks: int = 0
     events: int = 0
     ignored: int = 0  # blocks below indexer.start_height
+    hashes: set[bytes] = field(default_factory=set)  # payloads stored by this batch
+
+
+@dataclass(slots=True)
+class _Commit:
+    """Everything a batch writes, staged: sent by `Indexer._write` on any connection."""
+
+    steps: list[Step]
+    jobs: list[MetadataJob]
+    refresh: list[tuple[str, list[int] | None]]
+    tip: tuple[str, int] | None
+    position: int | None
+    notify: str | None
+    carry: Carry
+    blocks: int
+    events: int
+    fork_heights: list[int]
+    tip_time: int | None
+
+
+class _Serial(Exception):
+    """Raised inside `process_ahead` by a path that must see the rows of batches in flight."""
+
+
+class _Writer:
+    """A thread with its own event loop and connection that commits staged batches in order, so
+    that PostgreSQL works on batch N while the caller's thread prepares batch N+1 (the thread
+    waits on the socket almost all the time, which leaves the GIL to the caller)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="catch-up writer", daemon=True
+        )
+        self.thread.start()
+        self.conn: AsyncConnection | None = None
+        self._engine: AsyncEngine | None = None
+        self.pending: asyncio.Future[_Commit] | None = None
+        self.hashes: set[bytes] = set()  # payload hashes of the batch in flight
+
+    def run(self, coro: Any) -> asyncio.Future[Any]:
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    async def open(self) -> AsyncConnection:
+        self._engine = create_engine(self.url, pool_size=1, max_overflow=0)
+        self.conn = await self._engine.connect()
+        return self.conn
+
+    async def _close(self) -> None:
+        if self.conn is not None:
+            await self.conn.close()
+        if self._engine is not None:
+            await self._engine.dispose()
+
+    async def close(self) -> None:
+        try:
+            await self.run(self._close())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            await asyncio.to_thread(self.thread.join)
+            self.loop.close()
 
 
 def _hash(payload: str) -> bytes:
@@ -137,6 +210,10 @@ class Indexer:
         self._pg: psycopg.AsyncConnection[Any] | None = None
         self._tip_time: int | None = None
         self.last_events = 0  # watched events applied by the last `process` call
+        # Catch-up pipelining (see the module docstring).
+        self._writer: _Writer | None = None
+        self._ahead = False  # inside `process_ahead`: paths needing in-flight rows bail out
+        self._carry: Carry | None = None
 
     @property
     def pg(self) -> psycopg.AsyncConnection[Any]:
@@ -183,35 +260,151 @@ class Indexer:
     async def process(self, requests: Sequence[Request]) -> list[Outcome]:
         """Apply `requests` in one transaction. Bad input is stored with its reason and
         answered as `rejected`; any other failure rolls everything back and raises."""
+        if self._writer is not None:
+            await self._drain()  # a batch in flight must commit first
         batch = _Batch()
         self._absent.clear()
+        self._carry = None  # this path reads the database, which is then up to date
         await self._begin()
         try:
             outcomes = await self._process(batch, requests)
-            await self._finish(batch)
+            commit = self._seal(batch)
+            await self._write(commit, self.conn, self.pg)
             await self.conn.commit()
-            if batch.ignored:
-                log.info(
-                    "%d block(s) below indexer.start_height %d stored raw, not applied",
-                    batch.ignored, self.settings.indexer.start_height,
-                )  # fmt: skip
         except BaseException:
-            await self.conn.rollback()
-            await self._begin()
-            await self._load()  # the in-memory block index may describe rolled-back rows
-            await self.conn.commit()
-            metrics.ERRORS.labels("transaction").inc()
+            await self._reset()
             raise
+        self._log_ignored(batch)
         self.last_events = batch.events
-        metrics.BLOCKS.inc(batch.blocks)
-        metrics.EVENTS.inc(batch.events)
-        if self.tip is not None:
-            metrics.TIP.set(self.tip[1])
-        if self._tip_time:
-            metrics.LAG_SECONDS.set(max(time.time() - self._tip_time, 0.0))
-        for depth in batch.fork_heights:
-            metrics.FORK_DEPTH.observe(depth)
+        self._committed(commit)
         return outcomes
+
+    # ------------------------------------------------------------------ catch-up pipelining
+    async def start_ahead(self) -> None:
+        """Enable `process_ahead`: open the writer's own connection (to the same database)."""
+        assert self._writer is None
+        url = self.conn.engine.url.render_as_string(hide_password=False)
+        writer = _Writer(url)
+        try:
+            await writer.run(writer.open())
+        except BaseException:
+            await writer.close()
+            raise
+        self._writer = writer
+
+    async def stop_ahead(self) -> None:
+        """Wait for the batches in flight to commit (raising a failure of theirs) and close the
+        writer."""
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            await self._drain()
+        finally:
+            self._writer = None
+            self._carry = None
+            await writer.close()
+
+    async def process_ahead(self, requests: Sequence[Request]) -> list[Outcome]:
+        """Like `process`, but the batch commits later, on the writer, in submission order; the
+        outcomes are final unless a later call (or `stop_ahead`) raises the writer's failure, in
+        which case nothing from that batch on was committed."""
+        writer = self._writer
+        assert writer is not None, "call start_ahead() first"
+        batch = _Batch(cache=EntityCache(self._carry))
+        self._absent.clear()
+        await self._begin()
+        self._ahead = True
+        try:
+            outcomes = await self._process(batch, requests)
+            commit = self._seal(batch)
+            await self.conn.commit()  # only reads ran here; ends their snapshot
+        except _Serial:
+            self._ahead = False
+            await self.conn.rollback()
+            await self._drain()
+            await self._reset(count=False)  # undo this attempt's in-memory decisions
+            return await self.process(requests)
+        except BaseException:
+            self._ahead = False
+            try:
+                await self._drain()
+            finally:
+                await self._reset()
+            raise
+        finally:
+            self._ahead = False
+        self._log_ignored(batch)
+        self.last_events = batch.events
+        self._carry = commit.carry
+        await self._drain()  # one batch in flight: the carry and dedup cover exactly that one
+        writer.hashes = batch.hashes
+        writer.pending = writer.run(self._commit_on_writer(writer, commit))
+        return outcomes
+
+    async def _drain(self) -> None:
+        writer = self._writer
+        if writer is None or writer.pending is None:
+            return
+        pending, writer.pending = writer.pending, None
+        try:
+            self._committed(await pending)
+        except BaseException:
+            self._carry = None
+            raise
+        finally:
+            writer.hashes = set()
+
+    async def _commit_on_writer(self, writer: _Writer, commit: _Commit) -> _Commit:
+        """Runs on the writer's loop; reads nothing the caller's thread changes."""
+        conn = writer.conn
+        assert conn is not None
+        if not conn.in_transaction():
+            await conn.begin()
+        try:
+            pg = (await conn.get_raw_connection()).driver_connection
+            assert pg is not None
+            # The checkpoint commits in the same transaction as the rows, so a crash of the
+            # server that loses the last commits loses them together: catch-up restarts from the
+            # older checkpoint and redoes exactly those batches. Not waiting for the WAL flush
+            # at each commit is therefore safe here (never at the tip, where an observer is
+            # answered only after a durable commit).
+            await pg.execute("SET LOCAL synchronous_commit = off")
+            await self._write(commit, conn, pg)
+            await conn.commit()
+        except BaseException:
+            metrics.ERRORS.labels("transaction").inc()
+            await conn.rollback()
+            raise
+        return commit
+
+    async def _reset(self, count: bool = True) -> None:
+        """After a failed or abandoned batch: roll back and reload the in-memory block index,
+        which may describe rows that were never committed."""
+        await self.conn.rollback()
+        self._carry = None
+        await self._begin()
+        await self._load()
+        await self.conn.commit()
+        if count:
+            metrics.ERRORS.labels("transaction").inc()
+
+    def _log_ignored(self, batch: _Batch) -> None:
+        if batch.ignored:
+            log.info(
+                "%d block(s) below indexer.start_height %d stored raw, not applied",
+                batch.ignored, self.settings.indexer.start_height,
+            )  # fmt: skip
+
+    def _committed(self, commit: _Commit) -> None:
+        metrics.BLOCKS.inc(commit.blocks)
+        metrics.EVENTS.inc(commit.events)
+        if commit.tip is not None:
+            metrics.TIP.set(commit.tip[1])
+        if commit.tip_time:
+            metrics.LAG_SECONDS.set(max(time.time() - commit.tip_time, 0.0))
+        for depth in commit.fork_heights:
+            metrics.FORK_DEPTH.observe(depth)
 
     async def store_rejected(self, request: Request, reason: str) -> None:
         """Keep a payload that could not be processed, for inspection (own transaction)."""
@@ -229,6 +422,8 @@ class Indexer:
             "SELECT payload_hash FROM raw_requests WHERE payload_hash = ANY(%s)", (hashes,)
         )
         seen = {bytes(row[0]) for row in await cur.fetchall()}
+        if self._writer is not None:
+            seen.update(h for h in hashes if h in self._writer.hashes)  # not committed yet
         cur = await self.pg.execute(
             "SELECT nextval(pg_get_serial_sequence('raw_requests', 'id')) "
             "FROM generate_series(1, %s)",
@@ -244,6 +439,7 @@ class Indexer:
                 outcomes.append(Outcome("duplicate"))
                 continue
             seen.add(digest)
+            batch.hashes.add(digest)
             error: str | None = None
             block: Block | None = None
             try:
@@ -295,6 +491,8 @@ class Indexer:
             raise PayloadError(f"malformed JSON: {exc}") from None
         if request.path == "/new_block":
             return parse_new_block(payload, self.watched, decode_event)
+        if self._ahead and request.path in ("/new_mempool_tx", "/drop_mempool_tx"):
+            raise _Serial  # they write at once, and relay rows may be in flight
         if request.path == "/new_mempool_tx":
             await self._mempool(payload)
         elif request.path == "/drop_mempool_tx":
@@ -397,6 +595,8 @@ class Indexer:
             block.height == start or block.header.parent_index_block_hash == GENESIS
         )
         orphan = not root and (parent is None or parent.orphan)
+        if orphan and self._ahead:
+            raise _Serial
         self._known[block.hash] = _Known(
             block.height, block.header.parent_index_block_hash, False, orphan
         )
@@ -417,10 +617,14 @@ class Indexer:
         if self.tip is None or block.header.parent_index_block_hash == self.tip[0]:
             await self._apply(batch, block)
         elif block.height > self.tip[1]:
+            if self._ahead:
+                raise _Serial  # rolls back rows that may be in flight
             await self._reorg(batch, block)
         # else: a sibling at or below the tip: stored, non-canonical, until its branch wins.
 
     async def _adopt_orphans(self, batch: _Batch, parent_hash: str) -> None:
+        if self._ahead and (self._db_orphans or parent_hash in self._orphans):
+            raise _Serial
         pending = [parent_hash]
         while pending:
             parent = pending.pop()
@@ -629,11 +833,13 @@ class Indexer:
         await pg.execute("SELECT pg_notify(%s, %s)", (BLOCKS, _fit(payload)))
 
     # ------------------------------------------------------------------ writing
-    async def _flush(self, batch: _Batch) -> None:
-        pg = self.pg
-        await copy_rows(pg, "raw_requests", _RAW_COLS, batch.raw_rows)
+    def _stage(self, batch: _Batch) -> tuple[list[Step], Carry]:
+        """The statements writing what the batch buffered so far (pure Python: no I/O)."""
+        steps: list[Step] = []
+        stage_copy(steps, "raw_requests", _RAW_COLS, batch.raw_rows)
         batch.raw_rows = []
         block_rows = []
+        chain = batch.cache.chain
         for block, raw_id in batch.new_blocks.values():
             h = block.header
             known = self._known[block.hash]
@@ -645,7 +851,6 @@ class Indexer:
                     block.tx_count, block.event_count, raw_id,
                 )
             )  # fmt: skip
-            chain = batch.cache.chain
             height, canonical = block.height, known.canonical
             for tx in block.txs:
                 # bytea from the hex text as is: COPY's input parser decodes it.
@@ -668,66 +873,106 @@ class Indexer:
                 )  # fmt: skip
             if known.orphan:
                 self._db_orphans += 1
-        await copy_rows(pg, "blocks", _BLOCK_COLS, block_rows)
+        stage_copy(steps, "blocks", _BLOCK_COLS, block_rows)
         batch.new_blocks = {}
-        await batch.cache.flush(pg)
+        carry = batch.cache.stage(steps)
         if self._has_relay and batch.mined:
             txids = list(batch.mined)
             vals = [batch.mined[t] for t in txids]
-            await pg.execute(
-                "UPDATE relay_txs r SET status = CASE WHEN v.st = 'success' THEN 'mined' "
-                "ELSE 'failed' END, tx_status = v.st, result = v.res, index_block_hash = v.bh, "
-                "block_height = v.h, mined_at = now(), updated_at = now() FROM "
-                "(SELECT unnest(%s::text[]) AS txid, unnest(%s::text[]) AS st, "
-                "unnest(%s::text[]) AS res, unnest(%s::text[]) AS bh, unnest(%s::int[]) AS h) v "
-                "WHERE r.txid = v.txid AND r.status NOT IN ('mined', 'failed', 'rejected')",
+            steps.append(
                 (
-                    txids,
-                    [v[0] for v in vals],
-                    [v[1] for v in vals],
-                    [v[2] for v in vals],
-                    [v[3] for v in vals],
-                ),
+                    "exec",
+                    sql.SQL(
+                        "UPDATE relay_txs r SET status = CASE WHEN v.st = 'success' THEN 'mined' "
+                        "ELSE 'failed' END, tx_status = v.st, result = v.res, "
+                        "index_block_hash = v.bh, block_height = v.h, mined_at = now(), "
+                        "updated_at = now() FROM (SELECT unnest(%s::text[]) AS txid, "
+                        "unnest(%s::text[]) AS st, unnest(%s::text[]) AS res, "
+                        "unnest(%s::text[]) AS bh, unnest(%s::int[]) AS h) v "
+                        "WHERE r.txid = v.txid AND r.status NOT IN ('mined', 'failed', 'rejected')"
+                    ).format(),
+                    (
+                        txids,
+                        [v[0] for v in vals],
+                        [v[1] for v in vals],
+                        [v[2] for v in vals],
+                        [v[3] for v in vals],
+                    ),
+                )
             )
             batch.mined = {}
+        return steps, carry
 
-    async def _finish(self, batch: _Batch) -> None:
-        await self._flush(batch)
-        if (batch.jobs or batch.refresh) and self.enqueue_metadata:
-            await self._metadata(batch)
+    async def _flush(self, batch: _Batch) -> None:
+        await send(self.pg, self._stage(batch)[0])
+
+    def _seal(self, batch: _Batch) -> _Commit:
+        """Stage the rest of the batch: rows, checkpoint position and the NOTIFY payload."""
+        steps, carry = self._stage(batch)
+        notify = None
         tip_hash, tip_height = self.tip if self.tip else (None, 0)
-        await self.pg.execute(
+        if batch.blocks or batch.rolled_back:
+            notify = _fit(
+                {
+                    "height": tip_height,
+                    "hash": tip_hash,
+                    "canonical_tip": tip_hash,
+                    "rolled_back": batch.rolled_back,
+                    "changes": {t: sorted(ids, key=str) for t, ids in batch.cache.changes.items()},
+                }
+            )
+        batch.cache.changes.clear()
+        return _Commit(
+            steps=steps,
+            jobs=batch.jobs,
+            refresh=batch.refresh,
+            tip=self.tip,
+            position=batch.position,
+            notify=notify,
+            carry=carry,
+            blocks=batch.blocks,
+            events=batch.events,
+            fork_heights=batch.fork_heights,
+            tip_time=self._tip_time,
+        )
+
+    async def _write(
+        self, commit: _Commit, conn: AsyncConnection, pg: psycopg.AsyncConnection[Any]
+    ) -> None:
+        """Send a sealed batch inside `conn`'s open transaction (the caller commits)."""
+        await send(pg, commit.steps)
+        if (commit.jobs or commit.refresh) and self.enqueue_metadata:
+            await self._metadata(conn, commit.jobs, commit.refresh)
+        tip_hash, tip_height = commit.tip if commit.tip else (None, 0)
+        await pg.execute(
             "INSERT INTO checkpoints (name, index_block_hash, block_height, position, updated_at) "
             "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (name) DO UPDATE SET "
             "index_block_hash = EXCLUDED.index_block_hash, block_height = "
             "EXCLUDED.block_height, position = coalesce(EXCLUDED.position, checkpoints.position), "
             "updated_at = now()",
-            (CHECKPOINT, tip_hash, tip_height, batch.position),
+            (CHECKPOINT, tip_hash, tip_height, commit.position),
         )
-        if batch.blocks or batch.rolled_back:
-            payload = {
-                "height": tip_height,
-                "hash": tip_hash,
-                "canonical_tip": tip_hash,
-                "rolled_back": batch.rolled_back,
-                "changes": {t: sorted(ids, key=str) for t, ids in batch.cache.changes.items()},
-            }
-            await self.pg.execute("SELECT pg_notify(%s, %s)", (BLOCKS, _fit(payload)))
-        batch.cache.changes.clear()
+        if commit.notify is not None:
+            await pg.execute("SELECT pg_notify(%s, %s)", (BLOCKS, commit.notify))
 
-    async def _metadata(self, batch: _Batch) -> None:
+    async def _metadata(
+        self,
+        conn: AsyncConnection,
+        jobs: list[MetadataJob],
+        refresh: list[tuple[str, list[int] | None]],
+    ) -> None:
         try:
             from indexer.metadata import queue
         except ImportError:  # the resolver is optional; indexing never waits for it
             return
         # Its own savepoint: a failure in the queue must never block the chain (the jobs can be
         # re-derived from the tables); the session must not roll back the block transaction.
-        session = AsyncSession(bind=self.conn, join_transaction_mode="create_savepoint")
+        session = AsyncSession(bind=conn, join_transaction_mode="create_savepoint")
         try:
             await queue.enqueue_many(
-                session, [(job.uri, job.subject_kind, job.subject_id) for job in batch.jobs]
+                session, [(job.uri, job.subject_kind, job.subject_id) for job in jobs]
             )
-            for kind, ids in batch.refresh:
+            for kind, ids in refresh:
                 await queue.requeue_for_refresh(session, kind, ids)
             await session.commit()
         except Exception as exc:

@@ -1,9 +1,11 @@
 """`recchain replay`: apply a recorded 4-column observer TSV, fast (catch-up) or paced (`--follow`).
 
-Catch-up mode commits batches of up to `indexer.catchup_batch_blocks` requests; the checkpoint's
-`position` (the last request id committed) lets a restarted replay skip what is already in, and
-the payload-hash dedup makes any overlap a no-op, so kill -9 at any point loses and duplicates
-nothing.
+Catch-up mode commits batches of up to `indexer.catchup_batch_blocks` requests, as a pipeline of
+three stages on two cores: a thread parses batch N+2, the event loop applies batch N+1 in memory
+(`Indexer.process_ahead`), and the indexer's writer thread sends and commits batch N on its own
+connection while PostgreSQL works. The checkpoint's `position` (the last request id committed)
+commits with each batch's rows, so a restarted replay skips what is already in, and the
+payload-hash dedup makes any overlap a no-op: kill -9 at any point loses and duplicates nothing.
 """
 
 from __future__ import annotations
@@ -188,21 +190,28 @@ async def replay_file(
         batches = _batches(requests(), size)
         if not follow:
             batches = _parsed_ahead(batches, indexer.watched, parse_workers)  # type: ignore[assignment]
-        with _rare_collections() if not follow else nullcontext():
-            async for batch in _aiter(batches):
-                if follow and previous is not None and batch[0].received_at is not None:
-                    gap = (batch[0].received_at - previous).total_seconds() / max(speed, 1e-9)
-                    await asyncio.sleep(min(max(gap, 0.0), 60.0))
-                if follow:
-                    previous = batch[0].received_at
-                outcomes = await indexer.process(batch)
-                stats.requests += len(batch)
-                stats.rejected += sum(1 for o in outcomes if not o.ok)
-                for request, outcome in zip(batch, outcomes, strict=True):
-                    if outcome.status == "applied" and request.path == "/new_block":
-                        stats.blocks += 1
-                stats.events += indexer.last_events
-                bar.update(stats)
+        if not follow:
+            await indexer.start_ahead()
+        try:
+            with _rare_collections() if not follow else nullcontext():
+                async for batch in _aiter(batches):
+                    if follow and previous is not None and batch[0].received_at is not None:
+                        gap = (batch[0].received_at - previous).total_seconds() / max(speed, 1e-9)
+                        await asyncio.sleep(min(max(gap, 0.0), 60.0))
+                    if follow:
+                        previous = batch[0].received_at
+                        outcomes = await indexer.process(batch)
+                    else:
+                        outcomes = await indexer.process_ahead(batch)
+                    stats.requests += len(batch)
+                    stats.rejected += sum(1 for o in outcomes if not o.ok)
+                    for request, outcome in zip(batch, outcomes, strict=True):
+                        if outcome.status == "applied" and request.path == "/new_block":
+                            stats.blocks += 1
+                    stats.events += indexer.last_events
+                    bar.update(stats)
+        finally:
+            await indexer.stop_ahead()  # the last batch commits (or its failure is raised) here
     bar.close(stats)
     stats.seconds = time.monotonic() - started
     return stats

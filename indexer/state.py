@@ -1,9 +1,12 @@
 """Write-behind state of one DB transaction: versioned entities, fact rows and raw chain rows.
 
 Handlers read and change entities through `EntityCache`; nothing reaches PostgreSQL until
-`flush`, which closes superseded versions with one UPDATE per table and writes new versions, facts,
-transactions and events with `COPY`. A catch-up batch of hundreds of blocks therefore costs a
-handful of statements; at the tip a batch is one block. The versioning rules are those of
+`stage` turns the buffers into `Steps` (one UPDATE per table closing superseded versions, and the
+COPY text of new versions, facts, transactions and events) and `send` runs them. A catch-up batch
+of hundreds of blocks therefore costs a handful of statements; at the tip a batch is one block.
+Staging is pure Python, so catch-up builds batch N+1's steps while another connection sends
+batch N's (`indexer.pipeline`); `carry` hands the entity states batch N left to batch N+1, which
+cannot read them from the database before N commits. The versioning rules are those of
 `db.models.base.Versioned`: a change at height h closes the current version at h and opens a new
 one from h, and several changes in one block update that block's version in place.
 """
@@ -20,6 +23,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from sqlalchemy import types as sa_types
 
 from db.models import domain
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
@@ -65,9 +69,25 @@ assert all(
 assert set(KEYS) == set(VERSIONED_TABLES)
 
 
+# A staged statement: ("copy", COPY statement, its text) or ("exec", statement, parameters).
+Step = tuple[str, sql.Composed, Any]
+# Entity states by table and key: what a batch leaves for the next one (see `EntityCache.stage`).
+Carry = dict[str, dict[Any, dict[str, Any]]]
+
+
+def _key_type(table: str) -> str:
+    return "text" if table == "verifiers" else "bigint"
+
+
+assert all(
+    isinstance(_MODELS[t].__table__.c[KEYS[t]].type, sa_types.Text) == (_key_type(t) == "text")
+    for t in VERSIONED_TABLES
+)
+
+
 @dataclass(slots=True)
 class _Entry:
-    db_vid: int | None  # current version in the database, if any
+    # Current version before this batch (from the database or the previous batch), if any.
     db_row: dict[str, Any] | None
     close_db_at: int | None = None
     # Versions opened in this batch: [block_from, block_to, row]
@@ -80,7 +100,8 @@ class _Entry:
 
 
 class EntityCache:
-    def __init__(self) -> None:
+    def __init__(self, carry: Carry | None = None) -> None:
+        self._carry = carry or {}
         self._entries: dict[str, dict[Any, _Entry]] = {t: {} for t in VERSIONED_TABLES}
         self.facts: dict[str, list[tuple[Any, ...]]] = {t: [] for t in FACT_TABLES}
         self.chain_rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in CHAIN_COLUMNS}
@@ -92,24 +113,30 @@ class EntityCache:
         self, conn: psycopg.AsyncConnection[Any], table: str, keys: set[Any]
     ) -> None:
         entries = self._entries[table]
-        missing = [k for k in keys if k not in entries]
+        carried = self._carry.get(table, {})
+        missing = []
+        for k in keys:
+            if k in entries:
+                continue
+            if k in carried:  # newer than the database's, which may not have it yet
+                entries[k] = _Entry(db_row=carried[k])
+            else:
+                missing.append(k)
         if not missing:
             return
         key = KEYS[table]
         cols = STATE_COLUMNS[table]
-        query = sql.SQL(
-            "SELECT vid, {cols} FROM {t} WHERE {k} = ANY(%s) AND block_to IS NULL"
-        ).format(
+        query = sql.SQL("SELECT {cols} FROM {t} WHERE {k} = ANY(%s) AND block_to IS NULL").format(
             cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
             t=sql.Identifier(table),
             k=sql.Identifier(key),
         )
         cur = await conn.execute(query, (missing,))
         for row in await cur.fetchall():
-            values = dict(zip(cols, row[1:], strict=True))
-            entries[values[key]] = _Entry(db_vid=row[0], db_row=values)
+            values = dict(zip(cols, row, strict=True))
+            entries[values[key]] = _Entry(db_row=values)
         for k in missing:
-            entries.setdefault(k, _Entry(db_vid=None, db_row=None))
+            entries.setdefault(k, _Entry(db_row=None))
 
     async def get(
         self, conn: psycopg.AsyncConnection[Any], table: str, key: Any
@@ -153,35 +180,52 @@ class EntityCache:
             or any(self.chain_rows[t] for t in CHAIN_COLUMNS)
         )
 
-    async def flush(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Write everything buffered (inside the caller's transaction) and start empty."""
+    def stage(self, steps: list[Step]) -> Carry:
+        """Append the statements writing everything buffered to `steps`, start empty, and return
+        the current state of every entity this batch changed (the next batch's `carry`).
+
+        Superseded versions are closed by key (the current version is the one with no
+        `block_to`), not by `vid`: a version written by a batch still in flight has no vid here.
+        """
+        carry: Carry = {}
         for table in VERSIONED_TABLES:
             entries = self._entries[table]
-            closes = [(e.close_db_at, e.db_vid) for e in entries.values() if e.close_db_at]
+            closes = [(e.close_db_at, k) for k, e in entries.items() if e.close_db_at]
             if closes:
-                async with conn.cursor() as cur:
-                    await cur.execute(
+                key = sql.Identifier(KEYS[table])
+                steps.append(
+                    (
+                        "exec",
                         sql.SQL(
-                            "UPDATE {t} SET block_to = v.h FROM "
-                            "(SELECT unnest(%s::int[]) AS h, unnest(%s::bigint[]) AS vid) v "
-                            "WHERE {t}.vid = v.vid"
-                        ).format(t=sql.Identifier(table)),
-                        ([h for h, _ in closes], [v for _, v in closes]),
+                            "UPDATE {t} SET block_to = v.h FROM (SELECT unnest(%s::int[]) AS h, "
+                            "unnest(%s::{kt}[]) AS k) v WHERE {t}.{key} = v.k "
+                            "AND {t}.block_to IS NULL"
+                        ).format(t=sql.Identifier(table), key=key, kt=sql.SQL(_key_type(table))),
+                        ([h for h, _ in closes], [k for _, k in closes]),
                     )
+                )
             state_cols = STATE_COLUMNS[table]
             rows: list[tuple[Any, ...]] = [
                 (*[state.get(c) for c in state_cols], block_from, block_to)
                 for e in entries.values()
                 for block_from, block_to, state in e.versions
             ]
-            await copy_rows(conn, table, [*state_cols, "block_from", "block_to"], rows)
+            stage_copy(steps, table, [*state_cols, "block_from", "block_to"], rows)
+            carry[table] = {k: e.versions[-1][2] for k, e in entries.items() if e.versions}
             entries.clear()
         for table in FACT_TABLES:
-            await copy_rows(conn, table, COLUMNS[table], self.facts[table])
+            stage_copy(steps, table, COLUMNS[table], self.facts[table])
             self.facts[table] = []
         for table, chain_cols in CHAIN_COLUMNS.items():
-            await copy_rows(conn, table, chain_cols, self.chain_rows[table])
+            stage_copy(steps, table, chain_cols, self.chain_rows[table])
             self.chain_rows[table] = []
+        return carry
+
+    async def flush(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Write everything buffered (inside the caller's transaction) and start empty."""
+        steps: list[Step] = []
+        self.stage(steps)
+        await send(conn, steps)
 
 
 _ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
@@ -243,13 +287,32 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-async def copy_rows(
-    conn: psycopg.AsyncConnection[Any], table: str, cols: list[str], rows: list[tuple[Any, ...]]
+def stage_copy(
+    steps: list[Step], table: str, cols: list[str], rows: Sequence[Sequence[Any]]
 ) -> None:
     if not rows:
         return
     query = sql.SQL("COPY {t} ({cols}) FROM STDIN").format(
         t=sql.Identifier(table), cols=sql.SQL(", ").join(map(sql.Identifier, cols))
     )
-    async with conn.cursor() as cur, cur.copy(query) as copy:
-        await copy.write(copy_text(rows))
+    # Encoded here, by the thread that stages, not by the one that sends.
+    steps.append(("copy", query, copy_text(rows).encode()))
+
+
+async def send(conn: psycopg.AsyncConnection[Any], steps: list[Step]) -> None:
+    """Run staged steps in order, inside the caller's transaction."""
+    async with conn.cursor() as cur:
+        for kind, query, arg in steps:
+            if kind == "copy":
+                async with cur.copy(query) as copy:
+                    await copy.write(arg)
+            else:
+                await cur.execute(query, arg)
+
+
+async def copy_rows(
+    conn: psycopg.AsyncConnection[Any], table: str, cols: list[str], rows: list[tuple[Any, ...]]
+) -> None:
+    steps: list[Step] = []
+    stage_copy(steps, table, cols, rows)
+    await send(conn, steps)

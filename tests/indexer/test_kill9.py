@@ -1,5 +1,9 @@
 """kill -9 a real `recchain replay` subprocess at many points; after a restart the database must
-equal an uninterrupted run (nothing lost, nothing duplicated)."""
+equal an uninterrupted run (nothing lost, nothing duplicated).
+
+Each run is killed a random moment after it has committed its first batch, so the kills land
+while batches are being applied, staged and written (not during interpreter start-up), however
+fast the machine replays."""
 
 from __future__ import annotations
 
@@ -11,8 +15,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import make_url
 
+from db.session import to_libpq_url
 from indexer.tsv import write_requests
 from ops.bench.chaingen import Chain, to_requests
 from recchain.config import PROJECT_ROOT
@@ -37,7 +43,7 @@ async def test_kill9_at_random_points_loses_and_duplicates_nothing(
     db_url: str, server_url: str, tmp_path: Path
 ) -> None:
     chain = Chain(seed=30, txs_per_block=4)
-    main = chain.grow(None, 40, "main")
+    main = chain.grow(None, 60, "main")
     side = chain.grow(main[30]["index_block_hash"], 12, "side")  # a 9-block fork midway
     blocks = main[:35] + side + main[35:]
     tsv = tmp_path / "chain.tsv"
@@ -46,14 +52,26 @@ async def test_kill9_at_random_points_loses_and_duplicates_nothing(
                              for i, (p, b) in enumerate(to_requests(blocks))])  # fmt: skip
     rng = random.Random(7)
     kills = 0
-    for _ in range(KILL_POINTS):
-        proc = _replay(db_url, tsv)
-        # interpreter start-up is ~0.5 s, so some runs die before doing any work
-        await asyncio.sleep(rng.uniform(0.3, 2.5))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            kills += 1
-        proc.wait()
+    with psycopg.connect(to_libpq_url(db_url), autocommit=True) as watch:
+
+        def position() -> int | None:
+            row = watch.execute(
+                "SELECT position FROM checkpoints WHERE name = 'indexer'"
+            ).fetchone()
+            return None if row is None else row[0]
+
+        for _ in range(KILL_POINTS):
+            before = position()
+            proc = _replay(db_url, tsv)
+            for _ in range(12_000):  # a minute at most
+                if proc.poll() is not None or position() != before:
+                    break
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(rng.uniform(0.0, 0.03))
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                kills += 1
+            proc.wait()
     final = _replay(db_url, tsv)
     assert final.wait(timeout=120) == 0
     assert kills >= KILL_POINTS // 2, "most runs must actually have been killed"
