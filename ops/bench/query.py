@@ -1,10 +1,13 @@
 """`recchain bench query`: API latency per query family on a generated database, requests/s of
 one API process, and the ratio to running the very same SQL directly with psycopg.
 
-The API runs as its own process (`recchain serve`), as in production; the client runs here. For
-the direct-SQL ratio, the statements the API issues for a sample of requests are captured (the
-driver-level SQL and parameters, via an SQLAlchemy hook on an in-process app) and replayed with
-plain psycopg in the same transaction shape.
+The API runs as its own process (`recchain serve`), as in production; the load comes from
+another process (`loadgen.py`: raw keep-alive HTTP/1.1, cheap enough not to be the bottleneck,
+and it reports its own CPU). Latency is measured with one client at a time; requests/s with
+`--concurrency` clients, beside the API's and the client's CPU per request and the load average.
+For the direct-SQL ratio, the statements the API issues for a sample of requests are captured
+(the driver-level SQL and parameters, at the API's reader on an in-process app) and replayed
+with plain psycopg in the same transaction shape.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -27,40 +29,10 @@ from sqlalchemy import make_url
 
 from db.migrate import upgrade
 from db.session import create_engine, database_url, to_libpq_url
-from ops.bench.apidata import BENEFICIARIES, BLOCKS, OWNERS, populate
+from ops.bench.apidata import populate
 from ops.bench.e2e import free_port
+from ops.bench.families import FAMILIES
 from recchain.config import ApiSettings, Settings, get_settings
-
-Family = Callable[[random.Random, int], tuple[str, dict[str, Any]]]
-
-FAMILIES: dict[str, Family] = {
-    "certificate": lambda r, n: (
-        "query($t: Int!) { certificate(tokenId: $t) { owner status wh vintage } }",
-        {"t": r.randint(1, n)},
-    ),
-    "ownership_history": lambda r, n: (
-        "query($t: Int!) { ownershipHistory(tokenId: $t) { nodes { kind txid blockHeight"
-        " sender recipient price } } }",
-        {"t": r.randint(1, n)},
-    ),
-    "holdings_at_block": lambda r, n: (
-        "query($o: String!, $b: Int!) { holdings(owner: $o, block: {number: $b}, first: 20) {"
-        " totalWh certificates { nodes { tokenId wh } } } }",
-        {"o": f"SP{r.randrange(OWNERS)}", "b": r.randint(BLOCKS // 4, BLOCKS)},
-    ),
-    "retirement_statement": lambda r, n: (
-        "query($b: String!) { retirementStatement(beneficiary: $b, reportingYear: 2025) {"
-        " totalWh breakdown { dimension key wh } lines { retirement { txid serialStart"
-        " serialEnd wh } } } }",
-        {"b": f"Beneficiary {r.randrange(BENEFICIARIES)}"},
-    ),
-    "certificates_filtered": lambda r, n: (
-        'query($f: Int!) { certificates(first: 20, where: {facilityId: $f, status: "active"},'
-        " orderBy: [{field: tokenId, direction: desc}]) { nodes { tokenId owner facility"
-        " { name } } pageInfo { endCursor } } }",
-        {"f": r.randint(1, 1000)},
-    ),
-}
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -102,43 +74,43 @@ def start_api(url: str, port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("the API did not start")
 
 
-async def latencies(base: str, n: int, samples: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {}
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
-        for name, family in FAMILIES.items():
-            rnd = random.Random(name)
-            times: list[float] = []
-            for _ in range(samples):
-                query, variables = family(rnd, n)
-                t = time.perf_counter()
-                resp = await client.post("/graphql", json={"query": query, "variables": variables})
-                times.append(time.perf_counter() - t)
-                body = resp.json()
-                if "errors" in body:
-                    raise RuntimeError(f"{name}: {body['errors']}")
-            out[name] = times
+def loadgen(port: int, family: str, certificates: int, **options: Any) -> dict[str, Any]:
+    """One run of the load generator in its own process (see loadgen.py); its JSON report."""
+    argv = [sys.executable, "-m", "ops.bench.loadgen", "--port", str(port), "--family", family]
+    argv += ["--certificates", str(certificates)]
+    for key, value in options.items():
+        argv += [f"--{key}", str(value)]
+    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    report: dict[str, Any] = json.loads(out)
+    return report
+
+
+def latencies(port: int, n: int, samples: int) -> dict[str, dict[str, Any]]:
+    """One client, one request at a time, per family; a short warm-up first (the parse and
+    validation caches fill on a document's first request, as in any long-running server)."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in FAMILIES:
+        loadgen(port, name, n, connections=1, requests=20, seed=10**6)
+        out[name] = loadgen(port, name, n, connections=1, requests=samples)
     return out
 
 
-async def throughput(base: str, n: int, seconds: float, concurrency: int) -> tuple[float, int]:
-    """Requests/s and the number of requests completed."""
-    done = 0
-    stop = time.perf_counter() + seconds
-
-    async def worker(client: httpx.AsyncClient, seed: int) -> None:
-        nonlocal done
-        rnd = random.Random(seed)
-        while time.perf_counter() < stop:
-            query, variables = FAMILIES["certificate"](rnd, n)
-            resp = await client.post("/graphql", json={"query": query, "variables": variables})
-            resp.raise_for_status()
-            done += 1
-
-    limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client, i) for i in range(concurrency)))
-        return done / (time.perf_counter() - started), done
+def throughput(
+    pid: int, port: int, family: str, n: int, seconds: float, concurrency: int
+) -> dict[str, Any]:
+    """Requests/s of one API process with `concurrency` keep-alive clients, and the CPU the API
+    and the load generator each spent per request."""
+    loadgen(port, family, n, connections=concurrency, requests=concurrency * 10, seed=10**6)
+    cpu0, load0 = cpu_seconds(pid), os.getloadavg()[0]
+    run = loadgen(port, family, n, connections=concurrency, seconds=seconds)
+    done = max(1, run["requests"])
+    return {
+        **run,
+        "api_cpu_ms_per_request": round((cpu_seconds(pid) - cpu0) * 1000 / done, 3),
+        "client_cpu_ms_per_request": round(run["client_cpu_seconds"] * 1000 / done, 3),
+        "load_average_before": round(load0, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -226,14 +198,15 @@ def run(args: argparse.Namespace) -> int:
     url, gen_s = prepare(server, name, args.certificates, args.reuse)
     port = free_port()
     proc = start_api(url, port)
-    base = f"http://127.0.0.1:{port}"
+    families = list(FAMILIES) if args.throughput == "all" else args.throughput.split(",")
     try:
-        lat = asyncio.run(latencies(base, args.certificates, args.samples))
+        lat = latencies(port, args.certificates, args.samples)
         # Wall-clock requests/s depends on what else the machine runs; the API's CPU time per
         # request does not, and bounds requests/s per core.
-        cpu0 = cpu_seconds(proc.pid)
-        rps, done = asyncio.run(throughput(base, args.certificates, args.seconds, args.concurrency))
-        cpu_ms = (cpu_seconds(proc.pid) - cpu0) * 1000 / max(1, done)
+        rates = {
+            fam: throughput(proc.pid, port, fam, args.certificates, args.seconds, args.concurrency)
+            for fam in families
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -244,34 +217,38 @@ def run(args: argparse.Namespace) -> int:
         "generate_seconds": round(gen_s, 1),
         "samples_per_family": args.samples,
         "families": {},
-        "simple_requests_per_second": round(rps, 1),
-        "simple_request_api_cpu_ms": round(cpu_ms, 3),
-        "load_average": round(os.getloadavg()[0], 1),
+        "throughput": rates,
         "concurrency": args.concurrency,
+        "cpus": os.cpu_count(),
     }
     for fam in FAMILIES:
-        api50, sql50 = _pct(lat[fam], 0.5), _pct(sql[fam], 0.5)
+        api50, sql50 = lat[fam]["p50_ms"], _pct(sql[fam], 0.5)
         report["families"][fam] = {
-            "api_p50_ms": round(api50, 2),
-            "api_p99_ms": round(_pct(lat[fam], 0.99), 2),
-            "sql_p50_ms": round(sql50, 2),
-            "sql_p99_ms": round(_pct(sql[fam], 0.99), 2),
+            "api_p50_ms": api50,
+            "api_p99_ms": lat[fam]["p99_ms"],
+            "sql_p50_ms": round(sql50, 3),
+            "sql_p99_ms": round(_pct(sql[fam], 0.99), 3),
             "api_over_sql_p50": round(api50 / sql50, 2) if sql50 else None,
             "statements_per_request": statistics.mean(len(s) for s in captured[fam]),
         }
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        print(f"certificates: {args.certificates:,} (generated in {gen_s:.0f}s)")
-        print(f"{'family':24} {'api p50':>9} {'api p99':>9} {'sql p50':>9} {'ratio':>6}")
-        for fam, f in report["families"].items():
-            print(
-                f"{fam:24} {f['api_p50_ms']:>8.2f}m {f['api_p99_ms']:>8.2f}m"
-                f" {f['sql_p50_ms']:>8.2f}m {f['api_over_sql_p50'] or 0:>6.2f}"
-            )
+        return 0
+    print(f"certificates: {args.certificates:,} (generated in {gen_s:.0f}s)")
+    print("latency, one client (ms):")
+    print(f"{'family':24} {'api p50':>8} {'api p99':>8} {'sql p50':>8} {'sql p99':>8} {'ratio':>6}")
+    for fam, f in report["families"].items():
         print(
-            f"simple queries/s (one API process, {args.concurrency} clients): {rps:.0f};"
-            f" API CPU {cpu_ms:.2f} ms per request (load {os.getloadavg()[0]:.1f})"
+            f"{fam:24} {f['api_p50_ms']:>8.2f} {f['api_p99_ms']:>8.2f} {f['sql_p50_ms']:>8.2f}"
+            f" {f['sql_p99_ms']:>8.2f} {f['api_over_sql_p50'] or 0:>6.2f}"
+        )
+    print(f"throughput, one API process, {args.concurrency} keep-alive clients:")
+    for fam, r in rates.items():
+        print(
+            f"{fam:24} {r['requests_per_second']:>8.0f} req/s  p50 {r['p50_ms']:.1f} ms"
+            f"  p99 {r['p99_ms']:.1f} ms  API CPU {r['api_cpu_ms_per_request']:.3f} ms/req"
+            f"  client CPU {r['client_cpu_ms_per_request']:.3f} ms/req"
+            f"  load {r['load_average_before']:.1f}->{r['load_average_after']:.1f}"
         )
     return 0
 
@@ -282,6 +259,11 @@ def register(sub: Any) -> None:
     p.add_argument("--samples", type=int, default=300, help="requests per family")
     p.add_argument("--seconds", type=float, default=10.0, help="throughput run length")
     p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument(
+        "--throughput",
+        default="certificate",
+        help="families to measure requests/s of: comma-separated names, or 'all'",
+    )
     p.add_argument("--database", default=None, help="database name (default per size)")
     p.add_argument("--reuse", action="store_true", help="reuse an existing generated database")
     p.add_argument("--json", action="store_true")
