@@ -17,8 +17,12 @@ from recchain.config import Settings
 
 
 async def run_requests(
-    db_url: str, batches: Sequence[Sequence[tuple[str, str]]], settings: Settings | None = None
+    db_url: str,
+    batches: Sequence[Sequence[tuple[str, str]]],
+    settings: Settings | None = None,
+    ahead: bool = False,
 ) -> list[Outcome]:
+    """`ahead`: the catch-up path (`process_ahead`, batches committed by the writer thread)."""
     settings = settings or Settings(database_url=SecretStr(db_url))
     engine = create_engine(db_url, pool_size=1)
     outcomes: list[Outcome] = []
@@ -26,8 +30,15 @@ async def run_requests(
         async with engine.connect() as conn:
             indexer = Indexer(conn, settings)
             await indexer.start()
-            for batch in batches:
-                outcomes += await indexer.process([Request(p, body) for p, body in batch])
+            if ahead:
+                await indexer.start_ahead()
+            try:
+                for batch in batches:
+                    requests = [Request(p, body) for p, body in batch]
+                    process = indexer.process_ahead if ahead else indexer.process
+                    outcomes += await process(requests)
+            finally:
+                await indexer.stop_ahead()
     finally:
         await engine.dispose()
     return outcomes

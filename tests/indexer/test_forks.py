@@ -62,6 +62,21 @@ async def test_three_block_fork_and_back(db_url: str, server_url: str) -> None:
     assert tip == back[-1]["index_block_hash"]
 
 
+async def test_catch_up_pipeline_across_forks_and_orphans(db_url: str, server_url: str) -> None:
+    """Batches in flight on the writer while later ones fork, arrive out of order or repeat."""
+    chain = Chain(seed=14)
+    main = chain.grow(None, 12, "main")
+    side = chain.grow(main[6]["index_block_hash"], 8, "side")  # beats main from height 8
+    # 6 before its parent 5 (an orphan); after the fork, main from 7 on: 7 and 8 again
+    # (duplicates), then 9..11 (a losing branch, stored)
+    delivered = [*main[:5], main[6], main[5], *main[7:9], *side, *main[7:]]
+    reqs = to_requests(delivered)
+    await run_requests(db_url, [reqs[i : i + 2] for i in range(0, len(reqs), 2)], ahead=True)
+    await assert_equals_canonical_replay(db_url, server_url, main + side)
+    (tip,) = query(db_url, "SELECT index_block_hash FROM checkpoints")[0]
+    assert tip == side[-1]["index_block_hash"]
+
+
 async def test_fork_inside_one_catch_up_batch(db_url: str, server_url: str) -> None:
     chain = Chain(seed=12)
     main = chain.grow(None, 5, "main")
@@ -90,22 +105,23 @@ async def test_fork_beyond_finality_is_refused(db_url: str) -> None:
 
 
 @st.composite
-def fork_plans(draw: st.DrawFn) -> tuple[int, list[tuple[int, int]], bool, int]:
+def fork_plans(draw: st.DrawFn) -> tuple[int, list[tuple[int, int]], bool, int, bool]:
     seed = draw(st.integers(0, 10_000))
     forks = draw(st.lists(st.tuples(st.integers(0, 6), st.integers(1, 5)), min_size=1, max_size=4))
     shuffle = draw(st.booleans())
     batch = draw(st.sampled_from([1, 3, 50]))
-    return seed, forks, shuffle, batch
+    ahead = draw(st.booleans())  # the pipelined catch-up path, or one batch at a time
+    return seed, forks, shuffle, batch, ahead
 
 
 @settings(
-    max_examples=8,
+    max_examples=12,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(plan=fork_plans())
 async def test_random_fork_sequences(server_url: str, template_db: str, plan: Any) -> None:
-    seed, forks, shuffle, batch = plan
+    seed, forks, shuffle, batch, ahead = plan
     chain = Chain(seed=seed, txs_per_block=2)
     delivered = chain.grow(None, 5, "main")
     tips = [b["index_block_hash"] for b in delivered]
@@ -120,7 +136,8 @@ async def test_random_fork_sequences(server_url: str, template_db: str, plan: An
         random.Random(seed).shuffle(order)
     reqs = to_requests(order)
     with fresh_db(server_url) as db_url:
-        await run_requests(db_url, [reqs[i : i + batch] for i in range(0, len(reqs), batch)])
+        batches = [reqs[i : i + batch] for i in range(0, len(reqs), batch)]
+        await run_requests(db_url, batches, ahead=ahead)
         await assert_equals_canonical_replay(db_url, server_url, delivered)
 
 
