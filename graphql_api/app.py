@@ -20,16 +20,18 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from db.migrate import current_revisions, head_revisions
 from db.session import create_engine, database_url, to_libpq_url
 from graphql_api.context import BlockInput, Context
-from graphql_api.db import Reader
+from graphql_api.db import Reader, close_read_pools
 from graphql_api.errors import BadUserInput
 from graphql_api.fanout import splice
 from graphql_api.guards import BodyLimit, RateLimit, build_extensions
+from graphql_api.http import FastQueries, read_body, replay
 from graphql_api.hub import Hub
 from graphql_api.schema import build_schema
 from recchain.config import Settings
@@ -75,6 +77,36 @@ class GraphQLApp(GraphQL[Context, None]):
         self.settings = settings
         self.engine = engine
         self.hub = hub
+        self.fast = FastQueries(self.schema, settings, self._http_context)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            body = await read_body(receive)
+            if await self.fast.handle(scope, body, send):
+                return
+            receive = replay(body, receive)
+        await super().__call__(scope, receive, send)
+
+    def _http_context(self, scope: Scope, optimistic: bool) -> Context:
+        return self._context(Request(scope), None, optimistic=optimistic)
+
+    def _context(
+        self, request: Request | WebSocket, response: Any, *, optimistic: bool = False
+    ) -> Context:
+        return Context(
+            settings=self.settings,
+            engine=self.engine,
+            # Websocket pushes read per statement, so idle subscribers hold no connection.
+            reader=Reader(
+                self.engine,
+                self.settings.api.statement_timeout_ms,
+                snapshot=not isinstance(request, WebSocket),
+                optimistic=optimistic,
+            ),
+            request=request,
+            response=response,
+            hub=self.hub,
+        )
 
     def encode_json(self, data: object) -> str | bytes:
         if type(data) is dict:
@@ -84,19 +116,7 @@ class GraphQLApp(GraphQL[Context, None]):
         return super().encode_json(data)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        return Context(
-            settings=self.settings,
-            engine=self.engine,
-            # Websocket pushes read per statement, so idle subscribers hold no connection.
-            reader=Reader(
-                self.engine,
-                self.settings.api.statement_timeout_ms,
-                snapshot=not isinstance(request, WebSocket),
-            ),
-            request=request,
-            response=response,
-            hub=self.hub,
-        )
+        return self._context(request, response)
 
 
 def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Starlette:
@@ -195,6 +215,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
             yield
         finally:
             await hub.stop()
+            await close_read_pools(eng)
             if owns_engine:
                 await eng.dispose()
 

@@ -93,7 +93,11 @@ async def relayed_transaction(reader: Any, txid: str) -> RelayedTransaction | No
             f"SELECT {RELAY_COLUMNS} FROM relay_txs WHERE txid = :t", {"t": txid.lower()}
         )
     except Exception as exc:
-        if getattr(getattr(exc, "orig", None), "sqlstate", None) == UNDEFINED_TABLE:
+        # The reader raises psycopg's errors; SQLAlchemy wraps them in `orig`.
+        sqlstate = getattr(exc, "sqlstate", None) or getattr(
+            getattr(exc, "orig", None), "sqlstate", None
+        )
+        if sqlstate == UNDEFINED_TABLE:
             raise NotAvailable("the relay outbox is not installed in this database") from exc
         raise
     return RelayedTransaction(**row) if row else None

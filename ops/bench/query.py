@@ -29,6 +29,7 @@ from sqlalchemy import make_url
 
 from db.migrate import upgrade
 from db.session import create_engine, database_url, to_libpq_url
+from graphql_api.db import session_settings
 from ops.bench.apidata import populate
 from ops.bench.e2e import free_port
 from ops.bench.families import FAMILIES
@@ -131,52 +132,49 @@ async def captured_sql(url: str, n: int, samples: int) -> dict[str, list[list[tu
         database_url=url,  # type: ignore[arg-type]
         api=ApiSettings(rate_limit_per_minute=10**9, max_cost=10**9),
     )
-    from graphql_api.db import Reader
+    from graphql_api.db import Reader, close_read_pools
 
     engine = create_engine(url)
     current: list[tuple[str, Any]] = []
     # The reader talks to psycopg directly, below SQLAlchemy's cursor events: record there.
-    run, write, first = Reader._run, Reader._write, Reader._run_first
+    execute = Reader._execute
 
-    async def traced_run(self: Reader, driver: Any, sql: str, params: dict[str, Any]) -> Any:
-        current.append((sql, params or None))
-        return await run(self, driver, sql, params)
+    async def traced(self: Reader, conn: Any, sql: str | bytes, params: Any) -> Any:
+        current.append((sql.decode() if isinstance(sql, bytes) else sql, params))
+        return await execute(self, conn, sql, params)
 
-    async def traced_write(self: Reader, driver: Any, sql: bytes) -> None:
-        current.append((sql.decode(), None))
-        await write(self, driver, sql)
-
-    async def traced_first(self: Reader, driver: Any, sql: str, params: dict[str, Any]) -> Any:
-        # BEGIN and its settings travel pipelined with the first statement.
-        current.extend((stmt.decode(), None) for stmt in self._begin_statements)
-        current.append((sql, params or None))
-        return await first(self, driver, sql, params)
-
-    Reader._run = traced_run  # type: ignore[method-assign]
-    Reader._run_first = traced_first  # type: ignore[method-assign]
-    Reader._write = traced_write  # type: ignore[method-assign]
+    Reader._execute = traced  # type: ignore[method-assign]
     app = create_app(settings, engine=engine)
     out: dict[str, list[list[tuple[str, Any]]]] = {}
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        for name, family in FAMILIES.items():
-            rnd = random.Random(name)
-            out[name] = []
-            for _ in range(samples):
-                query, variables = family(rnd, n)
-                current.clear()
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for name, family in FAMILIES.items():
+                rnd = random.Random(name)
+                out[name] = []
+                # Warm: a document's first request may be an optimistic run that is redone.
+                query, variables = family(random.Random(-1), n)
                 await client.post("/graphql", json={"query": query, "variables": variables})
-                out[name].append(list(current))
-    await engine.dispose()
-    Reader._run, Reader._write = run, write  # type: ignore[method-assign]
-    Reader._run_first = first  # type: ignore[method-assign]
+                for _ in range(samples):
+                    query, variables = family(rnd, n)
+                    current.clear()
+                    await client.post("/graphql", json={"query": query, "variables": variables})
+                    out[name].append(list(current))
+    finally:
+        Reader._execute = execute  # type: ignore[method-assign]
+        await close_read_pools(engine)
+        await engine.dispose()
     return out
 
 
-def direct(url: str, captured: dict[str, list[list[tuple[str, Any]]]]) -> dict[str, list[float]]:
+def direct(
+    url: str, captured: dict[str, list[list[tuple[str, Any]]]], timeout_ms: int
+) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
-    # Autocommit, as the API's reader: the captured BEGIN and ROLLBACK delimit each request.
+    # Autocommit with the session settings of the API's read pool: the captured BEGIN and
+    # ROLLBACK delimit each request that has a snapshot.
     with psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
+        conn.execute(session_settings(timeout_ms))
         for name, requests in captured.items():
             times = []
             for statements in requests:
@@ -211,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         proc.terminate()
         proc.wait(timeout=30)
     captured = asyncio.run(captured_sql(url, args.certificates, args.samples))
-    sql = direct(url, captured)
+    sql = direct(url, captured, settings.api.statement_timeout_ms)
     report: dict[str, Any] = {
         "certificates": args.certificates,
         "generate_seconds": round(gen_s, 1),

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from graphql_api.db import Reader
+from graphql_api.db import Reader, close_read_pools
 from graphql_api.errors import LimitExceeded
 from graphql_api.sdl import SDL_PATH, render
 from tests.graphql_api.builder import Chain
@@ -108,9 +108,12 @@ async def test_statement_timeout_is_typed_and_local(engine: AsyncEngine) -> None
     with pytest.raises(LimitExceeded, match="statement timeout of 50 ms"):
         await reader.all("SELECT pg_sleep(2)")
     await reader.close()
-    # SET LOCAL: the pooled connection goes back with the server default.
+    # The timeout is set on the API's own read connections only: others keep the default.
+    reader = Reader(engine, 50, snapshot=False)
+    assert await reader.one("SHOW statement_timeout") == {"statement_timeout": "50ms"}
     async with engine.connect() as conn:
         assert (await conn.execute(text("SHOW statement_timeout"))).scalar() == "0"
+    await close_read_pools(engine)
 
 
 async def test_internal_errors_are_masked(api: Api, engine: AsyncEngine) -> None:

@@ -1,0 +1,212 @@
+"""The common GraphQL request on a short path: `POST /graphql` with a JSON body holding a query
+operation that parses and validates.
+
+Strawberry's HTTP view and `Schema.execute` run about a dozen extension hooks, context managers
+and adapter objects per request; for a one-row lookup they cost more CPU than graphql-core's
+execution, the SQL and the HTTP server together. Here the request is read once, the document's
+parse, validation (with the depth and alias rules), operation and root fields are looked up in
+one cache per (query, operationName), and graphql-core executes it with Strawberry's own
+execution context class, so resolvers see exactly what they see under Strawberry.
+
+Every guard still applies, from the same code in `guards.py`: tokens (the parser's limit),
+depth and aliases (validation rules), cost (per request, with the variables), masked internal
+errors, per-root-field metrics, and the body size, rate limit and CORS middleware in front.
+Anything else - GET, GraphiQL, other content types, batches, `extensions`, mutations and
+subscriptions, documents that fail to parse or validate, operations over the cost limit - goes
+to Strawberry unchanged, so errors keep their exact shape and there is one place that words
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from inspect import isawaitable
+from typing import Any
+
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    OperationType,
+    execute,
+    get_operation_ast,
+    parse,
+    specified_rules,
+)
+from starlette.types import Receive, Scope, Send
+from strawberry import Schema
+from strawberry.schema.base import BaseSchema
+from strawberry.schema.schema import validate_document
+
+from graphql_api.context import Context
+from graphql_api.guards import (
+    Lru,
+    masked,
+    operation_cost,
+    operation_root_fields,
+    record_field_metrics,
+    validation_rules,
+)
+from recchain.config import Settings
+
+JSON_HEADERS = ((b"content-type", b"application/json"),)
+_MISSING = object()
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a valid query document needs per request, computed on its first request."""
+
+    document: DocumentNode
+    root_fields: dict[str, str]
+    # Set once an execution of the document asked for a second statement (db.Reader).
+    snapshot: bool = False
+
+
+class FastQueries:
+    """Executes the common request; `handle` returns False to leave the request to Strawberry."""
+
+    def __init__(
+        self, schema: BaseSchema, settings: Settings, context: Callable[[Scope, bool], Context]
+    ):
+        assert isinstance(schema, Schema)
+        api = settings.api
+        self.schema = schema
+        self.context = context
+        self.max_tokens = api.max_tokens
+        self.max_cost = api.max_cost
+        self.mask = api.mask_errors
+        self.rules = (*specified_rules, *validation_rules(api.max_depth, api.max_aliases))
+        self.executor_class = schema.execution_context_class
+        self._plans = Lru(1024)
+
+    def plan(self, query: str, operation_name: str | None) -> Plan | None:
+        key = (query, operation_name)
+        found = self._plans.get(key, _MISSING)
+        if found is not _MISSING:
+            result: Plan | None = found
+            return result
+        plan = None
+        try:
+            document = parse(query, max_tokens=self.max_tokens)
+        except GraphQLError:
+            document = None
+        if document is not None:
+            operation = get_operation_ast(document, operation_name)
+            if (
+                operation is not None
+                and operation.operation == OperationType.QUERY
+                and not validate_document(self.schema._schema, document, self.rules)
+            ):
+                fields = operation_root_fields(document, query, operation_name) or {}
+                plan = Plan(document, fields)
+        self._plans.put(key, plan)
+        return plan
+
+    async def handle(self, scope: Scope, body: bytes, send: Send) -> bool:
+        content_type = b""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+        if not content_type.startswith(b"application/json"):
+            return False
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return False
+        if type(data) is not dict:
+            return False
+        query = data.get("query")
+        variables = data.get("variables")
+        operation_name = data.get("operationName")
+        if (
+            type(query) is not str
+            or not (variables is None or type(variables) is dict)
+            or not (operation_name is None or type(operation_name) is str)
+            or data.get("extensions")
+        ):
+            return False
+        plan = self.plan(query, operation_name)
+        if plan is None:
+            return False
+        if operation_cost(plan.document, query, operation_name, variables or {}) > self.max_cost:
+            return False
+        started = time.perf_counter()
+        # Optimistic first (one statement, no transaction), unless the document is known to
+        # run more; an optimistic run that asks for a second statement is run again.
+        ctx = self.context(scope, not plan.snapshot)
+        try:
+            result = await self._execute(plan, ctx, variables, operation_name)
+            if ctx.reader.needs_snapshot:
+                plan.snapshot = True
+                await ctx.close()
+                ctx = self.context(scope, False)
+                result = await self._execute(plan, ctx, variables, operation_name)
+            errors = result.errors
+            if plan.root_fields:
+                record_field_metrics(plan.root_fields, time.perf_counter() - started, errors)
+            payload: dict[str, Any] = {"data": result.data}
+            if errors:
+                self.schema._process_errors(errors)  # logs them, as Strawberry does
+                payload["errors"] = [e.formatted for e in (masked(errors) if self.mask else errors)]
+            out = json.dumps(payload, separators=(",", ":")).encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [*JSON_HEADERS, (b"content-length", str(len(out)).encode())],
+                }
+            )
+            await send({"type": "http.response.body", "body": out})
+        finally:
+            # After the answer is on its way: ending the read transaction is no part of it.
+            await ctx.close()
+        return True
+
+    async def _execute(
+        self, plan: Plan, ctx: Context, variables: dict[str, Any] | None, name: str | None
+    ) -> ExecutionResult:
+        try:
+            result = execute(
+                self.schema._schema,
+                plan.document,
+                context_value=ctx,
+                variable_values=variables,
+                operation_name=name,
+                executor_class=self.executor_class,
+            )
+            if isawaitable(result):
+                result = await result
+        except Exception as exc:  # as Strawberry: an error result, masked later
+            result = ExecutionResult(None, [GraphQLError(str(exc), original_error=exc)])
+        assert isinstance(result, ExecutionResult)
+        return result
+
+
+async def read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """`receive` that yields the already read body first."""
+    sent = False
+
+    async def again() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return again

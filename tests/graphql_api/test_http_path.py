@@ -1,0 +1,126 @@
+"""The short HTTP path (http.py) and the reader under it: same answers as Strawberry's view, one
+snapshot per operation, optimistic single statements, a bounded pool."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from graphql_api.db import NeedsSnapshot, Reader, close_read_pools, read_pool
+from tests.graphql_api.builder import Chain
+from tests.graphql_api.conftest import Api
+
+TIP = "SELECT max(block_height) AS h FROM blocks WHERE canonical"
+
+
+async def add_block(engine: AsyncEngine, height: int) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO blocks (index_block_hash, block_hash, block_height,"
+                " parent_index_block_hash, burn_block_height, burn_block_hash, burn_block_time,"
+                " block_time, canonical) VALUES (:i, :b, :h, :p, :h, :bb, 0, 0, true)"
+            ),
+            {
+                "i": f"0xi{height}",
+                "b": f"0xb{height}",
+                "h": height,
+                "p": "0x",
+                "bb": f"0xbb{height}",
+            },
+        )
+
+
+async def test_snapshot_reader_sees_one_state_across_commits(engine: AsyncEngine) -> None:
+    await add_block(engine, 1)
+    reader = Reader(engine, 5_000)
+    try:
+        assert (await reader.one(TIP)) == {"h": 1}
+        await add_block(engine, 2)
+        assert (await reader.one(TIP)) == {"h": 1}
+    finally:
+        await reader.close()
+    fresh = Reader(engine, 5_000)
+    assert (await fresh.one(TIP)) == {"h": 2}
+    await fresh.close()
+    await close_read_pools(engine)
+
+
+async def test_optimistic_reader_refuses_a_second_statement(engine: AsyncEngine) -> None:
+    reader = Reader(engine, 5_000, optimistic=True)
+    assert (await reader.one("SELECT 1 AS one")) == {"one": 1}
+    with pytest.raises(NeedsSnapshot):
+        await reader.one("SELECT 2 AS two")
+    assert reader.needs_snapshot
+    await reader.close()
+    await close_read_pools(engine)
+
+
+async def test_pool_never_opens_more_than_its_size(engine: AsyncEngine) -> None:
+    pool = read_pool(engine, 5_000)
+    readers = [Reader(engine, 5_000, snapshot=False) for _ in range(pool.size * 3)]
+    rows = await asyncio.gather(*(r.one("SELECT pg_sleep(0.01), 1 AS one") for r in readers))
+    assert all(r is not None and r["one"] == 1 for r in rows)
+    assert pool._open <= pool.size
+    await close_read_pools(engine)
+
+
+def chain_with_tokens() -> Chain:
+    chain = Chain()
+    chain.block()
+    fid = chain.facility(name="Sunny Park")
+    for i in range(3):
+        chain.mint(fid, f"ST1HOLDER{i}", 1_000_000)
+    chain.block()
+    return chain
+
+
+async def both_paths(api: Api, query: str, variables: dict[str, Any]) -> tuple[Any, Any]:
+    """The answer over POST (the short path) and over GET (Strawberry's view)."""
+    fast = await api.query(query, variables)
+    slow = await api.client.get(
+        "/graphql",
+        params={"query": query, "variables": json.dumps(variables)},
+        headers={"accept": "application/json"},
+    )
+    return fast, slow.json()
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        ("query($t: Int!) { certificate(tokenId: $t) { tokenId owner wh } }", {"t": 1}),
+        # Two statements (the tip, then the lookup): the optimistic run is redone.
+        (
+            "query($t: Int!) { certificate(tokenId: $t, block: {number: 1}) { tokenId } }",
+            {"t": 2},
+        ),
+        (
+            "{ a: certificate(tokenId: 1) { owner } b: certificates(first: 2) { totalCount"
+            " nodes { tokenId facility { name } } } _meta { tipHeight } }",
+            {},
+        ),
+        ("{ certificates(first: -1) { totalCount } }", {}),
+        ("{ certificate(tokenId: 1, block: {number: 99}) { owner } }", {}),
+        ("query($t: Int!) { certificate(tokenId: $t) { owner } }", {"t": "x"}),
+    ],
+)
+async def test_short_path_answers_as_strawberry_does(
+    api: Api, engine: AsyncEngine, query: str, variables: dict[str, Any]
+) -> None:
+    await chain_with_tokens().write(engine)
+    for _ in range(2):  # the second time, the document's plan is known
+        fast, slow = await both_paths(api, query, variables)
+        assert fast == slow
+    assert fast.get("data") is not None or fast.get("errors")
+
+
+async def test_documents_strawberry_refuses_keep_their_errors(api: Api) -> None:
+    for query in ("{ certificate(tokenId: 1) { nope } }", "{ certificate(", "mutation { x }"):
+        body = await api.query(query)
+        assert body["errors"] and body.get("data") is None, query
