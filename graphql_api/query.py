@@ -12,13 +12,14 @@ import enum
 import hashlib
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 import strawberry
+from strawberry.types.arguments import InputContext
 from strawberry.types.base import StrawberryOptional, get_object_definition
 from strawberry.types.private import is_private
 from strawberry.utils.str_converters import to_camel_case
@@ -132,9 +133,21 @@ def build_inputs() -> None:
             annotations[nested + "_"] = f"{target}Filter | None"
         annotations["and_"] = f"list[{name}] | None"
         annotations["or_"] = f"list[{name}] | None"
+        # GraphQL name -> (attribute, how to convert a non-null value, nested entity).
+        spec: dict[str, tuple[str, str, str | None]] = {}
         for key in annotations:
             col, suffix = entity.ops.get(key, (key[:-1], "_"))
             defaults[key] = strawberry.field(default=None, name=to_camel_case(col) + suffix)
+            if key in ("and_", "or_"):
+                spec[key[:-1]] = (key, "filters", entity.name)
+            elif key in entity.ops:
+                spec[to_camel_case(col) + suffix] = (
+                    key,
+                    "list" if suffix in LISTS else "leaf",
+                    None,
+                )
+            else:
+                spec[to_camel_case(col) + suffix] = (key, "filter", entity.nested[col][0])
         defaults["and_"] = strawberry.field(default=None, name="and", description="All of.")
         defaults["or_"] = strawberry.field(default=None, name="or", description="Any of.")
         cls = type(name, (), {"__annotations__": annotations, "__module__": __name__, **defaults})
@@ -147,6 +160,9 @@ def build_inputs() -> None:
             " `and`/`or`.",
         )
         setattr(_MODULE, name, entity.filter_input)
+        get_object_definition(entity.filter_input, strict=True).from_input = _filter_from_input(
+            spec
+        )
         members = {to_camel_case(c): c for c in entity.orderable}
         order_enum: Any = strawberry.enum(  # type: ignore[call-overload]
             enum.Enum(f"{entity.name}OrderField", members),
@@ -164,6 +180,39 @@ def build_inputs() -> None:
         entity.order_input = strawberry.input(
             order_cls, description=f"One sort key of {entity.name}."
         )
+
+
+def _filter_from_input(
+    spec: dict[str, tuple[str, str, str | None]],
+) -> Callable[[type, Mapping[str, Any], InputContext], Any]:
+    """Builds a `<Type>Filter` from its GraphQL input value.
+
+    Strawberry's generic conversion resolves the type of every field of an input per value;
+    a filter has well over a hundred fields (each defaults to null, so each is present), and
+    that cost more than the rest of a list request. graphql-core has already coerced the leaf
+    values; only lists are copied and nested filters converted.
+    """
+
+    def from_input(cls: type, value: Mapping[str, Any], ctx: InputContext) -> Any:
+        kwargs: dict[str, Any] = {}
+        for name, item in value.items():
+            if item is None:
+                continue
+            attr, how, target = spec[name]
+            if how == "leaf":
+                kwargs[attr] = item
+            elif how == "list":
+                kwargs[attr] = list(item)
+            else:
+                inner = ENTITIES[target or ""].filter_input
+                kwargs[attr] = (
+                    ctx.convert(item, inner, name)
+                    if how == "filter"
+                    else [ctx.convert(w, inner, name, i) for i, w in enumerate(item)]
+                )
+        return cls(**kwargs)
+
+    return from_input
 
 
 @dataclass
