@@ -86,6 +86,7 @@ class Request:
     # A `/new_block` already parsed off the event loop (catch-up parses in a worker process):
     # the Block, or the PayloadError text that parsing raised.
     parsed: Block | str | None = None
+    digest: bytes | None = None  # sha256 of the payload, if already computed (`payload_hash`)
 
 
 @dataclass(slots=True)
@@ -185,7 +186,9 @@ class _Writer:
             self.loop.close()
 
 
-def _hash(payload: str) -> bytes:
+def payload_hash(payload: str) -> bytes:
+    """The dedup key of a raw request (hashlib releases the GIL on payloads this size, so a
+    parse thread computes it alongside the event loop)."""
     return hashlib.sha256(payload.encode()).digest()
 
 
@@ -412,14 +415,20 @@ class Indexer:
         await self.pg.execute(
             "INSERT INTO raw_requests (received_at, event_path, payload, payload_hash, error) "
             "VALUES (coalesce(%s, now()), %s, %s, %s, %s) ON CONFLICT (payload_hash) DO NOTHING",
-            (request.received_at, request.path, request.payload, _hash(request.payload), reason),
+            (
+                request.received_at,
+                request.path,
+                request.payload,
+                payload_hash(request.payload),
+                reason,
+            ),
         )
         await self.conn.commit()
 
     async def _process(self, batch: _Batch, requests: Sequence[Request]) -> list[Outcome]:
-        hashes = [_hash(r.payload) for r in requests]
+        hashes = [r.digest or payload_hash(r.payload) for r in requests]
         cur = await self.pg.execute(
-            "SELECT payload_hash FROM raw_requests WHERE payload_hash = ANY(%s)", (hashes,)
+            "SELECT payload_hash FROM raw_requests WHERE payload_hash = ANY(%b)", (hashes,)
         )
         seen = {bytes(row[0]) for row in await cur.fetchall()}
         if self._writer is not None:
@@ -839,7 +848,8 @@ class Indexer:
         stage_copy(steps, "raw_requests", _RAW_COLS, batch.raw_rows)
         batch.raw_rows = []
         block_rows = []
-        chain = batch.cache.chain
+        tx_rows = batch.cache.chain_rows["transactions"]
+        event_rows = batch.cache.chain_rows["events"]
         for block, raw_id in batch.new_blocks.values():
             h = block.header
             known = self._known[block.hash]
@@ -851,26 +861,23 @@ class Indexer:
                     block.tx_count, block.event_count, raw_id,
                 )
             )  # fmt: skip
-            height, canonical = block.height, known.canonical
-            for tx in block.txs:
-                # bytea from the hex text as is: COPY's input parser decodes it.
-                raw_tx = "\\x" + tx.raw_tx[2:] if tx.raw_tx else None
-                chain(
-                    "transactions",
-                    (
-                        block.hash, tx.txid, height, tx.tx_index, tx.status, tx.raw_result,
-                        raw_tx, canonical,
-                    ),
-                )  # fmt: skip
-            for ev in block.events:
-                chain(
-                    "events",
-                    (
-                        block.hash, ev.txid, ev.event_index, ev.tx_index, height, ev.type,
-                        ev.asset_identifier or ev.contract_id, ev.topic, ev.kind, ev.sender,
-                        ev.recipient, ev.amount, ev.raw_value, canonical,
-                    ),
-                )  # fmt: skip
+            bh, height, canonical = block.hash, block.height, known.canonical
+            # Values in `CHAIN_COLUMNS` order; bytea from the hex text as is (COPY decodes it).
+            tx_rows += [
+                (
+                    bh, tx.txid, height, tx.tx_index, tx.status, tx.raw_result,
+                    "\\x" + tx.raw_tx[2:] if tx.raw_tx else None, canonical,
+                )
+                for tx in block.txs
+            ]  # fmt: skip
+            event_rows += [
+                (
+                    bh, ev.txid, ev.event_index, ev.tx_index, height, ev.type,
+                    ev.asset_identifier or ev.contract_id, ev.topic, ev.kind, ev.sender,
+                    ev.recipient, ev.amount, ev.raw_value, canonical,
+                )
+                for ev in block.events
+            ]  # fmt: skip
             if known.orphan:
                 self._db_orphans += 1
         stage_copy(steps, "blocks", _BLOCK_COLS, block_rows)
@@ -886,9 +893,9 @@ class Indexer:
                         "UPDATE relay_txs r SET status = CASE WHEN v.st = 'success' THEN 'mined' "
                         "ELSE 'failed' END, tx_status = v.st, result = v.res, "
                         "index_block_hash = v.bh, block_height = v.h, mined_at = now(), "
-                        "updated_at = now() FROM (SELECT unnest(%s::text[]) AS txid, "
-                        "unnest(%s::text[]) AS st, unnest(%s::text[]) AS res, "
-                        "unnest(%s::text[]) AS bh, unnest(%s::int[]) AS h) v "
+                        "updated_at = now() FROM (SELECT unnest(%b::text[]) AS txid, "
+                        "unnest(%b::text[]) AS st, unnest(%b::text[]) AS res, "
+                        "unnest(%b::text[]) AS bh, unnest(%b::int[]) AS h) v "
                         "WHERE r.txid = v.txid AND r.status NOT IN ('mined', 'failed', 'rejected')"
                     ).format(),
                     (

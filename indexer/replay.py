@@ -26,7 +26,7 @@ from typing import TextIO
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from indexer.block import Block
-from indexer.pipeline import Indexer, Request, parse_block_request
+from indexer.pipeline import Indexer, Request, parse_block_request, payload_hash
 from indexer.tsv import count_lines, read_requests
 from recchain.config import Settings
 
@@ -91,8 +91,14 @@ def _batches(requests: Iterator[Request], size: int) -> Iterator[list[Request]]:
         yield batch
 
 
-def _parse_batch(items: list[tuple[str, str]], watched: frozenset[str]) -> list[Block | str | None]:
-    return [parse_block_request(path, payload, watched) for path, payload in items]
+_Parsed = tuple[Block | str | None, bytes]
+
+
+def _parse_batch(items: list[tuple[str, str]], watched: frozenset[str]) -> list[_Parsed]:
+    return [
+        (parse_block_request(path, payload, watched), payload_hash(payload))
+        for path, payload in items
+    ]
 
 
 async def _parsed_ahead(
@@ -109,11 +115,11 @@ async def _parsed_ahead(
     depth = max(workers, 1)
     with pool:
 
-        def submit(batch: list[Request]) -> asyncio.Future[list[Block | str | None]]:
+        def submit(batch: list[Request]) -> asyncio.Future[list[_Parsed]]:
             items = [(r.path, r.payload) for r in batch]
             return loop.run_in_executor(pool, _parse_batch, items, watched)
 
-        queue: deque[tuple[list[Request], asyncio.Future[list[Block | str | None]]]] = deque()
+        queue: deque[tuple[list[Request], asyncio.Future[list[_Parsed]]]] = deque()
         for batch in batches:
             queue.append((batch, submit(batch)))
             if len(queue) > depth:
@@ -122,11 +128,10 @@ async def _parsed_ahead(
             yield await _ready(*queue.popleft())
 
 
-async def _ready(
-    batch: list[Request], parsed: asyncio.Future[list[Block | str | None]]
-) -> list[Request]:
-    for request, result in zip(batch, await parsed, strict=True):
+async def _ready(batch: list[Request], parsed: asyncio.Future[list[_Parsed]]) -> list[Request]:
+    for request, (result, digest) in zip(batch, await parsed, strict=True):
         request.parsed = result
+        request.digest = digest
     return batch
 
 

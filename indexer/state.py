@@ -14,6 +14,7 @@ one from h, and several changes in one block update that block's version in plac
 from __future__ import annotations
 
 import json
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ class EntityCache:
             return
         key = KEYS[table]
         cols = STATE_COLUMNS[table]
-        query = sql.SQL("SELECT {cols} FROM {t} WHERE {k} = ANY(%s) AND block_to IS NULL").format(
+        query = sql.SQL("SELECT {cols} FROM {t} WHERE {k} = ANY(%b) AND block_to IS NULL").format(
             cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
             t=sql.Identifier(table),
             k=sql.Identifier(key),
@@ -197,19 +198,27 @@ class EntityCache:
                     (
                         "exec",
                         sql.SQL(
-                            "UPDATE {t} SET block_to = v.h FROM (SELECT unnest(%s::int[]) AS h, "
-                            "unnest(%s::{kt}[]) AS k) v WHERE {t}.{key} = v.k "
+                            "UPDATE {t} SET block_to = v.h FROM (SELECT unnest(%b::int[]) AS h, "
+                            "unnest(%b::{kt}[]) AS k) v WHERE {t}.{key} = v.k "
                             "AND {t}.block_to IS NULL"
                         ).format(t=sql.Identifier(table), key=key, kt=sql.SQL(_key_type(table))),
                         ([h for h, _ in closes], [k for _, k in closes]),
                     )
                 )
             state_cols = STATE_COLUMNS[table]
-            rows: list[tuple[Any, ...]] = [
-                (*[state.get(c) for c in state_cols], block_from, block_to)
-                for e in entries.values()
-                for block_from, block_to, state in e.versions
-            ]
+            get = operator.itemgetter(*state_cols)
+            try:
+                rows: list[tuple[Any, ...]] = [
+                    (*get(state), block_from, block_to)
+                    for e in entries.values()
+                    for block_from, block_to, state in e.versions
+                ]
+            except KeyError:  # a handler left a column out: it is NULL
+                rows = [
+                    (*[state.get(c) for c in state_cols], block_from, block_to)
+                    for e in entries.values()
+                    for block_from, block_to, state in e.versions
+                ]
             stage_copy(steps, table, [*state_cols, "block_from", "block_to"], rows)
             carry[table] = {k: e.versions[-1][2] for k, e in entries.items() if e.versions}
             entries.clear()
