@@ -862,11 +862,11 @@ class Indexer:
                 )
             )  # fmt: skip
             bh, height, canonical = block.hash, block.height, known.canonical
-            # Values in `CHAIN_COLUMNS` order; bytea from the hex text as is (COPY decodes it).
+            # Values in `CHAIN_COLUMNS` order (raw_tx of stored transactions is checked hex).
             tx_rows += [
                 (
                     bh, tx.txid, height, tx.tx_index, tx.status, tx.raw_result,
-                    "\\x" + tx.raw_tx[2:] if tx.raw_tx else None, canonical,
+                    bytes.fromhex(tx.raw_tx[2:]) if tx.raw_tx else None, canonical,
                 )
                 for tx in block.txs
             ]  # fmt: skip

@@ -70,8 +70,8 @@ assert all(
 assert set(KEYS) == set(VERSIONED_TABLES)
 
 
-# A staged statement: ("copy", COPY statement, its text) or ("exec", statement, parameters).
-Step = tuple[str, sql.Composed, Any]
+# A staged statement: ("copy", (table, columns), rows) or ("exec", statement, parameters).
+Step = tuple[str, Any, Any]
 # Entity states by table and key: what a batch leaves for the next one (see `EntityCache.stage`).
 Carry = dict[str, dict[Any, dict[str, Any]]]
 
@@ -299,29 +299,72 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> str:
 def stage_copy(
     steps: list[Step], table: str, cols: list[str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    if not rows:
-        return
-    query = sql.SQL("COPY {t} ({cols}) FROM STDIN").format(
-        t=sql.Identifier(table), cols=sql.SQL(", ").join(map(sql.Identifier, cols))
+    if rows:
+        steps.append(("copy", (table, tuple(cols)), rows))
+
+
+def _copy_query(table: str, cols: Sequence[str], binary: bool) -> sql.Composed:
+    return sql.SQL("COPY {t} ({cols}) FROM STDIN{fmt}").format(
+        t=sql.Identifier(table),
+        cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+        fmt=sql.SQL(" (FORMAT BINARY)" if binary else ""),
     )
-    # Encoded here, by the thread that stages, not by the one that sends.
-    steps.append(("copy", query, copy_text(rows).encode()))
+
+
+# Column type oids by (table, columns), or None where a column type has no binary dumper.
+_TYPES: dict[tuple[str, tuple[str, ...]], list[int] | None] = {}
+
+
+async def _binary_types(
+    conn: psycopg.AsyncConnection[Any], table: str, cols: tuple[str, ...]
+) -> list[int] | None:
+    key = (table, cols)
+    if key not in _TYPES:
+        cur = await conn.execute(
+            "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass "
+            "AND attnum > 0 AND NOT attisdropped",
+            (table,),
+        )
+        oids = dict(await cur.fetchall())
+        try:
+            for c in cols:
+                conn.adapters.get_dumper_by_oid(oids[c], psycopg.pq.Format.BINARY)
+        except (KeyError, psycopg.ProgrammingError):
+            _TYPES[key] = None
+        else:
+            _TYPES[key] = [oids[c] for c in cols]
+    return _TYPES[key]
 
 
 async def send(conn: psycopg.AsyncConnection[Any], steps: list[Step]) -> None:
-    """Run staged steps in order, inside the caller's transaction."""
+    """Run staged steps in order, inside the caller's transaction.
+
+    Rows are COPYed in binary format, formatted by psycopg's C dumpers for the columns' types:
+    several times cheaper than building COPY text in Python, for this process and for
+    PostgreSQL's input parsing alike (values must then have their column's Python type).
+    """
     async with conn.cursor() as cur:
-        for kind, query, arg in steps:
-            if kind == "copy":
-                async with cur.copy(query) as copy:
-                    await copy.write(arg)
-            else:
-                await cur.execute(query, arg)
+        for kind, what, arg in steps:
+            if kind == "exec":
+                await cur.execute(what, arg)
+                continue
+            table, cols = what
+            types = await _binary_types(conn, table, cols)
+            if types is None:
+                async with cur.copy(_copy_query(table, cols, binary=False)) as copy:
+                    await copy.write(copy_text(arg))
+                continue
+            async with cur.copy(_copy_query(table, cols, binary=True)) as copy:
+                copy.set_types(types)
+                write_row = copy.write_row
+                for row in arg:
+                    await write_row(row)
 
 
 async def copy_rows(
     conn: psycopg.AsyncConnection[Any], table: str, cols: list[str], rows: list[tuple[Any, ...]]
 ) -> None:
-    steps: list[Step] = []
-    stage_copy(steps, table, cols, rows)
-    await send(conn, steps)
+    """COPY `rows` in text format (lenient about Python types: any value prints as text)."""
+    if rows:
+        async with conn.cursor() as cur, cur.copy(_copy_query(table, cols, False)) as copy:
+            await copy.write(copy_text(rows))
