@@ -12,8 +12,9 @@ from functools import lru_cache
 from typing import Any
 
 from psycopg import AsyncConnection as PgConnection
-from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row
+from psycopg.cursor_async import AsyncCursor
+from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.rows import RowMaker
 from sqlalchemy import TextClause, text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialectAsync_psycopg
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,6 +24,7 @@ from db.session import to_libpq_url
 from graphql_api.errors import LimitExceeded
 
 QUERY_CANCELED = "57014"
+TUPLES_OK = ExecStatus.TUPLES_OK
 Row = dict[str, Any]
 _DIALECT = PGDialectAsync_psycopg()
 # Connections older than this are replaced when handed out: a replica switch or DNS change
@@ -42,6 +44,16 @@ def session_settings(timeout_ms: int) -> bytes:
         f"SET statement_timeout = {int(timeout_ms)}; SET jit = off;"
         " SET default_transaction_read_only = on"
     ).encode()
+
+
+def _dict_rows(cursor: AsyncCursor[Any]) -> RowMaker[Row]:
+    """Rows as dicts, like psycopg's dict_row, with the names read straight off the result:
+    dict_row builds `cursor.description` (a Column object per column) for every statement."""
+    res = cursor.pgresult
+    if res is None or not res.nfields:
+        return lambda values: {}
+    names = [(res.fname(i) or b"").decode() for i in range(res.nfields)]
+    return lambda values: dict(zip(names, values, strict=True))
 
 
 class ReadPool:
@@ -223,9 +235,11 @@ class Reader:
         self._lock = asyncio.Lock()
 
     async def _execute(self, conn: PgConnection[Any], sql: str | bytes, params: Any) -> list[Row]:
-        cur = conn.cursor(row_factory=dict_row)
+        cur = conn.cursor(row_factory=_dict_rows)
         await cur.execute(sql, params)
-        return await cur.fetchall() if cur.description is not None else []
+        # Not `cur.description`: it builds a Column object per column on every call.
+        res = cur.pgresult
+        return await cur.fetchall() if res is not None and res.status == TUPLES_OK else []
 
     async def all(
         self, stmt: str | Executable, params: Mapping[str, Any] | None = None
