@@ -34,6 +34,7 @@ from graphql_api.guards import BodyLimit, RateLimit, build_extensions
 from graphql_api.http import FastQueries, read_body, replay
 from graphql_api.hub import Hub
 from graphql_api.schema import build_schema
+from graphql_api.ws import LegacyWSHandler, TransportWSHandler
 from recchain.config import Settings
 
 STATEMENT_CSV_HEADER = (
@@ -72,6 +73,10 @@ def api_database_url(settings: Settings) -> str:
 
 
 class GraphQLApp(GraphQL[Context, None]):
+    # Shareable subscriptions skip Strawberry's per-operation task and send path (ws.py).
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+
     def __init__(self, settings: Settings, engine: AsyncEngine, hub: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings

@@ -4,8 +4,13 @@ The hub shares the *computation* of a topic, but graphql-core would still resolv
 the selection once per websocket, which dominates a push to thousands of sockets. Here every
 subscription operation with the same document, operation name and variables is executed once:
 one background stream per key, whose results are encoded to JSON once and handed to every
-listener as a `Prebuilt` payload; the view splices it into each protocol's envelope
-(`GraphQLApp.encode_json`), so a push costs each socket a queue hop and one frame.
+member as a `Prebuilt` payload.
+
+A member is anything with `deliver`/`fail`/`end`. Websocket operations (ws.py) are members
+directly, so a push costs each socket one string concatenation and one frame write, with no
+task, queue or generator per subscription. Other consumers of `Schema.stream` (HTTP streaming
+transports) get an async generator over a bounded queue (`SharedStream.listen`), whose
+`Prebuilt` payloads `GraphQLApp.encode_json` splices into the protocol's envelope.
 """
 
 from __future__ import annotations
@@ -15,36 +20,55 @@ import contextlib
 import contextvars
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import strawberry
 from graphql import FieldNode, GraphQLError, OperationDefinitionNode, OperationType, parse
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from graphql_api import metrics
 
+if TYPE_CHECKING:
+    from strawberry.types.graphql import OperationType as StrawberryOperationType
+
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
 SEP = (",", ":")
+# Members served per event-loop turn: a push to 10,000 sockets must not hold the loop (and the
+# LISTEN connection, HTTP requests, other streams) for the whole fan-out.
+SLICE = 500
 
 # Root fields whose stream depends on the arguments alone. `relayStatus` starts with the current
 # status for each new subscriber, so a late joiner cannot share an already running stream.
 SHAREABLE_FIELDS = frozenset({"blocks", "listingUpdates", "certificateEvents"})
 
-# Set inside a shared stream's task: the hub counts that stream's listeners as its subscribers.
+# Set inside a shared stream's task: the hub counts that stream's members as its subscribers.
 CURRENT: contextvars.ContextVar[SharedStream | None] = contextvars.ContextVar(
     "recchain_shared_stream", default=None
 )
 
 
 class Prebuilt:
-    """A `{data, errors}` payload already encoded as JSON, shared by every listener."""
+    """A `{data, errors}` payload already encoded as JSON, shared by every member."""
 
     __slots__ = ("json",)
 
     def __init__(self, encoded: str) -> None:
         self.json = encoded
+
+
+class Member(Protocol):
+    """One subscription served by a shared stream. Called synchronously from the stream."""
+
+    def deliver(self, payload: Prebuilt) -> None: ...
+
+    def fail(self, errors: list[GraphQLError]) -> None:
+        """The operation was refused before execution (validation, guards)."""
+
+    def end(self) -> None:
+        """The stream is over (its source ended or failed)."""
 
 
 def splice(envelope: dict[str, Any]) -> str | None:
@@ -69,8 +93,8 @@ def encode(result: ExecutionResult) -> Prebuilt:
 def shareable(query: str, operation_name: str | None, max_tokens: int) -> bool:
     """True for a subscription selecting only shareable root fields (no fragments at the root).
 
-    Anything else, including a document that does not parse, takes the per-socket path, which
-    also reports the error.
+    Anything else, including a document that does not parse, takes the per-operation path,
+    which also reports the error.
     """
     try:
         document = parse(query, no_location=True, max_tokens=max_tokens)
@@ -85,11 +109,8 @@ def shareable(query: str, operation_name: str | None, max_tokens: int) -> bool:
     return all(isinstance(s, FieldNode) and s.name.value in SHAREABLE_FIELDS for s in selections)
 
 
-_END = object()
-
-
 class SharedStream:
-    """One execution of a subscription operation, broadcast to its listeners."""
+    """One execution of a subscription operation, broadcast to its members."""
 
     def __init__(
         self,
@@ -100,64 +121,154 @@ class SharedStream:
         self.key = key
         self.registry = registry
         self.open_source = open_source
-        self.listeners: set[asyncio.Queue[Any]] = set()
+        self.members: dict[Member, None] = {}  # insertion-ordered set
         self.task: asyncio.Task[None] | None = None
+
+    def join(self, member: Member) -> None:
+        self.members[member] = None
+        metrics.SUBSCRIPTIONS.inc()
+        if self.task is None:
+            self.task = asyncio.create_task(self._pump(), name=f"recchain-shared:{self.key[:60]}")
+
+    def leave(self, member: Member) -> None:
+        """Synchronous, so a socket's teardown cannot be interrupted half-way."""
+        if self.members.pop(member, False) is not False:
+            metrics.SUBSCRIPTIONS.dec()
+        if not self.members:
+            self._detach()
+            task, self.task = self.task, None
+            if task is not None and not task.done():
+                task.cancel()
 
     def _detach(self) -> None:
         if self.registry.get(self.key) is self:
             del self.registry[self.key]
 
-    def _broadcast(self, item: Any) -> None:
-        for q in self.listeners:
-            if q.full():  # a slow consumer loses its oldest update, never blocks others
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    q.get_nowait()
-            q.put_nowait(item)
+    def _release(self) -> list[Member]:
+        members = list(self.members)
+        self.members.clear()
+        metrics.SUBSCRIPTIONS.dec(len(members))
+        return members
+
+    async def _broadcast(self, payload: Prebuilt) -> None:
+        members = list(self.members)
+        for start in range(0, len(members), SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for member in members[start : start + SLICE]:
+                # A member that left during an earlier slice gets nothing more.
+                if start == 0 or member in self.members:
+                    member.deliver(payload)
 
     async def _pump(self) -> None:
         CURRENT.set(self)
-        source = await self.open_source()
+        source: AsyncIterator[Any] | None = None
         try:
+            source = await self.open_source()
             async for result in source:
-                if isinstance(result, ExecutionResult) and not isinstance(
-                    result, PreExecutionError
-                ):
-                    result = ExecutionResult(data=encode(result), errors=None)  # type: ignore[arg-type]
-                self._broadcast(result)
                 if isinstance(result, PreExecutionError):
-                    break
+                    self._detach()
+                    for member in self._release():
+                        member.fail(list(result.errors or ()))
+                    return
+                if not isinstance(result, ExecutionResult):
+                    self._detach()
+                    error = GraphQLError("Incremental delivery is not supported in subscriptions")
+                    for member in self._release():
+                        member.fail([error])
+                    return
+                await self._broadcast(encode(result))
+        except asyncio.CancelledError:
+            raise
         except Exception:
             log.exception("shared subscription %s failed", self.key)
         finally:
             # Synchronously: a subscriber arriving from now on starts a new stream.
             self._detach()
-            self._broadcast(_END)
-            with contextlib.suppress(Exception):
-                await source.aclose()  # type: ignore[attr-defined]
+            if source is not None:
+                with contextlib.suppress(Exception):
+                    await source.aclose()  # type: ignore[attr-defined]
+        for member in self._release():
+            member.end()
 
-    async def listen(self) -> AsyncGenerator[Any, None]:
-        queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
-        self.listeners.add(queue)
-        metrics.SUBSCRIPTIONS.inc()
-        if self.task is None:
-            self.task = asyncio.create_task(self._pump(), name=f"recchain-shared:{self.key[:60]}")
+    def listen(self) -> AsyncGenerator[Any, None]:
+        """The stream as an async generator of results, for a transport that needs one."""
+        return _QueueMember(self).results()
+
+
+_END = object()
+
+
+class _QueueMember:
+    """A member read through a bounded queue; a slow reader loses its oldest update."""
+
+    def __init__(self, stream: SharedStream) -> None:
+        self.stream = stream
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
+
+    def _put(self, item: Any) -> None:
+        if self.queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+        self.queue.put_nowait(item)
+
+    def deliver(self, payload: Prebuilt) -> None:
+        self._put(ExecutionResult(data=payload, errors=None))  # type: ignore[arg-type]
+
+    def fail(self, errors: list[GraphQLError]) -> None:
+        self._put(PreExecutionError(data=None, errors=errors))
+        self._put(_END)
+
+    def end(self) -> None:
+        self._put(_END)
+
+    async def results(self) -> AsyncGenerator[Any, None]:
+        self.stream.join(self)
         try:
             while True:
-                item = await queue.get()
+                item = await self.queue.get()
                 if item is _END:
                     return
                 yield item
         finally:
-            metrics.SUBSCRIPTIONS.dec()
-            self.listeners.discard(queue)
-            if not self.listeners:
-                self._detach()
-                task, self.task = self.task, None
-                if task is not None and not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            self.stream.leave(self)
 
 
 def stream_key(query: str, operation_name: str | None, variables: dict[str, Any] | None) -> str:
     return json.dumps([query, operation_name, variables or {}], sort_keys=True, default=str)
+
+
+def shared_stream(
+    schema: strawberry.Schema,
+    context: Any,
+    query: str,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+    allowed_operation_types: Iterable[StrawberryOperationType] | None = None,
+) -> SharedStream:
+    """The running stream of this operation, or a new one (not started until a member joins).
+
+    `context` is a `graphql_api.context.Context` with a hub; the stream outlives the socket that
+    started it, so it executes with a detached context of its own.
+    """
+    streams: dict[str, SharedStream] = context.hub.streams
+    key = stream_key(query, operation_name, variables)
+    shared = streams.get(key)
+    if shared is None:
+        detached = context.detached()
+
+        async def open_source() -> Any:
+            # The base class's stream: `schema` may route shareable operations back here.
+            return await strawberry.Schema.stream(
+                schema,
+                query,
+                variables,
+                detached,
+                None,
+                operation_name,
+                None,
+                allowed_operation_types,
+            )
+
+        shared = streams[key] = SharedStream(key, streams, open_source)
+    return shared

@@ -51,9 +51,9 @@ class Hub:
 
     @property
     def subscriber_count(self) -> int:
-        """Subscriptions that receive pushes (a shared stream counts its listeners)."""
+        """Subscriptions that receive pushes (a shared stream counts its members)."""
         return sum(
-            1 if shared is None else len(shared.listeners)
+            1 if shared is None else len(shared.members)
             for t in self.topics.values()
             for shared in t.queues.values()
         )
@@ -131,7 +131,7 @@ class Hub:
         queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
         shared = CURRENT.get()
         topic.queues[queue] = shared
-        if shared is None:  # a shared stream counts its own listeners
+        if shared is None:  # a shared stream counts its own members
             metrics.SUBSCRIPTIONS.inc()
         try:
             yield queue

@@ -14,7 +14,7 @@ from graphql_api import types as t
 from graphql_api.context import BlockInput, Context
 from graphql_api.errors import BadUserInput
 from graphql_api.extras import RelayedTransaction, relayed_transaction
-from graphql_api.fanout import SharedStream, shareable, stream_key
+from graphql_api.fanout import shareable, shared_stream
 from graphql_api.loaders import one_by
 from graphql_api.meta import Meta, load_meta
 from graphql_api.query import ENTITIES, Connection, list_entity
@@ -166,27 +166,9 @@ class Schema(strawberry.Schema):
                 operation_extensions,
                 allowed_operation_types,
             )
-        hub = context_value.hub
-        key = stream_key(query, operation_name, variable_values)
-        shared = hub.streams.get(key)
-        if shared is None:
-            # The stream outlives the socket that started it: it gets a context of its own.
-            detached = context_value.detached()
-
-            async def open_source() -> Any:
-                return await strawberry.Schema.stream(
-                    self,
-                    query,
-                    variable_values,
-                    detached,
-                    root_value,
-                    operation_name,
-                    None,
-                    allowed_operation_types,
-                )
-
-            shared = hub.streams[key] = SharedStream(key, hub.streams, open_source)
-        return shared.listen()
+        return shared_stream(
+            self, context_value, query, variable_values, operation_name, allowed_operation_types
+        ).listen()
 
 
 def build_schema(extensions: list[Any] | None = None) -> strawberry.Schema:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 import websockets
 
+from graphql_api import ws
 from tests.graphql_api.builder import Chain
 from tests.graphql_api.conftest import Api
 from tests.graphql_api.wsclient import LEGACY_WS, TRANSPORT_WS, Subscriber, notify, wait_for
@@ -215,3 +217,169 @@ async def test_an_invalid_shared_operation_is_refused_to_each_subscriber(
         assert "noSuchField" in json.dumps(got["payload"])
         await s.close()
     await wait_for(lambda: not hub(api).streams, "no stream left behind")
+
+
+def shared_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        t
+        for t in asyncio.all_tasks()
+        if t.get_name().startswith("recchain-shared") and not t.done()
+    ]
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_blocks_push_a_fork_rollback_and_queries_still_run_beside_the_stream(
+    api: Api, db_url: str, protocol: str
+) -> None:
+    chain = Chain()
+    chain.block()
+    await chain.write(api.engine)
+    sub = await Subscriber.connect(api.ws_url, protocol)
+    await sub.subscribe("subscription { blocks { block { height hash } rolledBack } }")
+    await wait_for(lambda: hub(api).subscriber_count == 1, "subscribed")
+    if protocol == TRANSPORT_WS:  # graphql-ws (Strawberry's handler) runs subscriptions only
+        # A query sent over the socket is answered by the ordinary execution, beside the stream.
+        assert await sub.subscribe("{ _meta { block { height } } }") == "2"
+        assert await sub.next() == {"data": {"_meta": {"block": {"height": 1}}}}
+        assert await sub.next() == {"type": "complete", "payload": None}
+    assert len(hub(api).streams) == 1
+
+    before = copy.deepcopy(chain)
+    chain.block()
+    await commit(api, db_url, chain, [])
+    assert (await sub.next())["data"]["blocks"]["block"]["height"] == 2
+    orphan = chain.tip.hash
+    await commit(api, db_url, before, [], rolled_back=[orphan])
+    got = (await sub.next())["data"]["blocks"]
+    assert got == {"block": {"height": 1, "hash": before.tip.hash}, "rolledBack": [orphan]}
+    await sub.close()
+    await wait_for(lambda: not hub(api).streams and not shared_tasks(), "stream released")
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT_WS, LEGACY_WS])
+async def test_completing_one_operation_keeps_the_others_and_the_socket(
+    api: Api, db_url: str, protocol: str
+) -> None:
+    chain = Chain()
+    chain.block()
+    await chain.write(api.engine)
+    sub = await Subscriber.connect(api.ws_url, protocol)
+    first = await sub.subscribe("subscription { blocks { block { height } } }")
+    second = await sub.subscribe("subscription { blocks { block { hash } } }")
+    await wait_for(lambda: hub(api).subscriber_count == 2, "subscribed")
+    stop = "complete" if protocol == TRANSPORT_WS else "stop"
+    await sub.ws.send(json.dumps({"id": first, "type": stop}))
+    await wait_for(lambda: hub(api).subscriber_count == 1, "one operation completed")
+    chain.block()
+    await commit(api, db_url, chain, [])
+    while True:  # graphql-ws answers the stop with a `complete`
+        msg = json.loads(await sub.ws.recv())
+        if msg["type"] in ("next", "data"):
+            break
+        if msg["type"] != "ka":  # graphql-ws keep-alive
+            assert (msg["type"], msg["id"]) == ("complete", first)
+    assert msg["id"] == second
+    assert msg["payload"] == {"data": {"blocks": {"block": {"hash": chain.tip.hash}}}}
+    # The same id again is refused while it runs (graphql-transport-ws closes with 4409).
+    if protocol == TRANSPORT_WS:
+        await sub.subscribe("subscription { blocks { block { height } } }")  # id 3: fine
+        await sub.ws.send(
+            json.dumps({"id": second, "type": "subscribe", "payload": {"query": "{ __typename }"}})
+        )
+        with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+            while True:
+                await sub.ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4409
+    else:
+        await sub.close()
+    await wait_for(lambda: hub(api).subscriber_count == 0, "released")
+    await wait_for(lambda: not hub(api).streams and not shared_tasks(), "no task left")
+
+
+async def test_abrupt_disconnects_leave_no_streams_or_tasks(api: Api) -> None:
+    subs = [await Subscriber.connect(api.ws_url, p) for p in (TRANSPORT_WS, LEGACY_WS) * 10]
+    for i, s in enumerate(subs):
+        await s.subscribe("subscription { blocks { block { height } } }")
+        await s.subscribe(LISTINGS, {"w": {"listingId": i % 3}})
+    await wait_for(lambda: hub(api).subscriber_count == 40, "subscribed")
+    assert len(hub(api).streams) == 4 and len(shared_tasks()) == 4
+    for s in subs:
+        s.ws.transport.abort()
+    await wait_for(lambda: hub(api).subscriber_count == 0, "all subscribers released")
+    await wait_for(lambda: not shared_tasks(), "every shared stream's task ended")
+    assert hub(api).streams == {} and hub(api).topics == {}
+
+
+async def test_a_client_that_stops_reading_is_closed_and_the_others_still_get_pushes(
+    api: Api, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ws, "SEND_QUEUE", 3)
+    chain = Chain()
+    chain.block()
+    await chain.write(api.engine)
+    query = "subscription { blocks { block { height } } }"
+    slow = await Subscriber.connect(api.ws_url)
+    await slow.ws.send(json.dumps({"id": "slow", "type": "subscribe", "payload": {"query": query}}))
+    fast = await Subscriber.connect(api.ws_url)
+    await fast.subscribe(query)
+    await wait_for(lambda: hub(api).subscriber_count == 2, "subscribed")
+    (stream,) = hub(api).streams.values()
+    (stuck,) = [m for m in stream.members if m.id == "slow"]
+    # Stand-in for a client whose TCP window stays shut: its transport takes no more frames,
+    # so they wait in its outbox until the bound is reached.
+    never = asyncio.Event()
+
+    async def blocked(frame: str) -> None:
+        await never.wait()
+
+    stuck.conn.outbox._send = blocked
+    for _ in range(ws.SEND_QUEUE + 2):
+        chain.block()
+        await commit(api, db_url, chain, [])
+        # The other client gets every push meanwhile, in order.
+        assert (await fast.next())["data"]["blocks"]["block"]["height"] == chain.height
+    with pytest.raises(websockets.exceptions.ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(slow.ws.recv(), 20)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+        ws.SLOW_CLOSE_CODE,
+        ws.SLOW_CLOSE_REASON,
+    )
+    await wait_for(lambda: hub(api).subscriber_count == 1, "the slow client released")
+    chain.block()
+    await commit(api, db_url, chain, [])
+    assert (await fast.next())["data"]["blocks"]["block"]["height"] == chain.height
+    await fast.close()
+    await wait_for(lambda: not hub(api).streams and not shared_tasks(), "no task left")
+
+
+async def test_outbox_writes_in_order_while_the_transport_keeps_up_and_queues_behind_it() -> None:
+    sent: list[str] = []
+    gate = asyncio.Event()
+    gate.set()
+    overflowed: list[bool] = []
+
+    async def send(frame: str) -> None:
+        await gate.wait()
+        sent.append(frame)
+
+    box = ws.Outbox(send, lambda: overflowed.append(True))
+    box.put("a")
+    assert sent == ["a"]  # written synchronously: no task, no loop turn
+    gate.clear()
+    for frame in "bcd":
+        box.put(frame)
+    assert sent == ["a"] and not overflowed
+    gate.set()
+    await wait_for(lambda: sent == ["a", "b", "c", "d"], "the backlog drained in order")
+    box.put("e")
+    assert sent[-1] == "e"
+    gate.clear()
+    for i in range(ws.SEND_QUEUE + 2):
+        box.put(str(i))
+    assert overflowed == [True] and box.closed
+    box.put("late")
+    gate.set()
+    await asyncio.sleep(0.05)
+    assert "late" not in sent

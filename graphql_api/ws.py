@@ -1,0 +1,329 @@
+"""Websocket subscriptions served by shared streams, for graphql-transport-ws and graphql-ws.
+
+Strawberry's protocol handlers run every operation as a task with its own async generator,
+and every push awaits a send per operation. With thousands of sockets subscribed to the same
+few operations, that machinery (not the query) is the cost of a push. These handlers keep
+Strawberry for the protocol (handshake, ping/pong, keep-alives, queries and mutations over the
+socket, operations that cannot be shared) and take over shareable subscription operations
+(fanout.shareable): each joins the process-wide `SharedStream` of its (document, variables,
+operation name) as a plain member, so a push is one synchronous frame write per socket.
+
+Writes never wait for one socket: a frame goes straight to the transport while the socket keeps
+up; once the transport pushes back, further frames wait in the connection's bounded outbox,
+and a client that lets it fill is disconnected with close code 4008 (it would otherwise buffer
+without bound or silently miss updates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from graphql import GraphQLError
+from starlette.websockets import WebSocket
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    CompleteMessage,
+    SubscribeMessage,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage, StopMessage
+
+from graphql_api.context import Context
+from graphql_api.fanout import Prebuilt, SharedStream, shareable, shared_stream
+
+log = logging.getLogger(__name__)
+
+# Frames one connection may have waiting behind a transport that pushes back (on top of the
+# transport's own buffer, 64 KiB by default); a client this far behind is disconnected.
+SEND_QUEUE = 100
+SLOW_CLOSE_CODE = 4008
+SLOW_CLOSE_REASON = "Subscriber too slow: send queue full"
+# How long the close frame of a slow client may wait for its buffer before the socket is dropped.
+CLOSE_WAIT = 5.0
+
+Send = Callable[[str], Coroutine[Any, Any, None]]
+
+
+async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+    """Run to completion a coroutine that was stepped by hand and is suspended on `waiting`.
+
+    This is what a task does with the futures its coroutine yields; here the first step was
+    taken synchronously (see `Outbox.put`) and only a send that blocks pays for a task.
+    """
+    try:
+        while True:
+            try:
+                if waiting is None:  # a bare yield (sleep(0)): just give the loop a turn
+                    await asyncio.sleep(0)
+                else:
+                    # The flag a task clears when it takes over a yielded future; left set,
+                    # awaiting the future again would be refused.
+                    waiting._asyncio_future_blocking = False
+                    await waiting
+            except BaseException as exc:  # cancelled: let the coroutine clean up, then re-raise
+                waiting = coro.throw(exc)
+            else:
+                waiting = coro.send(None)
+    except StopIteration:
+        return
+
+
+class Outbox:
+    """One connection's frames: written synchronously while the socket keeps up, queued (up to
+    `SEND_QUEUE`) behind one task while the transport pushes back, else `overflow()`."""
+
+    __slots__ = ("_backlog", "_send", "_task", "closed", "overflow")
+
+    def __init__(self, send: Send, overflow: Callable[[], None]) -> None:
+        self._send = send
+        self.overflow = overflow
+        self._backlog: deque[str] | None = None  # not None while a send is in flight
+        self._task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def put(self, frame: str) -> None:
+        if self.closed:
+            return
+        if self._backlog is not None:
+            if len(self._backlog) >= SEND_QUEUE:
+                self.close()
+                self.overflow()
+                return
+            self._backlog.append(frame)
+            return
+        coro = self._send(frame)
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return  # the common case: written to the transport without suspending
+        except Exception:
+            self.closed = True  # the socket is gone; its handler's teardown releases it
+            return
+        self._backlog = deque()
+        self._task = asyncio.create_task(self._drain(coro, waiting))
+
+    async def _drain(self, coro: Coroutine[Any, Any, None], waiting: Any) -> None:
+        try:
+            await _resume(coro, waiting)
+            while self._backlog:
+                await self._send(self._backlog.popleft())
+        except Exception:
+            self.closed = True
+        finally:
+            self._backlog = None
+            self._task = None
+
+    def close(self) -> None:
+        self.closed = True
+        self._backlog = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+
+
+def _sendable(ws: WebSocket) -> Send:
+    async def send(frame: str) -> None:
+        await ws.send({"type": "websocket.send", "text": frame})
+
+    return send
+
+
+class Subscriber:
+    """One shareable subscription operation of one connection: a member of a shared stream."""
+
+    __slots__ = ("conn", "head", "id", "stream")
+
+    def __init__(self, conn: Connection, op_id: str, stream: SharedStream) -> None:
+        self.conn = conn
+        self.id = op_id
+        self.stream = stream
+        kind = "data" if conn.legacy else "next"
+        self.head = f'{{"id":{json.dumps(op_id)},"type":"{kind}","payload":'
+
+    def deliver(self, payload: Prebuilt) -> None:
+        self.conn.outbox.put(self.head + payload.json + "}")
+
+    def fail(self, errors: list[GraphQLError]) -> None:
+        self.conn.forget(self)
+        formatted = [e.formatted for e in errors]
+        # graphql-ws carries one error object, graphql-transport-ws a list.
+        payload: Any = formatted[0] if self.conn.legacy else formatted
+        self.conn.frame({"id": self.id, "type": "error", "payload": payload})
+
+    def end(self) -> None:
+        self.conn.forget(self)
+        self.conn.frame({"id": self.id, "type": "complete"})
+
+
+class Connection:
+    """The shared operations of one websocket and its outbox."""
+
+    def __init__(self, ws: WebSocket, context: Context, legacy: bool) -> None:
+        self.ws = ws
+        self.context = context
+        self.legacy = legacy
+        self.ops: dict[str, Subscriber] = {}
+        self.outbox = Outbox(_sendable(ws), self._overflowed)
+        self.main: asyncio.Task[Any] | None = None
+        self.evicted = False
+
+    def can_share(self, payload: Any) -> bool:
+        if not isinstance(payload, dict) or getattr(self.context, "hub", None) is None:
+            return False
+        query = payload.get("query")
+        variables = payload.get("variables")
+        name = payload.get("operationName")
+        return (
+            isinstance(query, str)
+            and (variables is None or isinstance(variables, dict))
+            and (name is None or isinstance(name, str))
+            and not payload.get("extensions")
+            and shareable(query, name, self.context.settings.api.max_tokens)
+        )
+
+    def join(self, schema: Any, op_id: str, payload: dict[str, Any]) -> None:
+        query, name = payload["query"], payload.get("operationName")
+        stream = shared_stream(schema, self.context, query, payload.get("variables"), name)
+        subscriber = self.ops[op_id] = Subscriber(self, op_id, stream)
+        stream.join(subscriber)
+
+    def forget(self, subscriber: Subscriber) -> None:
+        if self.ops.get(subscriber.id) is subscriber:
+            del self.ops[subscriber.id]
+
+    def leave(self, op_id: str) -> bool:
+        subscriber = self.ops.pop(op_id, None)
+        if subscriber is None:
+            return False
+        subscriber.stream.leave(subscriber)
+        return True
+
+    def leave_all(self) -> None:
+        for op_id in list(self.ops):
+            self.leave(op_id)
+
+    def frame(self, message: dict[str, Any]) -> None:
+        self.outbox.put(json.dumps(message, default=str, separators=(",", ":")))
+
+    def _overflowed(self) -> None:
+        self.leave_all()
+        if not self.evicted:
+            self.evicted = True
+            log.warning("closing a websocket whose client does not read its pushes")
+            asyncio.get_running_loop().create_task(self._close_slow())
+
+    async def _close_slow(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                self.ws.close(code=SLOW_CLOSE_CODE, reason=SLOW_CLOSE_REASON), CLOSE_WAIT
+            )
+        # A client that never reads never lets the close frame out: end the handler anyway.
+        if self.main is not None and not self.main.done():
+            self.main.cancel()
+
+    async def run(self, handling: Awaitable[None]) -> None:
+        """Run the protocol handler; whatever ends it, release the shared operations."""
+        self.main = asyncio.current_task()
+        try:
+            await handling
+        except asyncio.CancelledError:
+            # Only our own cancellation of a slow client is absorbed; a shutdown is not.
+            if not self.evicted or self.main is None or self.main.uncancel() > 0:
+                raise
+        finally:
+            self.leave_all()
+            self.outbox.close()
+
+
+def _adapter_socket(handler: Any) -> WebSocket:
+    ws: WebSocket = handler.websocket.ws  # strawberry.asgi.ASGIWebSocketAdapter
+    return ws
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with shareable subscriptions served by shared streams."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = Connection(_adapter_socket(self), self.context, legacy=False)
+
+    async def handle(self) -> None:
+        await self.conn.run(super().handle())
+
+    async def shutdown(self) -> None:
+        self.conn.leave_all()
+        await super().shutdown()
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        op_id = message["id"]
+        payload = message["payload"]
+        if not self.connection_acknowledged:
+            await super().handle_subscribe(message)  # refuses it
+            return
+        if op_id in self.conn.ops or op_id in self.operations:
+            await self.websocket.close(code=4409, reason=f"Subscriber for {op_id} already exists")
+            return
+        limit = self.max_subscriptions_per_connection
+        if limit is not None and len(self.operations) + len(self.conn.ops) >= limit:
+            error = GraphQLError("Subscription limit reached")
+            self.conn.frame({"id": op_id, "type": "error", "payload": [error.formatted]})
+            return
+        if self.conn.can_share(payload):
+            self.conn.join(self.schema, op_id, dict(payload))
+        else:
+            await super().handle_subscribe(message)
+
+    async def handle_complete(self, message: CompleteMessage) -> None:
+        if not self.conn.leave(message["id"]):
+            await super().handle_complete(message)
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """graphql-ws (subscriptions-transport-ws) with shareable subscriptions served by shared
+    streams."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = Connection(_adapter_socket(self), self.context, legacy=True)
+
+    async def handle(self) -> None:
+        await self.conn.run(super().handle())
+
+    async def cleanup(self) -> None:
+        self.conn.leave_all()
+        await super().cleanup()
+
+    async def handle_start(self, message: StartMessage) -> None:
+        if not self.connection_acknowledged:
+            await super().handle_start(message)  # refuses it
+            return
+        op_id = message["id"]
+        payload = message["payload"]
+        # A start reusing a running id replaces that operation, which is completed first.
+        if self.conn.leave(op_id):
+            self.conn.frame({"id": op_id, "type": "complete"})
+        if op_id in self.tasks:
+            await self.cleanup_operation(op_id)
+        limit = self.max_subscriptions_per_connection
+        if limit is not None and len(self.tasks) + len(self.conn.ops) >= limit:
+            message_ = {"message": "Subscription limit reached"}
+            self.conn.frame({"id": op_id, "type": "error", "payload": message_})
+            return
+        if self.conn.can_share(payload):
+            self.conn.join(self.schema, op_id, dict(payload))
+        else:
+            await super().handle_start(message)
+
+    async def handle_stop(self, message: StopMessage) -> None:
+        if self.conn.leave(message["id"]):
+            self.conn.frame({"id": message["id"], "type": "complete"})
+        else:
+            await super().handle_stop(message)
