@@ -1,26 +1,43 @@
 """`recchain bench subscribe --clients N`: how many concurrent subscribers one API process
-holds, and commit-to-delivery latency of one change to all of them.
+holds, and the latency of one change to all of them.
 
-The API runs as its own process; N graphql-transport-ws clients connect from this process and
-subscribe. Each round commits a new canonical block and its NOTIFY in one transaction (what the
-indexer does), and measures, per client, the time from that commit to the push arriving.
-Client-side parsing shares this machine, so the figures are an upper bound for the server.
+The API runs as its own process (`recchain serve`). The subscribers are lean websocket clients
+in `--procs` separate processes (raw asyncio protocol: handshake, a minimal frame parser,
+permessage-deflate like a browser, pongs; a timestamp per received chunk), so that the load
+generator costs less than the server it measures. Each reports its own CPU time.
+
+Two sources of changes:
+
+- default: each round commits a new canonical block and its NOTIFY in one transaction (what
+  the indexer does) and measures commit -> delivery per subscriber;
+- `--tip`: a real `recchain index --source observer` process receives generated blocks
+  (ops.bench.chaingen) over HTTP at `--interval`, and the figure is tip latency, block POSTed
+  to the event observer -> pushed to each subscriber (parse, write, commit, NOTIFY, the API's
+  query, fan-out).
+
+Timestamps are CLOCK_MONOTONIC, which is system-wide on Linux, so they compare across processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import json
+import multiprocessing as mp
 import os
+import resource
 import statistics
 import subprocess
+import sys
 import time
-from typing import Any
+import zlib
+from multiprocessing.connection import Connection
+from typing import Any, cast
 
+import httpx
 import psycopg
-import websockets
 from sqlalchemy import make_url
 
 from db.channels import BLOCKS
@@ -28,66 +45,211 @@ from db.migrate import upgrade
 from db.session import database_url, to_libpq_url
 from ops.bench.e2e import free_port
 from ops.bench.query import start_api
-from recchain.config import get_settings
+from recchain.config import PROJECT_ROOT, get_settings
 
-SUBSCRIPTIONS = {
-    "blocks": "subscription { blocks { block { height hash } } }",
-    "listings": "subscription($w: ListingFilter) { listingUpdates(where: $w) { kind listingId"
-    " listing { price status } } }",
-}
+BLOCKS_QUERY = "subscription { blocks { block { height hash } } }"
+PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
 
 
-class Round:
-    """Counts deliveries of one round's block; `done` is set when every client has it."""
-
-    def __init__(self) -> None:
-        self.height = 0
-        self.remaining = 0
-        self.done = asyncio.Event()
-
-    def start(self, height: int, clients: int) -> None:
-        self.height, self.remaining = height, clients
-        self.done.clear()
-
-    def arrived(self, height: int) -> None:
-        if height == self.height:
-            self.remaining -= 1
-            if self.remaining == 0:
-                self.done.set()
+def now() -> float:
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
 
 
-ROUND = Round()
+def raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-class Client:
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.arrivals: dict[int, float] = {}
-
-    async def read(self) -> None:
-        async for raw in self.ws:
-            msg = json.loads(raw)
-            if msg.get("type") == "next":
-                block = msg["payload"]["data"]["blocks"]["block"]
-                self.arrivals[block["height"]] = time.perf_counter()
-                ROUND.arrived(block["height"])
+# -- the lean client (runs in the client processes) ---------------------------------------------
 
 
-async def connect(url: str) -> Client:
-    ws = await websockets.connect(
-        url,
-        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
-        max_queue=None,
-        ping_interval=None,
-        open_timeout=60,
-    )
-    await ws.send(json.dumps({"type": "connection_init"}))
-    while json.loads(await ws.recv())["type"] != "connection_ack":
+def _frame(text: str, opcode: int = 0x1) -> bytes:
+    """A client frame: masked (as the protocol requires) with a zero key, which leaves the
+    payload as it is and costs nothing."""
+    data = text.encode()
+    n = len(data)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + data
+
+
+class Tally:
+    """Arrivals per height in one client process; tells the parent when a height is complete."""
+
+    def __init__(self, clients: int, pipe: Connection) -> None:
+        self.clients = clients
+        self.pipe = pipe
+        self.arrivals: dict[int, list[float]] = {}
+        self.closes: dict[int, int] = {}
+        self.subscribed = 0
+        self.failed = 0
+
+    def arrived(self, height: int, at: float) -> None:
+        got = self.arrivals.setdefault(height, [])
+        got.append(at)
+        if len(got) == self.clients:
+            self.pipe.send(("height", height))
+
+
+class LeanClient(asyncio.Protocol):
+    def __init__(self, host: str, port: int, protocol: str, tally: Tally, deflate: bool) -> None:
+        self.host, self.port, self.protocol, self.tally = host, port, protocol, tally
+        self.offer_deflate = deflate
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.handshake = True
+        self.inflate: Any = None
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, but have its methods.
+        self.transport = cast(asyncio.Transport, transport)
+        key = base64.b64encode(os.urandom(16)).decode()
+        ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.offer_deflate else ""
+        self.transport.write(
+            (
+                f"GET /graphql HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {self.protocol}\r\n{ext}\r\n"
+            ).encode()
+        )
+
+    def send(self, message: dict[str, Any], opcode: int = 0x1) -> None:
+        assert self.transport is not None
+        self.transport.write(_frame(json.dumps(message), opcode))
+
+    def data_received(self, data: bytes) -> None:
+        at = now()
+        buf = self.buf + data
+        if self.handshake:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            head, buf = buf[:end].decode("latin-1"), buf[end + 4 :]
+            if " 101 " not in head.split("\r\n", 1)[0]:
+                self._fail(head.split("\r\n", 1)[0])
+                return
+            if "permessage-deflate" in head.lower():
+                self.inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+            self.handshake = False
+            self.send({"type": "connection_init", "payload": {}})
+        while len(buf) >= 2:
+            b0, b1 = buf[0], buf[1]
+            n, pos = b1 & 0x7F, 2
+            if n == 126:
+                if len(buf) < 4:
+                    break
+                n, pos = int.from_bytes(buf[2:4], "big"), 4
+            elif n == 127:
+                if len(buf) < 10:
+                    break
+                n, pos = int.from_bytes(buf[2:10], "big"), 10
+            if len(buf) < pos + n:
+                break
+            payload, buf = buf[pos : pos + n], buf[pos + n :]
+            opcode = b0 & 0x0F
+            if b0 & 0x40 and self.inflate is not None:
+                payload = self.inflate.decompress(payload + b"\x00\x00\xff\xff")
+            if opcode == 0x1:
+                self._message(json.loads(payload), at)
+            elif opcode == 0x9:  # ping -> pong with the same payload
+                assert self.transport is not None
+                self.transport.write(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+            elif opcode == 0x8:
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                self.tally.closes[code] = self.tally.closes.get(code, 0) + 1
+                assert self.transport is not None
+                self.transport.close()
+        self.buf = buf
+
+    def _message(self, msg: dict[str, Any], at: float) -> None:
+        kind = msg.get("type")
+        if kind in ("next", "data"):
+            self.tally.arrived(msg["payload"]["data"]["blocks"]["block"]["height"], at)
+        elif kind == "connection_ack":
+            start = "subscribe" if self.protocol == PROTOCOLS[0] else "start"
+            self.send({"id": "1", "type": start, "payload": {"query": BLOCKS_QUERY}})
+            if not self.done.done():
+                self.done.set_result(None)
+        elif kind == "ping":
+            self.send({"type": "pong"})
+        elif kind == "error":
+            self._fail(json.dumps(msg))
+
+    def _fail(self, why: str) -> None:
+        if not self.done.done():
+            self.done.set_exception(RuntimeError(why))
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(RuntimeError(f"connection lost: {exc}"))
+
+
+async def _client_main(
+    port: int, clients: int, offset: int, protocol: str, deflate: bool, pipe: Connection
+) -> None:
+    loop = asyncio.get_running_loop()
+    tally = Tally(clients, pipe)
+    conns: list[LeanClient] = []
+    gate = asyncio.Semaphore(100)  # concurrent handshakes per process
+
+    async def one(i: int) -> None:
+        proto = protocol if protocol != "mixed" else PROTOCOLS[(offset + i) % 2]
+        async with gate:
+            _, client = await loop.create_connection(
+                lambda: LeanClient("127.0.0.1", port, proto, tally, deflate), "127.0.0.1", port
+            )
+            conns.append(client)
+            await asyncio.wait_for(client.done, 120)
+
+    results = await asyncio.gather(*(one(i) for i in range(clients)), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    pipe.send(("ready", len(results) - len(errors), [repr(e) for e in errors[:3]]))
+    stop = loop.create_future()
+    cpu0 = 0.0
+
+    def command() -> None:
+        nonlocal cpu0
+        msg = pipe.recv()
+        if msg == "measure":
+            cpu0 = time.process_time()
+        elif msg == "stop" and not stop.done():
+            stop.set_result(None)
+
+    loop.add_reader(pipe.fileno(), command)
+    await stop
+    cpu = time.process_time() - cpu0
+    # The event loop made the pipe non-blocking; the arrivals do not fit its buffer.
+    loop.remove_reader(pipe.fileno())
+    os.set_blocking(pipe.fileno(), True)
+    pipe.send(("done", tally.arrivals, tally.closes, cpu))
+    for c in conns:
+        if c.transport is not None:
+            c.transport.close()
+
+
+def client_process(
+    port: int, clients: int, offset: int, protocol: str, deflate: bool, pipe: Connection
+) -> None:
+    raise_fd_limit()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - uvloop is a dependency of the API
         pass
-    await ws.send(
-        json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTIONS["blocks"]}})
-    )
-    return Client(ws)
+    asyncio.run(_client_main(port, clients, offset, protocol, deflate, pipe))
+
+
+# -- the driver ---------------------------------------------------------------------------------
 
 
 def _prepare(name: str) -> str:
@@ -112,67 +274,209 @@ def _commit_block(conn: psycopg.Connection[Any], height: int) -> float:
             "SELECT pg_notify(%s, %s)",
             (BLOCKS, json.dumps({"height": height, "hash": h, "rolled_back": [], "changes": {}})),
         )
-    return time.perf_counter()
+    return now()
 
 
-async def bench(url: str, clients: int, rounds: int, batch: int) -> dict[str, Any]:
+class Observer:
+    """`recchain index --source observer` on a free port, fed generated blocks over HTTP."""
+
+    def __init__(self, url: str) -> None:
+        from ops.bench import chaingen
+
+        self.port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RECCHAIN_")}
+        env.pop("DATABASE_URL", None)
+        env.update(
+            RECCHAIN_DATABASE_URL=url,
+            RECCHAIN_NETWORK="testnet",
+            RECCHAIN_INDEXER__METRICS_PORT=str(free_port()),
+            RECCHAIN_LOG_LEVEL="WARNING",
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "recchain.cli", "index", "--source", "observer",
+             "--listen", f"127.0.0.1:{self.port}"],
+            env=env, cwd=PROJECT_ROOT,
+        )  # fmt: skip
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
+        self.blocks = chaingen.stream(seed=7, txs_per_block=3)
+        for _ in range(600):
+            with contextlib.suppress(httpx.TransportError):
+                self.http.get("/")
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.close()
+        raise RuntimeError("the indexer's event observer did not start")
+
+    def post_next(self) -> tuple[int, float]:
+        """POSTs the next block; (its height, the time the POST started)."""
+        block = next(self.blocks)
+        body = json.dumps(block, separators=(",", ":"))
+        started = now()
+        resp = self.http.post(
+            "/new_block", content=body, headers={"content-type": "application/json"}
+        )
+        if resp.status_code != 200:
+            raise RuntimeError(f"observer answered {resp.status_code}: {resp.text[:200]}")
+        return int(block["block_height"]), started
+
+    def close(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def _subscriber_gauge(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    for line in text.splitlines():
+        if line.startswith("recchain_api_subscriptions "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    raise_fd_limit()
     port = free_port()
-    proc: subprocess.Popen[bytes] = start_api(url, port)
-    ws_url = f"ws://127.0.0.1:{port}/graphql"
-    conns: list[Client] = []
-    readers: list[asyncio.Task[None]] = []
+    api = start_api(url, port)
+    observer = Observer(url) if args.tip else None
+    ctx = mp.get_context("spawn")
+    pipes: list[Connection] = []
+    procs: list[Any] = []
+    load0 = os.getloadavg()
     try:
+        share, extra = divmod(args.clients, args.procs)
         started = time.perf_counter()
-        for i in range(0, clients, batch):
-            made = await asyncio.gather(*(connect(ws_url) for _ in range(min(batch, clients - i))))
-            conns.extend(made)
-            readers.extend(asyncio.create_task(c.read()) for c in made)
+        offset = 0
+        for i in range(args.procs):
+            n = share + (1 if i < extra else 0)
+            parent, child = ctx.Pipe()
+            p = ctx.Process(
+                target=client_process,
+                args=(port, n, offset, args.protocol, not args.no_deflate, child),
+                daemon=True,
+            )
+            p.start()
+            pipes.append(parent)
+            procs.append((p, n))
+            offset += n
+        held, errors = 0, []
+        for pipe in pipes:
+            _, ok, errs = pipe.recv()
+            held += ok
+            errors += errs
         connect_s = time.perf_counter() - started
-        await asyncio.sleep(1.0)  # let the last subscriptions register
-        latencies: list[float] = []
-        missing = 0
-        api_cpu0, client_cpu0 = _cpu_seconds(proc.pid), time.process_time()
+        # Every subscription registered in the API (not merely sent).
+        for _ in range(600):
+            if _subscriber_gauge(port) >= held:
+                break
+            time.sleep(0.1)
+        api_rss_idle = _rss_mb(api.pid)
+        for pipe in pipes:
+            pipe.send("measure")
+        api_cpu0 = _cpu_seconds(api.pid)
+        idx_cpu0 = _cpu_seconds(observer.proc.pid) if observer else 0.0
+        sent: dict[int, float] = {}
         with psycopg.connect(to_libpq_url(url)) as conn:
-            for r in range(1, rounds + 1):
-                ROUND.start(r, clients)
-                committed = await asyncio.to_thread(_commit_block, conn, r)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(ROUND.done.wait(), 30)
-                got = [c.arrivals[r] - committed for c in conns if r in c.arrivals]
-                missing += clients - len(got)
-                latencies.extend(got)
+            for r in range(1, args.rounds + 1):
+                tick = now()
+                if observer is not None:
+                    height, at = observer.post_next()
+                else:
+                    height, at = r, _commit_block(conn, r)
+                sent[height] = at
+                waiting = {id(p): p for p in pipes}
+                deadline = time.monotonic() + 30
+                while waiting and time.monotonic() < deadline:
+                    for key, pipe in list(waiting.items()):
+                        if pipe.poll(0.005):
+                            kind, h = pipe.recv()
+                            if kind == "height" and h == height:
+                                del waiting[key]
+                if observer is not None:  # a steady block pace, not back-to-back
+                    time.sleep(max(0.0, args.interval - (now() - tick)))
+        api_cpu = _cpu_seconds(api.pid) - api_cpu0
+        idx_cpu = (_cpu_seconds(observer.proc.pid) - idx_cpu0) if observer else None
+        api_rss = _rss_mb(api.pid)
+        time.sleep(0.5)  # stragglers of the last round
+        latencies: list[float] = []
+        client_cpu = 0.0
+        closes: dict[int, int] = {}
+        per_round_max: list[float] = []
+        for pipe in pipes:
+            pipe.send("stop")
+        round_lat: dict[int, list[float]] = {h: [] for h in sent}
+        for pipe in pipes:
+            msg = pipe.recv()
+            while msg[0] != "done":  # completions of the last rounds may still be queued
+                msg = pipe.recv()
+            _, arrivals, closed, cpu = msg
+            client_cpu += cpu
+            for code, n in closed.items():
+                closes[code] = closes.get(code, 0) + n
+            for h, times in arrivals.items():
+                if h in sent:
+                    round_lat[h].extend(t - sent[h] for t in times)
+        for lat in round_lat.values():
+            latencies.extend(lat)
+            if lat:
+                per_round_max.append(max(lat))
         latencies.sort()
-        # Where the push time goes: the API process versus this (client) process.
-        api_cpu = _cpu_seconds(proc.pid) - api_cpu0
-        client_cpu = time.process_time() - client_cpu0
+        load1 = os.getloadavg()
+        pushes = max(1, len(latencies))
 
         def pct(q: float) -> float:
             return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1)
 
         return {
-            "clients": clients,
-            "rounds": rounds,
+            "mode": "tip (observer POST -> push)" if observer else "commit -> push",
+            "clients": args.clients,
+            "held": held,
+            "connect_errors": errors,
+            "procs": args.procs,
+            "protocol": args.protocol,
+            "deflate_offered": not args.no_deflate,
+            "rounds": len(sent),
             "connect_seconds": round(connect_s, 1),
             "delivered": len(latencies),
-            "missing": missing,
+            "missing": held * len(sent) - len(latencies),
+            "closed_by_server": closes,
             "latency_ms": {
                 "p50": pct(0.5),
                 "p99": pct(0.99),
                 "max": round(latencies[-1] * 1000, 1),
                 "mean": round(statistics.mean(latencies) * 1000, 1),
+                "round_max_p50": round(statistics.median(per_round_max) * 1000, 1),
             }
             if latencies
             else None,
-            "api_rss_mb": _rss_mb(proc.pid),
-            "api_cpu_ms_per_push": round(api_cpu * 1000 / max(1, len(latencies)), 3),
-            "client_cpu_ms_per_push": round(client_cpu * 1000 / max(1, len(latencies)), 3),
+            "api_rss_mb": {"idle": api_rss_idle, "end": api_rss},
+            "api_cpu_s": round(api_cpu, 3),
+            "api_cpu_ms_per_push": round(api_cpu * 1000 / pushes, 4),
+            "api_cpu_ms_per_round": round(api_cpu * 1000 / max(1, len(sent)), 1),
+            "indexer_cpu_ms_per_block": None
+            if idx_cpu is None
+            else round(idx_cpu * 1000 / max(1, len(sent)), 1),
+            "client_cpu_s": round(client_cpu, 3),
+            "client_cpu_ms_per_push": round(client_cpu * 1000 / pushes, 4),
+            "loadavg_start": [round(x, 2) for x in load0],
+            "loadavg_end": [round(x, 2) for x in load1],
         }
     finally:
-        for t in readers:
-            t.cancel()
-        await asyncio.gather(*(c.ws.close() for c in conns), return_exceptions=True)
-        proc.terminate()
-        proc.wait(timeout=30)
+        for pipe in pipes:
+            with contextlib.suppress(OSError):
+                pipe.send("stop")
+        for p, _ in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+        if observer is not None:
+            observer.close()
+        api.terminate()
+        api.wait(timeout=30)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -198,31 +502,45 @@ def _rss_mb(pid: int) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     url = _prepare(args.database)
-    report = asyncio.run(bench(url, args.clients, args.rounds, args.batch))
+    report = bench(args, url)
     if args.json:
         print(json.dumps(report, indent=2))
-    else:
-        lat = report["latency_ms"] or {}
-        print(
-            f"{report['clients']} subscribers connected in {report['connect_seconds']}s;"
-            f" API RSS {report['api_rss_mb']} MB"
-        )
-        print(
-            f"commit -> delivery over {report['rounds']} rounds: p50 {lat.get('p50')} ms,"
-            f" p99 {lat.get('p99')} ms, max {lat.get('max')} ms; missing {report['missing']}"
-        )
-        print(
-            f"CPU per push: API {report['api_cpu_ms_per_push']} ms,"
-            f" client {report['client_cpu_ms_per_push']} ms"
-        )
+        return 0
+    lat = report["latency_ms"] or {}
+    print(
+        f"{report['held']}/{report['clients']} subscribers held ({report['protocol']},"
+        f" {report['procs']} client processes), connected in {report['connect_seconds']} s;"
+        f" API RSS {report['api_rss_mb']} MB"
+    )
+    print(
+        f"{report['mode']} over {report['rounds']} rounds: p50 {lat.get('p50')} ms,"
+        f" p99 {lat.get('p99')} ms, max {lat.get('max')} ms; missing {report['missing']};"
+        f" closed by the server {report['closed_by_server']}"
+    )
+    print(
+        f"CPU: API {report['api_cpu_ms_per_round']} ms per round"
+        f" ({report['api_cpu_ms_per_push']} ms per push), clients"
+        f" {report['client_cpu_ms_per_push']} ms per push; load {report['loadavg_start']} ->"
+        f" {report['loadavg_end']}"
+    )
     return 0
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("subscribe", help="concurrent subscribers and commit-to-delivery latency")
+    p = sub.add_parser("subscribe", help="concurrent subscribers and change-to-delivery latency")
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--batch", type=int, default=200, help="connections opened concurrently")
+    p.add_argument("--procs", type=int, default=2, help="client processes")
+    p.add_argument("--protocol", choices=[*PROTOCOLS, "mixed"], default="graphql-transport-ws")
+    p.add_argument(
+        "--no-deflate", action="store_true", help="do not offer permessage-deflate (browsers do)"
+    )
+    p.add_argument(
+        "--tip",
+        action="store_true",
+        help="blocks POSTed to a real indexer's event observer instead of direct commits",
+    )
+    p.add_argument("--interval", type=float, default=0.5, help="--tip: seconds between blocks")
     p.add_argument("--database", default="recchain_bench_subscribe")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run)
