@@ -26,6 +26,7 @@ then runs the batch the plain way (`process`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,8 +48,18 @@ from indexer import metrics
 from indexer.block import Block, BlockHeader, Event, Tx, parse_new_block
 from indexer.errors import FinalityError, PayloadError
 from indexer.handlers import Ctx, MetadataJob, apply_events
-from indexer.schema import decode_event
-from indexer.state import KEYS, Carry, EntityCache, Step, send, stage_copy
+from indexer.schema import SCHEMAS, decode_event
+from indexer.state import (
+    CHAIN_COLUMNS,
+    COLUMNS,
+    KEYS,
+    Carry,
+    EntityCache,
+    Step,
+    load_column_types,
+    send,
+    stage_copy,
+)
 from recchain.config import Settings
 from stacks.hashing import sha512_256
 
@@ -186,6 +197,26 @@ class _Writer:
             self.loop.close()
 
 
+def _prefetch_keys(kind: str) -> tuple[tuple[str, str], ...] | None:
+    if kind.startswith("verifier-"):
+        return (("verifiers", "verifier"),)
+    if kind.startswith("facility-"):
+        return (("facilities", "facility-id"),)
+    if kind.startswith("report-"):
+        return (("generation_reports", "report-id"),)
+    if kind.startswith("certificate-") and kind != "certificate-split":
+        return (("certificates", "token-id"),)
+    if kind == "sale":
+        return (("listings", "listing-id"), ("certificates", "token-id"))
+    if "listing-id" in SCHEMAS[kind]:
+        return (("listings", "listing-id"),)
+    return None
+
+
+# The entities each schema-checked kind touches (`Indexer._prefetch`; other kinds are examined).
+_PREFETCH = {k: keys for k in SCHEMAS if (keys := _prefetch_keys(k)) is not None}
+
+
 def payload_hash(payload: str) -> bytes:
     """The dedup key of a raw request (hashlib releases the GIL on payloads this size, so a
     parse thread computes it alongside the event loop)."""
@@ -249,6 +280,7 @@ class Indexer:
         self._has_relay = bool((await cur.fetchone())[0])  # type: ignore[index]
         cur = await self.pg.execute("SELECT count(*) FROM blocks WHERE orphan")
         self._db_orphans = int((await cur.fetchone())[0])  # type: ignore[index]
+        await load_column_types(self.pg, ["raw_requests", "blocks", *CHAIN_COLUMNS, *COLUMNS])
 
     async def position(self) -> int | None:
         await self._begin()
@@ -286,6 +318,8 @@ class Indexer:
     async def start_ahead(self) -> None:
         """Enable `process_ahead`: open the writer's own connection (to the same database)."""
         assert self._writer is None
+        with contextlib.suppress(ImportError):  # here, not in the writer's first batch
+            from indexer.metadata import queue  # noqa: F401
         url = self.conn.engine.url.render_as_string(hide_password=False)
         writer = _Writer(url)
         try:
@@ -705,10 +739,14 @@ class Indexer:
         for block in blocks:
             for ev in block.events:
                 v = ev.value
-                if not isinstance(v, dict) or ev.kind is None:
-                    continue
                 kind = ev.kind
-                if kind.startswith("verifier-"):
+                if kind is None or type(v) is not dict:
+                    continue
+                simple = _PREFETCH.get(kind)
+                if simple is not None:  # the schema guarantees the fields
+                    for table, name in simple:
+                        keys[table].add(v[name])
+                elif kind.startswith("verifier-"):
                     keys["verifiers"].add(v["verifier"])
                 elif kind.startswith("facility-"):
                     keys["facilities"].add(v["facility-id"])

@@ -80,13 +80,20 @@ class Progress:
             self.stream.write("\n")
 
 
-def _batches(requests: Iterator[Request], size: int) -> Iterator[list[Request]]:
+def _batches(requests: Iterator[Request], size: int, ramp: bool = False) -> Iterator[list[Request]]:
+    """Batches of `size` requests; with `ramp`, the first ones are an eighth, a quarter and half
+    of that, so that the writer and PostgreSQL start work early instead of waiting for a whole
+    first batch to be parsed and applied (the pipeline fills sooner)."""
+    sizes = [max(size // 8, 1), max(size // 4, 1), max(size // 2, 1)] if ramp else []
+    sizes.reverse()
+    limit = sizes.pop() if sizes else size
     batch: list[Request] = []
     for request in requests:
         batch.append(request)
-        if len(batch) >= size:
+        if len(batch) >= limit:
             yield batch
             batch = []
+            limit = sizes.pop() if sizes else size
     if batch:
         yield batch
 
@@ -192,7 +199,7 @@ async def replay_file(
 
         size = 1 if follow else batch_size or settings.indexer.catchup_batch_blocks
         previous: datetime | None = None
-        batches = _batches(requests(), size)
+        batches = _batches(requests(), size, ramp=not follow)
         if not follow:
             batches = _parsed_ahead(batches, indexer.watched, parse_workers)  # type: ignore[assignment]
         if not follow:

@@ -23,7 +23,15 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from psycopg import abc as pg_abc
 from psycopg import sql
+from psycopg.adapt import Transformer
+from psycopg.pq import Format
+
+try:  # formats binary COPY rows without a live COPY (private to psycopg, hence the guard)
+    from psycopg._copy_base import BinaryFormatter
+except ImportError:  # pragma: no cover - another psycopg layout: text COPY
+    BinaryFormatter = None  # type: ignore[assignment,misc]
 from sqlalchemy import types as sa_types
 
 from db.models import domain
@@ -70,8 +78,8 @@ assert all(
 assert set(KEYS) == set(VERSIONED_TABLES)
 
 
-# A staged statement: ("copy", (table, columns), rows) or ("exec", statement, parameters).
-Step = tuple[str, Any, Any]
+# A staged statement: ("copy", COPY statement, its data) or ("exec", statement, parameters).
+Step = tuple[str, sql.Composed, Any]
 # Entity states by table and key: what a batch leaves for the next one (see `EntityCache.stage`).
 Carry = dict[str, dict[Any, dict[str, Any]]]
 
@@ -168,7 +176,7 @@ class EntityCache:
         entry.versions.append([height, None, row])
 
     def fact(self, table: str, row: dict[str, Any]) -> None:
-        self.facts[table].append(tuple(row.get(c) for c in COLUMNS[table]))
+        self.facts[table].append(tuple(map(row.get, COLUMNS[table])))
 
     def chain(self, table: str, row: tuple[Any, ...]) -> None:
         """A transactions/events row, its values in `CHAIN_COLUMNS` order."""
@@ -299,8 +307,16 @@ def copy_text(rows: Iterable[Sequence[Any]]) -> str:
 def stage_copy(
     steps: list[Step], table: str, cols: list[str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    if rows:
-        steps.append(("copy", (table, tuple(cols)), rows))
+    """Stage a COPY of `rows`, formatted now (by the thread that stages, so that the one that
+    sends only moves bytes: a writer thread that formats competes for the GIL, and PostgreSQL
+    waits for its data meanwhile)."""
+    if not rows:
+        return
+    data = _binary_copy(table, cols, rows)
+    if data is None:
+        steps.append(("copy", _copy_query(table, cols, binary=False), copy_text(rows).encode()))
+    else:
+        steps.append(("copy", _copy_query(table, cols, binary=True), data))
 
 
 def _copy_query(table: str, cols: Sequence[str], binary: bool) -> sql.Composed:
@@ -311,54 +327,71 @@ def _copy_query(table: str, cols: Sequence[str], binary: bool) -> sql.Composed:
     )
 
 
-# Column type oids by (table, columns), or None where a column type has no binary dumper.
-_TYPES: dict[tuple[str, tuple[str, ...]], list[int] | None] = {}
+# Column type oids of the tables the pipeline COPYs into (`load_column_types`).
+_COLUMN_TYPES: dict[str, dict[str, int]] = {}
+_TRANSFORMERS: dict[tuple[str, tuple[str, ...]], pg_abc.Transformer | None] = {}
 
 
-async def _binary_types(
-    conn: psycopg.AsyncConnection[Any], table: str, cols: tuple[str, ...]
-) -> list[int] | None:
-    key = (table, cols)
-    if key not in _TYPES:
-        cur = await conn.execute(
-            "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass "
-            "AND attnum > 0 AND NOT attisdropped",
-            (table,),
-        )
-        oids = dict(await cur.fetchall())
-        try:
-            for c in cols:
-                conn.adapters.get_dumper_by_oid(oids[c], psycopg.pq.Format.BINARY)
-        except (KeyError, psycopg.ProgrammingError):
-            _TYPES[key] = None
-        else:
-            _TYPES[key] = [oids[c] for c in cols]
-    return _TYPES[key]
+async def load_column_types(conn: psycopg.AsyncConnection[Any], tables: Iterable[str]) -> None:
+    """Read the column types binary COPY needs (once per process: the schema is Alembic's)."""
+    wanted = [t for t in tables if t not in _COLUMN_TYPES]
+    if not wanted:
+        return
+    cur = await conn.execute(
+        "SELECT c.relname, a.attname, a.atttypid FROM pg_attribute a "
+        "JOIN pg_class c ON c.oid = a.attrelid "
+        "WHERE a.attrelid = ANY(SELECT to_regclass(t)::oid FROM unnest(%s::text[]) t) "
+        "AND a.attnum > 0 AND NOT a.attisdropped",
+        (wanted,),
+    )
+    for table, col, oid in await cur.fetchall():
+        _COLUMN_TYPES.setdefault(table, {})[col] = oid
+
+
+def _transformer(table: str, cols: Sequence[str]) -> pg_abc.Transformer | None:
+    key = (table, tuple(cols))
+    if key not in _TRANSFORMERS:
+        types = _COLUMN_TYPES.get(table, {})
+        tx: pg_abc.Transformer | None = None
+        if BinaryFormatter is not None and all(c in types for c in cols):
+            tx = Transformer(psycopg.adapters)
+            try:
+                tx.set_dumper_types([types[c] for c in cols], Format.BINARY)
+            except psycopg.ProgrammingError:  # a type without a binary dumper
+                tx = None
+        _TRANSFORMERS[key] = tx
+    return _TRANSFORMERS[key]
+
+
+def _binary_copy(table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes | None:
+    """The whole binary COPY stream of `rows` (psycopg's C dumpers for the columns' types:
+    several times cheaper than COPY text built in Python, and cheaper for PostgreSQL to parse),
+    or None if the types are unknown or a value does not fit its column's binary dumper (the
+    text format then lets PostgreSQL judge it, as it always did)."""
+    tx = _transformer(table, cols)
+    if tx is None or BinaryFormatter is None:
+        return None
+    formatter = BinaryFormatter(tx)
+    write_row = formatter.write_row
+    out = bytearray()
+    try:
+        for row in rows:
+            out += write_row(row)
+    except (TypeError, ValueError, OverflowError, psycopg.Error):
+        return None
+    out += formatter.end()
+    return bytes(out)
 
 
 async def send(conn: psycopg.AsyncConnection[Any], steps: list[Step]) -> None:
-    """Run staged steps in order, inside the caller's transaction.
-
-    Rows are COPYed in binary format, formatted by psycopg's C dumpers for the columns' types:
-    several times cheaper than building COPY text in Python, for this process and for
-    PostgreSQL's input parsing alike (values must then have their column's Python type).
-    """
+    """Run staged steps in order, inside the caller's transaction."""
     async with conn.cursor() as cur:
         for kind, what, arg in steps:
-            if kind == "exec":
+            if kind == "copy":
+                async with cur.copy(what) as copy:
+                    await copy.write(arg)
+            else:
                 await cur.execute(what, arg)
-                continue
-            table, cols = what
-            types = await _binary_types(conn, table, cols)
-            if types is None:
-                async with cur.copy(_copy_query(table, cols, binary=False)) as copy:
-                    await copy.write(copy_text(arg))
-                continue
-            async with cur.copy(_copy_query(table, cols, binary=True)) as copy:
-                copy.set_types(types)
-                write_row = copy.write_row
-                for row in arg:
-                    await write_row(row)
 
 
 async def copy_rows(
