@@ -228,11 +228,12 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routes = [
+        # First: the router tries routes in order, and nearly every request is a query.
+        Route("/graphql", graphql, methods=["GET", "POST"]),
         Route("/metrics", prometheus),
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/retirement-statement.csv", statement_csv),
-        Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
     app = Starlette(

@@ -33,6 +33,7 @@ from graphql_api.db import session_settings
 from ops.bench.apidata import populate
 from ops.bench.e2e import free_port
 from ops.bench.families import FAMILIES
+from ops.bench.ingest import BackendCpu
 from recchain.config import ApiSettings, Settings, get_settings
 
 
@@ -97,17 +98,21 @@ def latencies(port: int, n: int, samples: int) -> dict[str, dict[str, Any]]:
 
 
 def throughput(
-    pid: int, port: int, family: str, n: int, seconds: float, concurrency: int
+    pid: int, port: int, database: str, family: str, n: int, seconds: float, concurrency: int
 ) -> dict[str, Any]:
-    """Requests/s of one API process with `concurrency` keep-alive clients, and the CPU the API
-    and the load generator each spent per request."""
+    """Requests/s of one API process with `concurrency` keep-alive clients, and the CPU the API,
+    the PostgreSQL backends (when local) and the load generator each spent per request."""
     loadgen(port, family, n, connections=concurrency, requests=concurrency * 10, seed=10**6)
     cpu0, load0 = cpu_seconds(pid), os.getloadavg()[0]
-    run = loadgen(port, family, n, connections=concurrency, seconds=seconds)
+    with BackendCpu(database) as pg:
+        run = loadgen(port, family, n, connections=concurrency, seconds=seconds)
     done = max(1, run["requests"])
     return {
         **run,
         "api_cpu_ms_per_request": round((cpu_seconds(pid) - cpu0) * 1000 / done, 3),
+        "pg_cpu_ms_per_request": (
+            None if pg.seconds is None else round(pg.seconds * 1000 / done, 3)
+        ),
         "client_cpu_ms_per_request": round(run["client_cpu_seconds"] * 1000 / done, 3),
         "load_average_before": round(load0, 2),
         "load_average_after": round(os.getloadavg()[0], 2),
@@ -202,7 +207,9 @@ def run(args: argparse.Namespace) -> int:
         # Wall-clock requests/s depends on what else the machine runs; the API's CPU time per
         # request does not, and bounds requests/s per core.
         rates = {
-            fam: throughput(proc.pid, port, fam, args.certificates, args.seconds, args.concurrency)
+            fam: throughput(
+                proc.pid, port, name, fam, args.certificates, args.seconds, args.concurrency
+            )
             for fam in families
         }
     finally:
@@ -244,8 +251,9 @@ def run(args: argparse.Namespace) -> int:
     for fam, r in rates.items():
         print(
             f"{fam:24} {r['requests_per_second']:>8.0f} req/s  p50 {r['p50_ms']:.1f} ms"
-            f"  p99 {r['p99_ms']:.1f} ms  API CPU {r['api_cpu_ms_per_request']:.3f} ms/req"
-            f"  client CPU {r['client_cpu_ms_per_request']:.3f} ms/req"
+            f"  p99 {r['p99_ms']:.1f} ms  CPU ms/req: API {r['api_cpu_ms_per_request']:.3f}"
+            f" PG {r['pg_cpu_ms_per_request'] or float('nan'):.3f}"
+            f" client {r['client_cpu_ms_per_request']:.3f}"
             f"  load {r['load_average_before']:.1f}->{r['load_average_after']:.1f}"
         )
     return 0
