@@ -17,10 +17,16 @@ async def one_by(ctx: Context, entity_name: str, column: str, key: Any, at: int 
     entity = ENTITIES[entity_name]
 
     async def load(keys: Sequence[Any]) -> list[Any]:
-        params: dict[str, Any] = {"keys": list(keys)}
+        # One key (a root lookup) as a plain parameter: dumping a one-element array costs more
+        # than the rest of the statement's parameters.
+        params: dict[str, Any]
+        if len(keys) == 1:
+            params, match = {"key": keys[0]}, f"t.{column} = :key"
+        else:
+            params, match = {"keys": list(keys)}, f"t.{column} = ANY(:keys)"
         cond = live("t", entity.versioned, at, params)
         rows = await ctx.reader.all(
-            f"SELECT t.* FROM {entity.table} t WHERE t.{column} = ANY(:keys) AND {cond}", params
+            f"SELECT t.* FROM {entity.table} t WHERE {match} AND {cond}", params
         )
         found = {r[column]: entity.from_row(r, at) for r in rows}
         return [found.get(k) for k in keys]
