@@ -110,20 +110,6 @@ async def test_identical_subscriptions_share_one_topic_and_push_only_on_change(
         await s.close()
 
 
-async def test_abrupt_disconnects_leave_no_subscribers(api: Api) -> None:
-    chain, _, _ = base()
-    await chain.write(api.engine)
-    subs = [await Subscriber.connect(api.ws_url) for _ in range(5)]
-    for i, s in enumerate(subs):
-        await s.subscribe(LISTINGS, {"w": {"listingId": i}})
-        await s.subscribe("subscription { blocks { block { height } } }")
-    await wait_for(lambda: hub(api).subscriber_count == 10, "subscribed")
-    for s in subs:
-        s.ws.transport.abort()  # no close frame, no complete: the TCP connection just dies
-    await wait_for(lambda: hub(api).subscriber_count == 0, "all subscribers released")
-    assert hub(api).topics == {}
-
-
 async def test_certificate_events_and_blocks(api: Api, db_url: str) -> None:
     chain = Chain()
     chain.block()
