@@ -600,7 +600,7 @@ class Indexer:
             return
         cur = await self.pg.execute(
             "SELECT index_block_hash, block_height, parent_index_block_hash, canonical, orphan "
-            "FROM blocks WHERE index_block_hash = ANY(%s)",
+            "FROM blocks WHERE index_block_hash = ANY(%b)",
             (missing,),
         )
         for row in await cur.fetchall():

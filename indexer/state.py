@@ -28,10 +28,12 @@ from psycopg import sql
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
 
-try:  # formats binary COPY rows without a live COPY (private to psycopg, hence the guard)
-    from psycopg._copy_base import BinaryFormatter
+try:  # binary COPY rows formatted without a live COPY (private to psycopg, hence the guard)
+    from psycopg._copy_base import _binary_signature as _SIGNATURE
+    from psycopg._copy_base import _binary_trailer as _TRAILER
+    from psycopg._copy_base import format_row_binary
 except ImportError:  # pragma: no cover - another psycopg layout: text COPY
-    BinaryFormatter = None  # type: ignore[assignment,misc]
+    format_row_binary = None
 from sqlalchemy import types as sa_types
 
 from db.models import domain
@@ -353,7 +355,7 @@ def _transformer(table: str, cols: Sequence[str]) -> pg_abc.Transformer | None:
     if key not in _TRANSFORMERS:
         types = _COLUMN_TYPES.get(table, {})
         tx: pg_abc.Transformer | None = None
-        if BinaryFormatter is not None and all(c in types for c in cols):
+        if format_row_binary is not None and all(c in types for c in cols):
             tx = Transformer(psycopg.adapters)
             try:
                 tx.set_dumper_types([types[c] for c in cols], Format.BINARY)
@@ -363,24 +365,24 @@ def _transformer(table: str, cols: Sequence[str]) -> pg_abc.Transformer | None:
     return _TRANSFORMERS[key]
 
 
-def _binary_copy(table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> bytes | None:
+def _binary_copy(
+    table: str, cols: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> bytearray | None:
     """The whole binary COPY stream of `rows` (psycopg's C dumpers for the columns' types:
     several times cheaper than COPY text built in Python, and cheaper for PostgreSQL to parse),
     or None if the types are unknown or a value does not fit its column's binary dumper (the
     text format then lets PostgreSQL judge it, as it always did)."""
     tx = _transformer(table, cols)
-    if tx is None or BinaryFormatter is None:
+    if tx is None or format_row_binary is None:
         return None
-    formatter = BinaryFormatter(tx)
-    write_row = formatter.write_row
-    out = bytearray()
+    out = bytearray(_SIGNATURE)
     try:
         for row in rows:
-            out += write_row(row)
+            format_row_binary(row, tx, out)
     except (TypeError, ValueError, OverflowError, psycopg.Error):
         return None
-    out += formatter.end()
-    return bytes(out)
+    out += _TRAILER
+    return out
 
 
 async def send(conn: psycopg.AsyncConnection[Any], steps: list[Step]) -> None:
