@@ -1,5 +1,5 @@
-"""Database access for one request: a read-only snapshot with a statement timeout, over a small
-pool of psycopg connections owned by the API."""
+"""Database access for one operation: a read-only snapshot (or a single statement on its own)
+with a statement timeout, over a small pool of psycopg connections owned by the API."""
 
 from __future__ import annotations
 
