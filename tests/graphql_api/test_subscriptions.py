@@ -369,3 +369,30 @@ async def test_outbox_writes_in_order_while_the_transport_keeps_up_and_queues_be
     gate.set()
     await asyncio.sleep(0.05)
     assert "late" not in sent
+
+
+async def test_an_operation_with_extensions_is_served_by_strawberry_from_the_same_stream(
+    api: Api, db_url: str
+) -> None:
+    chain = Chain()
+    chain.block()
+    await chain.write(api.engine)
+    query = "subscription { blocks { block { height } } }"
+    member = await Subscriber.connect(api.ws_url)
+    await member.subscribe(query)
+    # Request extensions keep the operation on Strawberry's per-operation path, which reads the
+    # same shared stream through a queue.
+    other = await Subscriber.connect(api.ws_url)
+    payload = {"query": query, "variables": {}, "extensions": {"trace": True}}
+    await other.ws.send(json.dumps({"id": "x", "type": "subscribe", "payload": payload}))
+    await wait_for(lambda: hub(api).subscriber_count == 2, "subscribed")
+    (stream,) = hub(api).streams.values()
+    assert sorted(type(m).__name__ for m in stream.members) == ["Subscriber", "_QueueMember"]
+    chain.block()
+    await commit(api, db_url, chain, [])
+    want = {"data": {"blocks": {"block": {"height": 2}}}}
+    assert await member.next() == want
+    assert await other.next() == want
+    await other.close()
+    await member.close()
+    await wait_for(lambda: not hub(api).streams and not shared_tasks(), "no task left")
