@@ -55,6 +55,8 @@ MEANINGS: dict[str, str] = {
     "api.rate_limit_per_minute": "Requests per client per minute.",
     "api.cors_origins": "Allowed CORS origins (JSON list in the environment).",
     "api.ws_allowed_origins": "Allowed websocket `Origin`s for subscriptions.",
+    "api.ws_compression": "Offer permessage-deflate on websockets (costs CPU and memory per"
+    " subscriber; frames are small JSON).",
     "api.mask_errors": "Hide internal error details from clients.",
     "api.graphiql": "Serve the GraphiQL IDE on GET `/graphql`.",
     "relay.host": "Bind address of the transaction relay.",

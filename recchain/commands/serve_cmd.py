@@ -27,6 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.api.port,
         log_level=settings.log_level.lower(),
         ws_ping_interval=20,
+        ws_per_message_deflate=settings.api.ws_compression,
         proxy_headers=False,
     )
     return 0
