@@ -14,13 +14,16 @@ The root is the first indexed block: the one at `indexer.start_height` (or whose
 genesis hash), accepted without its parent. Blocks below it are stored raw and never applied, so
 nothing exists below the root: a fork that would need to roll it back is refused loudly.
 
-Catch-up (`process_ahead`, used by `recchain replay`) overlaps the two halves of the work: while a
-writer thread sends batch N's staged rows on its own connection and commits them with the
+Writes are staged first (`_seal`: every row formatted as a binary COPY stream, the checkpoint
+position, the NOTIFY payload) and then sent (`_write`), so the CPU work of a batch is done before
+its first statement. Catch-up (`process_ahead`, used by `recchain replay`) overlaps the two: while
+a writer thread sends batch N's staged statements on its own connection and commits them with the
 checkpoint, this connection only reads, and batch N+1 is decided, handled and staged in memory
-(entities N changed are carried over; dedup also checks N's payload hashes). Commit order, the
-one-transaction-per-batch rule and the checkpoint are unchanged. Anything that would read or
-change rows still in flight (a fork, an orphan, mempool requests) first waits for the writer and
-then runs the batch the plain way (`process`).
+(entities N changed are carried over; dedup also checks N's payload hashes), so PostgreSQL and
+Python work at the same time on the two cores. Commit order, the one-transaction-per-batch rule
+and the checkpoint are unchanged. Anything that would read or change rows still in flight (a fork,
+an orphan, mempool requests) first waits for the writer and then runs the batch the plain way
+(`process`). The tip path (`process`) is unchanged: one batch, staged and sent in turn.
 """
 
 from __future__ import annotations
@@ -224,7 +227,8 @@ def payload_hash(payload: str) -> bytes:
 
 
 class Indexer:
-    """Owns one database connection; not safe for concurrent `process` calls (serialise them)."""
+    """Owns one database connection (and, between `start_ahead` and `stop_ahead`, the writer's);
+    not safe for concurrent `process`/`process_ahead` calls (serialise them)."""
 
     def __init__(
         self, conn: AsyncConnection, settings: Settings, *, enqueue_metadata: bool = True

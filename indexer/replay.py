@@ -118,10 +118,11 @@ def _parse_batch(items: list[tuple[str, str]], watched: frozenset[str]) -> list[
 async def _parsed_ahead(
     batches: Iterator[list[Request]], watched: frozenset[str], workers: int
 ) -> AsyncIterator[list[Request]]:
-    """Parse batch N+1 while batch N is applied and written. With `workers` processes, JSON and
-    Clarity decoding (half the CPU of catch-up) run on other cores, at the price of pickling
-    the parsed blocks both ways; with 0, one thread parses while the event loop waits for
-    PostgreSQL (the GIL is free then), which costs no extra CPU at all."""
+    """Parse (and hash) batch N+1 while batch N is applied. With `workers` processes, JSON and
+    Clarity decoding run on other cores, at the price of pickling the parsed blocks both ways (as
+    much CPU as parsing them, measured): on 2 cores, where PostgreSQL needs the second one, that
+    is a loss. With 0, one thread parses whenever the event loop waits (for PostgreSQL, or for
+    the writer), which costs no extra CPU at all; sha256 runs there without the GIL."""
     loop = asyncio.get_running_loop()
     pool: Executor = (
         ProcessPoolExecutor(max_workers=workers) if workers > 0 else ThreadPoolExecutor(1)

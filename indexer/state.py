@@ -331,7 +331,13 @@ def _copy_query(table: str, cols: Sequence[str], binary: bool) -> sql.Composed:
 
 # Column type oids of the tables the pipeline COPYs into (`load_column_types`).
 _COLUMN_TYPES: dict[str, dict[str, int]] = {}
-_TRANSFORMERS: dict[tuple[str, tuple[str, ...]], pg_abc.Transformer | None] = {}
+# Per (table, columns): the transformer with the columns' binary dumpers, and the positions
+# and bounds of the narrow integer columns (see `_fits`).
+_Binary = tuple[pg_abc.Transformer, list[tuple[int, int]]]
+_TRANSFORMERS: dict[tuple[str, tuple[str, ...]], _Binary | None] = {}
+# int2 and int4 oids and their bounds: psycopg's binary dumpers for them wrap a larger value
+# silently, where PostgreSQL would refuse its text.
+_NARROW = {21: 2**15, 23: 2**31}
 
 
 async def load_column_types(conn: psycopg.AsyncConnection[Any], tables: Iterable[str]) -> None:
@@ -350,19 +356,36 @@ async def load_column_types(conn: psycopg.AsyncConnection[Any], tables: Iterable
         _COLUMN_TYPES.setdefault(table, {})[col] = oid
 
 
-def _transformer(table: str, cols: Sequence[str]) -> pg_abc.Transformer | None:
+def _transformer(table: str, cols: Sequence[str]) -> _Binary | None:
     key = (table, tuple(cols))
     if key not in _TRANSFORMERS:
         types = _COLUMN_TYPES.get(table, {})
-        tx: pg_abc.Transformer | None = None
+        binary: _Binary | None = None
         if format_row_binary is not None and all(c in types for c in cols):
             tx = Transformer(psycopg.adapters)
             try:
                 tx.set_dumper_types([types[c] for c in cols], Format.BINARY)
             except psycopg.ProgrammingError:  # a type without a binary dumper
-                tx = None
-        _TRANSFORMERS[key] = tx
+                pass
+            else:
+                narrow = [(i, _NARROW[types[c]]) for i, c in enumerate(cols) if types[c] in _NARROW]
+                binary = (tx, narrow)
+        _TRANSFORMERS[key] = binary
     return _TRANSFORMERS[key]
+
+
+def _fits(rows: Sequence[Sequence[Any]], narrow: list[tuple[int, int]]) -> bool:
+    """Whether every value of the int2/int4 columns is in range (C-level min/max per column)."""
+    for i, bound in narrow:
+        values = list(map(operator.itemgetter(i), rows))
+        try:
+            if min(values) < -bound or max(values) >= bound:
+                return False
+        except TypeError:  # NULLs among them (a non-int fails in the dumper)
+            ints = [v for v in values if type(v) is int]
+            if ints and (min(ints) < -bound or max(ints) >= bound):
+                return False
+    return True
 
 
 def _binary_copy(
@@ -370,11 +393,12 @@ def _binary_copy(
 ) -> bytearray | None:
     """The whole binary COPY stream of `rows` (psycopg's C dumpers for the columns' types:
     several times cheaper than COPY text built in Python, and cheaper for PostgreSQL to parse),
-    or None if the types are unknown or a value does not fit its column's binary dumper (the
-    text format then lets PostgreSQL judge it, as it always did)."""
-    tx = _transformer(table, cols)
-    if tx is None or format_row_binary is None:
+    or None if the types are unknown or a value does not fit its column (the text format then
+    lets PostgreSQL judge it, as it always did)."""
+    binary = _transformer(table, cols)
+    if binary is None or format_row_binary is None or not _fits(rows, binary[1]):
         return None
+    tx = binary[0]
     out = bytearray(_SIGNATURE)
     try:
         for row in rows:
