@@ -59,9 +59,11 @@ def scenario() -> tuple[Chain, dict[str, int]]:
     return chain, ids
 
 
-def expected(chain: Chain, as_of: datetime, days: int, *, expired: bool, owner: str | None):
+def expected(
+    chain: Chain, as_of: datetime, days: int, *, expired: bool, owner: str | None
+) -> list[int]:
     """The answer derived from the builder's record, not from the API's SQL."""
-    out = []
+    out: list[tuple[datetime, int]] = []
     for (table, token), versions in chain.versions.items():
         if table != "certificates":
             continue
@@ -140,13 +142,19 @@ async def test_time_travel_uses_the_block_time(api: Api, engine: AsyncEngine) ->
 async def test_bad_input_is_refused(api: Api, engine: AsyncEngine) -> None:
     chain, _ = scenario()
     await chain.write(engine)
-    for kw, message in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"days": -1}, "withinDays"),
         ({"days": 100_000}, "withinDays"),
         ({"asOf": "2026-01-10T00:00:00"}, "time zone"),
         ({"first": 5000}, "first"),
-    ]:
-        variables = {"days": 30, "asOf": AS_OF.isoformat(), "owner": None, "expired": False}
+    ]
+    for kw, message in cases:
+        variables: dict[str, Any] = {
+            "days": 30,
+            "asOf": AS_OF.isoformat(),
+            "owner": None,
+            "expired": False,
+        }
         variables.update({"first": 10, "block": None}, **kw)
         body = await api.query(QUERY, variables)
         assert body.get("data") is None or body["data"]["complianceReport"] is None
@@ -177,7 +185,7 @@ async def test_rules_command_and_analyst_view(api: Api, db_url: str, engine: Asy
     assert ids["us"] in {c["certificate"]["tokenId"] for c in got["certificates"]}
     with psycopg.connect(to_libpq_url(db_url)) as conn:
         conn.execute("SET ROLE recchain_analyst")
-        rows = dict(
+        rows: dict[int, datetime] = dict(
             conn.execute("SELECT token_id, expires_at FROM analytics.certificate_expiry").fetchall()
         )
     assert ids["retired"] not in rows
