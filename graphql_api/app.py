@@ -36,6 +36,7 @@ from graphql_api.hub import Hub
 from graphql_api.schema import build_schema
 from graphql_api.ws import LegacyWSHandler, TransportWSHandler
 from recchain.config import Settings
+from recchain.ratelimit import make_buckets
 
 STATEMENT_CSV_HEADER = (
     "txid",
@@ -135,6 +136,11 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         else create_engine(api_database_url(settings), pool_pre_ping=False, pool_recycle=300)
     )
     schema = build_schema(build_extensions(settings))
+    buckets = make_buckets(
+        api.rate_limit_per_minute,
+        settings.redis_url.get_secret_value() if settings.redis_url else None,
+        namespace="api",
+    )
     hub = Hub(to_libpq_url(eng.url.render_as_string(hide_password=False)))
     graphql = GraphQLApp(
         settings,
@@ -220,6 +226,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
             yield
         finally:
             await hub.stop()
+            await buckets.aclose()
             await close_read_pools(eng)
             if owns_engine:
                 await eng.dispose()
@@ -248,7 +255,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
             ),
             Middleware(
                 RateLimit,
-                per_minute=api.rate_limit_per_minute,
+                buckets=buckets,
                 paths=("/graphql", "/retirement-statement.csv"),
             ),
             Middleware(BodyLimit, max_bytes=api.max_body_bytes),

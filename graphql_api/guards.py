@@ -41,6 +41,7 @@ from strawberry.extensions.query_depth_limiter import create_validator as depth_
 from graphql_api import metrics
 from graphql_api.errors import ApiError
 from recchain.config import Settings
+from recchain.ratelimit import Buckets
 
 # Relation lists without `first` (a token's transfers, a listing's bids) are short in practice and
 # capped at 1000 rows server-side; the estimate counts them at this typical size.
@@ -430,34 +431,20 @@ class BodyLimit:
 
 
 class RateLimit:
-    """Token bucket per client address for `/graphql` requests and websocket connections."""
+    """Token bucket per client address for `/graphql` requests and websocket connections;
+    the buckets (`recchain.ratelimit`) are shared by every replica when `redis_url` is set."""
 
-    def __init__(self, app: ASGIApp, per_minute: int, paths: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, buckets: Buckets, paths: tuple[str, ...]) -> None:
         self.app = app
-        self.rate = per_minute / 60.0
-        self.capacity = float(max(1, per_minute))
+        self.buckets = buckets
         self.paths = paths
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    def _take(self, client: str) -> float:
-        """0 when allowed, else seconds until a token is available."""
-        now = time.monotonic()
-        tokens, last = self.buckets.get(client, (self.capacity, now))
-        tokens = min(self.capacity, tokens + (now - last) * self.rate)
-        if tokens >= 1:
-            self.buckets[client] = (tokens - 1, now)
-            return 0.0
-        self.buckets[client] = (tokens, now)
-        if len(self.buckets) > 100_000:  # bound memory under address churn
-            self.buckets.clear()
-        return (1 - tokens) / self.rate if self.rate else 60.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
         client = (scope.get("client") or ("unknown", 0))[0]
-        wait = self._take(client)
+        wait = await self.buckets.take(client)
         if wait == 0:
             await self.app(scope, receive, send)
             return

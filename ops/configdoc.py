@@ -27,6 +27,9 @@ ROLES = {
 
 MEANINGS: dict[str, str] = {
     "database_url": "Primary PostgreSQL URL (or `DATABASE_URL`); unset = embedded server.",
+    "redis_url": "Redis for rate limits shared by all API and relay replicas (e.g."
+    " `redis://redis:6379/0`); unset = each process limits on its own; while Redis is"
+    " unreachable, each process falls back to its own buckets.",
     "data_dir": "Where the embedded PostgreSQL and local state live (development only).",
     "network": "`mainnet` or `testnet`: chain id checked by the relay, address versions.",
     "deployer": "Address that deployed the watched contracts.",

@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("RECCHAIN_DATABASE_URL", "DATABASE_URL")
     )
+    # Optional: rate limits shared by every API and relay replica; unset = per process.
+    redis_url: SecretStr | None = None
     data_dir: Path = PROJECT_ROOT / ".data"
     network: Literal["mainnet", "testnet"] = "testnet"
     deployer: str = DEFAULT_DEPLOYER
@@ -158,7 +160,7 @@ class Settings(BaseSettings):
     relay: RelaySettings = Field(default_factory=RelaySettings)
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)
 
-    @field_validator("database_url", mode="before")
+    @field_validator("database_url", "redis_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value in ("", None) else value

@@ -15,9 +15,11 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from recchain.config import Settings
+from recchain.ratelimit import Buckets, make_buckets
 from writers import outbox
 from writers.errors import Reject, SubmissionRejected
 from writers.metrics import RelayMetrics
@@ -39,42 +42,25 @@ TXID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 
 @dataclass
-class _Bucket:
-    tokens: float
-    updated: float
-
-
-@dataclass
 class ClientLimits:
-    """Per-client token bucket (`per_minute`, bursting to the same number) and in-flight cap.
+    """Per-client rate (`per_minute`, bursting to the same number) and in-flight cap.
 
-    In-process: one relay process enforces its own limits (several replicas would each allow
-    the configured rate; a shared limiter is the optional Redis of the architecture)."""
+    The rate's buckets come from `recchain.ratelimit`: shared by every relay replica when
+    `redis_url` is set, else this process's own. Submissions in flight are counted per process
+    (they are this process's work)."""
 
     per_minute: int
     max_in_flight: int
-    buckets: dict[str, _Bucket] = field(default_factory=dict)
+    redis_url: str | None = None
+    buckets: Buckets = field(init=False)
     in_flight: dict[str, int] = field(default_factory=dict)
 
-    def take(self, client: str, now: float) -> bool:
-        bucket = self.buckets.get(client)
-        if bucket is None:
-            if len(self.buckets) > 100_000:
-                self._prune(now)
-            bucket = self.buckets[client] = _Bucket(float(self.per_minute), now)
-        rate = self.per_minute / 60.0
-        bucket.tokens = min(float(self.per_minute), bucket.tokens + (now - bucket.updated) * rate)
-        bucket.updated = now
-        if bucket.tokens < 1.0:
-            return False
-        bucket.tokens -= 1.0
-        return True
+    def __post_init__(self) -> None:
+        self.buckets = make_buckets(self.per_minute, self.redis_url, namespace="relay")
 
-    def _prune(self, now: float) -> None:
-        # Forget clients whose bucket has refilled: they would start full anyway.
-        full_after = 60.0
-        for key in [k for k, b in self.buckets.items() if now - b.updated > full_after]:
-            del self.buckets[key]
+    async def take(self, client: str) -> float:
+        """0.0 when a submission may go on, else seconds until the client's next token."""
+        return await self.buckets.take(client)
 
     def enter(self, client: str) -> bool:
         current = self.in_flight.get(client, 0)
@@ -105,7 +91,9 @@ class RelayApi:
         self.max_body = settings.relay.max_body_bytes
         self.keys = [k.get_secret_value().encode() for k in settings.relay.api_keys]
         self.limits = ClientLimits(
-            settings.relay.rate_limit_per_minute, settings.relay.max_concurrency
+            settings.relay.rate_limit_per_minute,
+            settings.relay.max_concurrency,
+            settings.redis_url.get_secret_value() if settings.redis_url else None,
         )
         self.on_accept = on_accept
         self.accepts = outbox.GroupCommitter(engine)
@@ -146,9 +134,12 @@ class RelayApi:
         client: str | None = None
         raw: bytes | None = None
         entered = False
+        retry_after = "60"
         try:
             client = self._client(request)
-            if not self.limits.take(client, time.monotonic()):
+            wait = await self.limits.take(client)
+            if wait:
+                retry_after = str(max(1, math.ceil(wait)))
                 raise SubmissionRejected(Reject.RATE_LIMITED, "too many submissions; slow down")
             if not self.limits.enter(client):
                 raise SubmissionRejected(
@@ -162,7 +153,7 @@ class RelayApi:
         except SubmissionRejected as exc:
             self.metrics.submissions.labels("rejected", exc.reason.code).inc()
             self._audit("rejected", client, raw, None, exc, started)
-            headers = {"retry-after": "60"} if exc.reason is Reject.RATE_LIMITED else None
+            headers = {"retry-after": retry_after} if exc.reason is Reject.RATE_LIMITED else None
             return JSONResponse(exc.to_json(), status_code=exc.reason.http_status, headers=headers)
         finally:
             if entered and client is not None:
@@ -251,13 +242,21 @@ def build_app(
 ) -> Starlette:
     api = RelayApi(settings, engine, metrics, on_accept)
 
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await api.limits.buckets.aclose()
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/v1/transactions", api.submit, methods=["POST"]),
             Route("/v1/transactions/{txid}", api.get_status, methods=["GET"]),
             Route("/metrics", api.metrics_endpoint, methods=["GET"]),
             Route("/healthz", api.health, methods=["GET"]),
-        ]
+        ],
     )
     app.state.relay = api
     return app
