@@ -43,7 +43,8 @@ MEANINGS: dict[str, str] = {
     "indexer.max_body_bytes": "Largest observer payload accepted.",
     "indexer.finality_depth": "Blocks below the tip that are final; deeper forks are refused.",
     "indexer.start_height": "First block indexed (the root); lower blocks are stored, not applied.",
-    "indexer.catchup_batch_blocks": "Blocks written per transaction while catching up.",
+    "indexer.catchup_batch_blocks": "Most blocks per transaction while catching up (the first"
+    " batches ramp up to it, the last ones are halved).",
     "indexer.metrics_port": "Prometheus `/metrics` port of the indexer.",
     "api.host": "Bind address of the GraphQL server.",
     "api.port": "Port of the GraphQL server (also `/metrics`, `/healthz`, `/readyz`).",

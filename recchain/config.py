@@ -42,7 +42,8 @@ class IndexerSettings(BaseModel):
     # at this height as its root without its parent; lower blocks are stored raw, never applied.
     start_height: int = Field(default=1, ge=1)
     # Larger batches mean fewer statements per block (1000 was ~10% faster than 500 in `bench
-    # ingest`); two batches are in memory at once (one parsed ahead).
+    # ingest`); up to three batches are in memory at once (one committing on the writer, one
+    # being applied, one parsed ahead).
     catchup_batch_blocks: int = 1000
     metrics_port: int = 9153
 
