@@ -132,11 +132,21 @@ def _cost_variables(selection: SelectionSetNode | None, out: set[str]) -> None:
 
 
 class Lru(OrderedDict[Any, Any]):
-    """A small LRU map; the per-document analyses below are pure functions of the text."""
+    """A small LRU map; the per-document analyses below are pure functions of the text.
+
+    A hit moves the entry to the young end, so a stream of one-off documents evicts other
+    one-offs, not the documents that clients keep sending."""
 
     def __init__(self, maxsize: int) -> None:
         super().__init__()
         self.maxsize = maxsize
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        try:
+            self.move_to_end(key)
+        except KeyError:
+            return default
+        return self[key]
 
     def put(self, key: Any, value: Any) -> Any:
         self[key] = value

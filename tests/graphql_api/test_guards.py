@@ -194,3 +194,15 @@ def test_every_field_is_documented() -> None:
         if not definition.description
     ]
     assert missing == []
+
+
+def test_document_caches_keep_what_is_used() -> None:
+    from graphql_api.guards import Lru
+
+    cache = Lru(2)
+    cache.put("hot", 1)
+    cache.put("one-off", 2)
+    assert cache.get("hot") == 1  # a hit makes "hot" the youngest
+    cache.put("another", 3)
+    assert "hot" in cache and "one-off" not in cache
+    assert cache.get("missing", "default") == "default" and cache.get("missing") is None
