@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from graphql import GraphQLError
+from graphql import GraphQLError, OperationDefinitionNode, parse
 from starlette.websockets import WebSocket
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -35,11 +35,28 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage, StopMessage
+from strawberry.types.graphql import OperationType
 
 from graphql_api.context import Context
 from graphql_api.fanout import Prebuilt, SharedStream, shareable, shared_stream
 
 log = logging.getLogger(__name__)
+
+
+def _operation_type(query: str, operation_name: str | None) -> OperationType | None:
+    """The type of the operation a document would run; None when it cannot tell (the
+    subscription path then reports the error as before)."""
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return None
+    ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        ops = [o for o in ops if o.name is not None and o.name.value == operation_name]
+    if len(ops) != 1:
+        return None
+    return OperationType(ops[0].operation.value)
+
 
 # Frames one connection may have waiting behind a transport that pushes back (on top of the
 # transport's own buffer, 64 KiB by default); a client this far behind is disconnected.
@@ -287,8 +304,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
-    """graphql-ws (subscriptions-transport-ws) with shareable subscriptions served by shared
-    streams."""
+    """graphql-ws (subscriptions-transport-ws): shareable subscriptions served by shared
+    streams, queries answered over the socket, the rest by Strawberry's handler."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -321,6 +338,34 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             self.conn.join(self.schema, op_id, dict(payload))
         else:
             await super().handle_start(message)
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        # subscriptions-transport-ws runs queries over the socket too (`start` -> one `data`
+        # -> `complete`); Strawberry's handler only subscribes, which refuses them.
+        if _operation_type(query, operation_name) is not OperationType.QUERY:
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        try:
+            result = await self.schema.execute(
+                query,
+                variable_values=variables,
+                context_value=self.context,
+                root_value=self.root_value,
+                operation_name=operation_name,
+                allowed_operation_types=(OperationType.QUERY,),
+            )
+            await self.send_data_message(result, operation_id)
+            await self.send_message({"type": "complete", "id": operation_id})
+        except asyncio.CancelledError:
+            await self.send_message({"type": "complete", "id": operation_id})
+        finally:
+            self.tasks.pop(operation_id, None)
 
     async def handle_stop(self, message: StopMessage) -> None:
         if self.conn.leave(message["id"]):

@@ -223,10 +223,15 @@ async def test_blocks_push_a_fork_rollback_and_queries_still_run_beside_the_stre
     sub = await Subscriber.connect(api.ws_url, protocol)
     await sub.subscribe("subscription { blocks { block { height hash } rolledBack } }")
     await wait_for(lambda: hub(api).subscriber_count == 1, "subscribed")
-    if protocol == TRANSPORT_WS:  # graphql-ws (Strawberry's handler) runs subscriptions only
-        # A query sent over the socket is answered by the ordinary execution, beside the stream.
-        assert await sub.subscribe("{ _meta { block { height } } }") == "2"
-        assert await sub.next() == {"data": {"_meta": {"block": {"height": 1}}}}
+    # A query sent over the socket (either protocol) is answered once, beside the stream.
+    assert await sub.subscribe("{ _meta { block { height } } }") == "2"
+    assert await sub.next() == {"data": {"_meta": {"block": {"height": 1}}}}
+    assert await sub.next() == {"type": "complete", "payload": None}
+    # A bad one gets its errors and ends; the stream goes on.
+    assert await sub.subscribe("{ _meta { nope } }") == "3"
+    bad = await sub.next()
+    assert "nope" in json.dumps(bad)
+    if "data" in bad or "errors" in bad:
         assert await sub.next() == {"type": "complete", "payload": None}
     assert len(hub(api).streams) == 1
 
