@@ -59,7 +59,8 @@ class ApiSettings(BaseModel):
     max_tokens: int = 2000
     max_page_size: int = 1000
     max_cost: int = 50_000
-    max_body_bytes: int = 256 * 1024
+    # A leap year of hourly consumption for `hourlyMatching` is ~350 kB of JSON variables.
+    max_body_bytes: int = 512 * 1024
     statement_timeout_ms: int = 5_000
     rate_limit_per_minute: int = 600
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])

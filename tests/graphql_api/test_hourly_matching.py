@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.graphql_api.builder import Chain
@@ -16,10 +15,7 @@ OTHER_ZONE = "10YFR-RTE------C"
 H0 = datetime(2025, 3, 1, 10, tzinfo=UTC)
 
 
-@pytest.fixture
-def api_overrides() -> dict[str, Any]:
-    # A leap year of hours is about 350 kB of JSON, above the default body limit.
-    return {"max_body_bytes": 1024 * 1024}
+# A leap year of hours (about 350 kB of JSON) fits the default body limit: no overrides here.
 
 
 Q = """query($b: String!, $z: String!, $c: [HourlyConsumptionInput!]!, $at: BlockInput) {
@@ -125,3 +121,19 @@ async def test_bad_consumption_is_refused(api: Api) -> None:
         assert resp.get("data") is None, text
         err = resp["errors"][0]
         assert err["extensions"]["code"] == "BAD_USER_INPUT" and text in err["message"], err
+
+
+async def test_a_leap_year_of_hours_fits_the_default_limits(api: Api, engine: AsyncEngine) -> None:
+    chain = Chain()
+    chain.block()
+    de = chain.facility(grid_zone=ZONE)
+    first = datetime(2024, 1, 1, tzinfo=UTC)
+    token = hourly(chain, de, 800, first + timedelta(hours=4000))
+    chain.block()
+    chain.retire(token, "ACME Corp", year=2024)
+    chain.block()
+    await chain.write(engine)
+    year = [{"hour": (first + timedelta(hours=i)).isoformat(), "wh": 500} for i in range(8784)]
+    m = (await api.data(Q, {"b": "ACME Corp", "z": ZONE, "c": year}))["hourlyMatching"]
+    assert len(m["hours"]) == 8784
+    assert m["matchedWh"] == "500" and m["unmatchedHourCount"] == 8783
