@@ -30,8 +30,8 @@ from graphql_api.context import BlockInput, Context
 from graphql_api.db import Reader, close_read_pools
 from graphql_api.errors import BadUserInput
 from graphql_api.fanout import splice
-from graphql_api.guards import BodyLimit, RateLimit, build_extensions
-from graphql_api.http import FastQueries, read_body, replay
+from graphql_api.guards import BodyLimit, RateLimit, build_extensions, replay
+from graphql_api.http import FastQueries, read_body
 from graphql_api.hub import Hub
 from graphql_api.schema import build_schema
 from graphql_api.ws import LegacyWSHandler, TransportWSHandler
