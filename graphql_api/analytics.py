@@ -714,8 +714,9 @@ async def search(ctx: Context, text: str, first: int) -> list[SearchHit]:
         f" word_similarity(:q, {FACILITY_DOC})) AS score"
         " FROM facilities f, plainto_tsquery('simple', :q) query"
         f" WHERE f.block_to IS NULL AND (to_tsvector('simple', {FACILITY_DOC}) @@ query"
-        # Typo tolerance: trigram word similarity; facilities are few, so no index is needed.
-        f" OR word_similarity(:q, {FACILITY_DOC}) >= 0.3)"
+        # Typo tolerance: trigram word similarity at the read connection's threshold (db.py),
+        # through `<%` so that the trigram index of migration 0004 serves it.
+        f" OR :q <% {FACILITY_DOC})"
         " ORDER BY score DESC, f.facility_id LIMIT :n",
         params,
     )

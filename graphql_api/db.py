@@ -38,11 +38,17 @@ def _driver_sql(stmt: str) -> str:
     return str(text(stmt).compile(dialect=_DIALECT))
 
 
+# `search`'s typo tolerance: the `<%` operator, which the trigram index serves, matches at this
+# word similarity (pg_trgm's default, 0.6, misses one-letter typos in short words).
+WORD_SIMILARITY = 0.3
+
+
 def session_settings(timeout_ms: int) -> bytes:
     """What every API read connection sets once (see ReadPool)."""
     return (
         f"SET statement_timeout = {int(timeout_ms)}; SET jit = off;"
-        " SET default_transaction_read_only = on"
+        " SET default_transaction_read_only = on;"
+        f" SET pg_trgm.word_similarity_threshold = {WORD_SIMILARITY}"
     ).encode()
 
 
