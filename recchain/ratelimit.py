@@ -97,7 +97,13 @@ class RedisBuckets:
     RETRY_AFTER_S = 5.0
 
     def __init__(
-        self, url: str, per_minute: int, *, namespace: str, timeout_s: float = 0.25
+        self,
+        url: str,
+        per_minute: int,
+        *,
+        namespace: str,
+        timeout_s: float = 0.25,
+        errors: Counter = BACKEND_ERRORS,
     ) -> None:
         import redis.asyncio as redis
 
@@ -110,6 +116,7 @@ class RedisBuckets:
         self.prefix = f"recchain:ratelimit:{namespace}:"
         self.namespace = namespace
         self.local = LocalBuckets(per_minute)
+        self.errors = errors.labels(namespace)
         self._down_until = 0.0
 
     async def take(self, client: str) -> float:
@@ -119,7 +126,7 @@ class RedisBuckets:
         try:
             wait = await self.script(keys=[self.prefix + client], args=[self.rate, self.capacity])
         except Exception as exc:  # any Redis or network failure: degrade, do not fail requests
-            BACKEND_ERRORS.labels(self.namespace).inc()
+            self.errors.inc()
             # Logged at most once per pause: lookups skip Redis until it is over.
             log.warning(
                 "shared rate limit unavailable, using per-process buckets",
@@ -133,8 +140,15 @@ class RedisBuckets:
         await self.client.aclose()
 
 
-def make_buckets(per_minute: int, redis_url: str | None, *, namespace: str) -> Buckets:
-    """Shared buckets when `redis_url` is set, else this process's own."""
+def make_buckets(
+    per_minute: int,
+    redis_url: str | None,
+    *,
+    namespace: str,
+    errors: Counter = BACKEND_ERRORS,
+) -> Buckets:
+    """Shared buckets when `redis_url` is set, else this process's own. `errors` (labelled by
+    service) counts failed Redis lookups, on the registry the service exports."""
     if redis_url:
-        return RedisBuckets(redis_url, per_minute, namespace=namespace)
+        return RedisBuckets(redis_url, per_minute, namespace=namespace, errors=errors)
     return LocalBuckets(per_minute)

@@ -150,3 +150,23 @@ async def test_api_replicas_enforce_one_limit(two_apis: list[str]) -> None:
         await store.delete("recchain:ratelimit:api:127.0.0.1")
         await store.aclose()
     await asyncio.sleep(0)
+
+
+async def test_relay_counts_backend_failures_on_its_own_registry() -> None:
+    from prometheus_client import generate_latest
+
+    from writers.metrics import RelayMetrics
+
+    metrics = RelayMetrics()
+    limits = ClientLimits(
+        per_minute=5,
+        max_in_flight=1,
+        redis_url=f"redis://127.0.0.1:{_closed_port()}/0",
+        backend_errors=metrics.ratelimit_backend_errors,
+    )
+    try:
+        assert await limits.take("ip:1.2.3.4") == 0.0
+    finally:
+        await limits.buckets.aclose()
+    exposition = generate_latest(metrics.registry).decode()
+    assert 'recchain_ratelimit_backend_errors_total{service="relay"} 1.0' in exposition

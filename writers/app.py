@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -52,11 +52,13 @@ class ClientLimits:
     per_minute: int
     max_in_flight: int
     redis_url: str | None = None
+    backend_errors: Counter | None = None
     buckets: Buckets = field(init=False)
     in_flight: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.buckets = make_buckets(self.per_minute, self.redis_url, namespace="relay")
+        extra = {} if self.backend_errors is None else {"errors": self.backend_errors}
+        self.buckets = make_buckets(self.per_minute, self.redis_url, namespace="relay", **extra)
 
     async def take(self, client: str) -> float:
         """0.0 when a submission may go on, else seconds until the client's next token."""
@@ -94,6 +96,7 @@ class RelayApi:
             settings.relay.rate_limit_per_minute,
             settings.relay.max_concurrency,
             settings.redis_url.get_secret_value() if settings.redis_url else None,
+            metrics.ratelimit_backend_errors,
         )
         self.on_accept = on_accept
         self.accepts = outbox.GroupCommitter(engine)

@@ -32,3 +32,10 @@ class RelayMetrics:
             buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600),
             registry=self.registry,
         )
+        self.ratelimit_backend_errors = Counter(
+            "recchain_ratelimit_backend_errors_total",
+            "Shared rate-limit lookups that failed (Redis unreachable or slow); the process used"
+            " its own buckets instead.",
+            ["service"],
+            registry=self.registry,
+        )
