@@ -84,6 +84,20 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process (Linux /proc); None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    # utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the ")".
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 class BackendCpu:
     """CPU seconds of the PostgreSQL backends serving `database`, when the server runs on this
     host (None otherwise): /proc is sampled while the block runs, because a backend's counters
@@ -96,7 +110,6 @@ class BackendCpu:
         self._autovacuum: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._tick = os.sysconf("SC_CLK_TCK")
         self.seconds: float | None = None
         self.autovacuum_seconds: float | None = None  # the part spent by autovacuum workers
         self.own_cpu = 0.0  # this sampler's CPU, which the caller's process figures include
@@ -117,13 +130,9 @@ class BackendCpu:
                 self._read(int(entry.name))
 
     def _read(self, pid: int) -> None:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            return  # exited: its last reading stands
-        # utime and stime are fields 14 and 15 of stat(5); 12 and 13 after the ")".
-        self._seen[pid] = (int(fields[11]) + int(fields[12])) / self._tick
+        seconds = process_cpu_seconds(pid)
+        if seconds is not None:  # else it exited: its last reading stands
+            self._seen[pid] = seconds
 
     def _sample(self) -> None:
         for pid in list(self._seen):

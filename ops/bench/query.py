@@ -33,7 +33,7 @@ from graphql_api.db import session_settings
 from ops.bench.apidata import populate
 from ops.bench.e2e import free_port
 from ops.bench.families import FAMILIES
-from ops.bench.ingest import BackendCpu
+from ops.bench.ingest import BackendCpu, process_cpu_seconds
 from recchain.config import ApiSettings, Settings, get_settings
 
 
@@ -120,13 +120,8 @@ def throughput(
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0.0
+    """User + system CPU seconds of a process; 0 once it is gone."""
+    return process_cpu_seconds(pid) or 0.0
 
 
 async def captured_sql(url: str, n: int, samples: int) -> dict[str, list[list[tuple[str, Any]]]]:

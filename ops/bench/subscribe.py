@@ -44,7 +44,7 @@ from db.channels import BLOCKS
 from db.migrate import upgrade
 from db.session import database_url, to_libpq_url
 from ops.bench.e2e import free_port
-from ops.bench.query import start_api
+from ops.bench.query import cpu_seconds, start_api
 from recchain.config import PROJECT_ROOT, get_settings
 
 BLOCKS_QUERY = "subscription { blocks { block { height hash } } }"
@@ -377,8 +377,8 @@ def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
         api_rss_idle = _rss_mb(api.pid)
         for pipe in pipes:
             pipe.send("measure")
-        api_cpu0 = _cpu_seconds(api.pid)
-        idx_cpu0 = _cpu_seconds(observer.proc.pid) if observer else 0.0
+        api_cpu0 = cpu_seconds(api.pid)
+        idx_cpu0 = cpu_seconds(observer.proc.pid) if observer else 0.0
         sent: dict[int, float] = {}
         with psycopg.connect(to_libpq_url(url)) as conn:
             for r in range(1, args.rounds + 1):
@@ -398,8 +398,8 @@ def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
                                 del waiting[key]
                 if observer is not None:  # a steady block pace, not back-to-back
                     time.sleep(max(0.0, args.interval - (now() - tick)))
-        api_cpu = _cpu_seconds(api.pid) - api_cpu0
-        idx_cpu = (_cpu_seconds(observer.proc.pid) - idx_cpu0) if observer else None
+        api_cpu = cpu_seconds(api.pid) - api_cpu0
+        idx_cpu = (cpu_seconds(observer.proc.pid) - idx_cpu0) if observer else None
         api_rss = _rss_mb(api.pid)
         time.sleep(0.5)  # stragglers of the last round
         latencies: list[float] = []
@@ -477,16 +477,6 @@ def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
             observer.close()
         api.terminate()
         api.wait(timeout=30)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except OSError:
-        return 0.0
 
 
 def _rss_mb(pid: int) -> float | None:
