@@ -166,10 +166,24 @@ class TextFormatter(logging.Formatter):
         return self.scrub(f"{text} {extra}" if extra else text)
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to `sys.stderr` as it is when a record is emitted: a test harness or a daemon may
+    replace (and close) the stream it was at set-up, and records logged at exit (the embedded
+    PostgreSQL's clean-up) would then fail to print."""
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
     """Install the one root handler (idempotent: replaces handlers from a previous call)."""
     scrub = Scrubber(settings_secrets(settings))
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setFormatter(JsonFormatter(scrub) if settings.log_json else TextFormatter(scrub))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
 from recchain.config import Settings
@@ -104,3 +106,19 @@ def test_level_from_settings_filters_debug() -> None:
     finally:
         logging.getLogger().removeHandler(handler)
     assert [line["msg"] for line in _lines(stream)] == ["shown"]
+
+
+def test_default_handler_follows_stderr_when_it_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    handler = configure_logging(_settings(log_json=False))
+    try:
+        logging.getLogger("recchain.test").warning("before")
+        first.close()  # what a test harness does with a captured stream
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("recchain.test").warning("after")  # no "Logging error"
+        assert "after" in second.getvalue()
+    finally:
+        logging.getLogger().removeHandler(handler)
