@@ -3,7 +3,8 @@
 Only what the watched contracts touched is kept (their print events, their assets' nft/ft events,
 stx transfers to or from them, and the transactions that carry those); every other event is
 skipped by a string comparison, before any Clarity decoding. Everything is validated here, before
-the first write, so a malformed payload is refused whole.
+the first write, so a malformed payload is refused whole; that includes the bytes of every stored
+transaction, which must hash to its txid and decode (`check_raw_tx`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.errors import PayloadError
+from stacks.hashing import sha512_256
+from stacks.transactions import TransactionDecodeError, decode_transaction
 
 # A flat character class (no nested repetition): this runs on every hex field of every kept event.
 _HEX_BODY = re.compile(r"[0-9a-fA-F]*")
@@ -21,6 +24,9 @@ NFT_TYPES = ("nft_mint_event", "nft_transfer_event", "nft_burn_event")
 FT_TYPES = ("ft_mint_event", "ft_transfer_event", "ft_burn_event")
 STX_TYPES = ("stx_transfer_event", "stx_mint_event", "stx_burn_event", "stx_lock_event")
 KNOWN_EVENT_TYPES = frozenset(("contract_event", *NFT_TYPES, *FT_TYPES, *STX_TYPES))
+# stacks-node's `raw_tx` of a burnchain operation (a STX transfer or stack-stx sent on Bitcoin):
+# there are no Stacks transaction bytes to check.
+BURNCHAIN_OP_RAW_TX = "0x00"
 
 
 @dataclass(slots=True)
@@ -147,6 +153,27 @@ def _check_tx(t: Mapping[str, Any], where: str) -> None:
     _opt(t, "tx_index", int, where)
     _hex(t, "raw_result", where, required=False)
     _opt(t, "raw_tx", str, where)
+
+
+def check_raw_tx(tx: Tx, where: str) -> None:
+    """Refuse stored transaction bytes that are not the transaction `txid` names: they must be
+    hex, hash (SHA-512/256) to the txid and decode as a Stacks transaction. A truncated or
+    altered copy is otherwise stored for good, and the genuine block, arriving later with the
+    same index_block_hash, would be taken for a duplicate of it."""
+    raw = tx.raw_tx
+    if raw == BURNCHAIN_OP_RAW_TX or raw is None:
+        return
+    _hex({"raw_tx": raw}, "raw_tx", where)
+    data = bytes.fromhex(raw[2:])
+    digest = sha512_256(data).hex()
+    if tx.txid[2:].lower() != digest:
+        raise PayloadError(
+            f"{where}.raw_tx: its {len(data)} bytes hash to 0x{digest}, not to the txid {tx.txid}"
+        )
+    try:
+        decode_transaction(data)
+    except TransactionDecodeError as exc:
+        raise PayloadError(f"{where}.raw_tx: not a Stacks transaction ({exc})") from None
 
 
 def _height(obj: Mapping[str, Any], key: str, where: str) -> int:
@@ -312,7 +339,7 @@ def parse_new_block(
             if owner.raw_tx is not None:
                 # Checked only for the transactions that are stored: the others' raw bytes
                 # (the bulk of a block) are never used.
-                _hex({"raw_tx": owner.raw_tx}, "raw_tx", f"transactions[{owner.tx_index}]")
+                check_raw_tx(owner, f"transactions[{owner.tx_index}]")
 
     # Chain order: events are delivered per transaction; keep (tx_index, event_index) order.
     block.events.sort(key=lambda ev: (ev.tx_index, ev.event_index))
