@@ -14,6 +14,9 @@ WORKDIR /src
 COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml','rb'))['project']['dependencies']))" > requirements.txt \
  && pip install -r requirements.txt
+# The GraphiQL IDE's assets (pinned npm tarballs, sha512-checked; the standard library alone).
+COPY graphql_api/__init__.py graphql_api/ide.py ./graphql_api/
+RUN python -m graphql_api.ide --dest /opt/ide_assets
 
 # --- runtime: the virtualenv and the source, no compilers, not root ---------------------------
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
@@ -35,6 +38,7 @@ COPY --chown=root:root stacks ./stacks
 COPY --chown=root:root db ./db
 COPY --chown=root:root indexer ./indexer
 COPY --chown=root:root graphql_api ./graphql_api
+COPY --from=build --chown=root:root /opt/ide_assets ./graphql_api/ide_assets
 COPY --chown=root:root writers ./writers
 COPY --chown=root:root ops/__init__.py ops/healthcheck.py ./ops/
 USER recchain:recchain

@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := contracts/node_modules/.installed
+# The GraphiQL IDE's assets, served by the API itself (graphql_api/ide.py: pinned npm tarballs,
+# sha512-checked, no Node needed).
+IDE_STAMP := graphql_api/ide_assets/installed.json
 PYTEST_ARGS ?=
 
 .PHONY: dev test test-python test-contracts install lint format demo-chain clean
@@ -23,7 +26,11 @@ $(NODE_STAMP): contracts/package.json contracts/package-lock.json
 	cd contracts && npm ci --no-audit --no-fund
 	@touch $@
 
-install: $(PY_STAMP) $(NODE_STAMP)
+$(IDE_STAMP): graphql_api/ide.py | $(PY_STAMP)
+	$(BIN)/python -m graphql_api.ide
+	@touch $@
+
+install: $(PY_STAMP) $(NODE_STAMP) $(IDE_STAMP)
 
 ## Run the whole system on embedded defaults and print its URLs.
 dev: install
@@ -35,7 +42,7 @@ test: install test-contracts test-python
 test-contracts: $(NODE_STAMP)
 	cd contracts && npm test
 
-test-python: $(PY_STAMP)
+test-python: $(PY_STAMP) $(IDE_STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(PY_STAMP)
@@ -52,4 +59,4 @@ demo-chain: $(NODE_STAMP)
 	cd contracts && npm run record:demo
 
 clean:
-	rm -rf $(VENV) contracts/node_modules .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) contracts/node_modules graphql_api/ide_assets .pytest_cache .mypy_cache .ruff_cache

@@ -18,7 +18,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -33,6 +33,15 @@ from graphql_api.fanout import splice
 from graphql_api.guards import BodyLimit, RateLimit, build_extensions, replay
 from graphql_api.http import FastQueries, read_body
 from graphql_api.hub import Hub
+from graphql_api.ide import (
+    ASSET_PREFIX,
+    ASSETS,
+    CONTENT_SECURITY_POLICY,
+    MISSING_HTML,
+    asset_path,
+    installed,
+    page_html,
+)
 from graphql_api.schema import build_schema
 from graphql_api.ws import LegacyWSHandler, TransportWSHandler
 from recchain.config import Settings
@@ -92,6 +101,13 @@ class GraphQLApp(GraphQL[Context, None]):
                 return
             receive = replay(body, receive)
         await super().__call__(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # The project's own page and assets (graphql_api/ide.py), never a CDN's.
+        headers = {"content-security-policy": CONTENT_SECURITY_POLICY}
+        if not installed():
+            return HTMLResponse(MISSING_HTML, 503, headers=headers)
+        return HTMLResponse(page_html(request.url.path), headers=headers)
 
     def _http_context(self, scope: Scope, optimistic: bool) -> Context:
         return self._context(Request(scope), None, optimistic=optimistic)
@@ -231,6 +247,15 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
             if owns_engine:
                 await eng.dispose()
 
+    async def ide_asset(request: Request) -> Response:
+        name = request.path_params["name"]
+        path = asset_path(name) if api.graphiql else None
+        if path is None:
+            return Response("not found\n", 404, media_type="text/plain")
+        # Versioned names (ide.py): the content of a name never changes, except our own script.
+        cache = "no-cache" if name == "ide.js" else "public, max-age=31536000, immutable"
+        return FileResponse(path, media_type=ASSETS[name], headers={"cache-control": cache})
+
     async def prometheus(_: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -241,6 +266,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/retirement-statement.csv", statement_csv),
+        Route(ASSET_PREFIX + "{name}", ide_asset, methods=["GET", "HEAD"]),
         WebSocketRoute("/graphql", graphql),
     ]
     app = Starlette(
