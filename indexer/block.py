@@ -67,6 +67,8 @@ class Event:
     # Decoded Clarity value (python form), filled by the decoder for watched events only.
     value: Any = None
     kind: str | None = None
+    # Why the handlers do not apply it (a shape or kind they do not understand); stored anyway.
+    skipped: str | None = None
 
 
 @dataclass(slots=True)
@@ -150,7 +152,7 @@ def _raw_value(body: Mapping[str, Any], where: str, decoded: bool) -> str | None
 def _check_tx(t: Mapping[str, Any], where: str) -> None:
     _hex(t, "txid", where)
     _req(t, "status", str, where)
-    _opt(t, "tx_index", int, where)
+    _opt_height(t, "tx_index", where, INT4_MAX)
     _hex(t, "raw_result", where, required=False)
     _opt(t, "raw_tx", str, where)
 
@@ -176,11 +178,23 @@ def check_raw_tx(tx: Tx, where: str) -> None:
         raise PayloadError(f"{where}.raw_tx: not a Stacks transaction ({exc})") from None
 
 
-def _height(obj: Mapping[str, Any], key: str, where: str) -> int:
+# The columns' ranges (integer, bigint): a number beyond them is refused as bad input here, not
+# by PostgreSQL at commit time, which would fail the same way on every retry of the node.
+INT4_MAX = 2**31 - 1
+INT8_MAX = 2**63 - 1
+
+
+def _height(obj: Mapping[str, Any], key: str, where: str, limit: int = INT4_MAX) -> int:
     value = _req(obj, key, int, where)
-    if value < 0 or value > 2**31 - 1:
-        raise PayloadError(f"{where}.{key}: out of range")
+    if value < 0 or value > limit:
+        raise PayloadError(f"{where}.{key}: {value} is out of range (0 to {limit})")
     return int(value)
+
+
+def _opt_height(obj: Mapping[str, Any], key: str, where: str, limit: int) -> int | None:
+    if obj.get(key) is None:
+        return None
+    return _height(obj, key, where, limit)
 
 
 def parse_header(payload: Mapping[str, Any], where: str = "block") -> BlockHeader:
@@ -191,9 +205,9 @@ def parse_header(payload: Mapping[str, Any], where: str = "block") -> BlockHeade
         parent_index_block_hash=_hex(payload, "parent_index_block_hash", where) or "",
         parent_block_hash=_hex(payload, "parent_block_hash", where, required=False),
         burn_block_hash=_hex(payload, "burn_block_hash", where, required=False),
-        burn_block_height=_opt(payload, "burn_block_height", int, where),
-        burn_block_time=_opt(payload, "burn_block_time", int, where),
-        block_time=_opt(payload, "block_time", int, where),
+        burn_block_height=_opt_height(payload, "burn_block_height", where, INT4_MAX),
+        burn_block_time=_opt_height(payload, "burn_block_time", where, INT8_MAX),
+        block_time=_opt_height(payload, "block_time", where, INT8_MAX),
     )
 
 
@@ -232,7 +246,7 @@ def parse_new_block(
         raw_tx = t.get("raw_tx")
         if not (
             type(status) is str
-            and (tx_index is None or type(tx_index) is int)
+            and (tx_index is None or (type(tx_index) is int and 0 <= tx_index <= INT4_MAX))
             and (raw_tx is None or type(raw_tx) is str)
             and _is_hex(txid)
             and (raw_result is None or _is_hex(raw_result))
@@ -323,8 +337,8 @@ def parse_new_block(
             txid = _hex(e, "txid", f"events[{i}]")
             raise PayloadError(f"events[{i}].txid: {txid} is not a transaction of this block")
         event_index: Any = e.get("event_index")
-        if type(event_index) is not int:
-            _req(e, "event_index", int, f"events[{i}]")
+        if type(event_index) is not int or not 0 <= event_index <= INT4_MAX:
+            _height(e, "event_index", f"events[{i}]")
         ev.txid = txid
         ev.tx_index = owner.tx_index
         ev.event_index = event_index

@@ -15,6 +15,11 @@ FORK_DEPTH = Histogram(
     buckets=(1, 2, 3, 5, 10, 25, 50, 100, 500, 1000),
 )
 ERRORS = Counter("recchain_indexer_errors_total", "Refused payloads and failed batches", ["kind"])
+SKIPPED_EVENTS = Counter(
+    "recchain_indexer_events_skipped_total",
+    "Watched events stored but not applied: a shape or event kind the handlers do not understand",
+    ["contract"],
+)
 LEADER = Gauge("recchain_indexer_leader", "1 while this process holds the indexer leader lock")
 OBSERVER_REQUESTS = Counter(
     "recchain_indexer_observer_requests_total",

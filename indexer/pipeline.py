@@ -49,8 +49,8 @@ from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.session import create_engine
 from indexer import metrics
 from indexer.block import Block, BlockHeader, Event, Tx, parse_new_block
-from indexer.errors import FinalityError, PayloadError
-from indexer.handlers import Ctx, MetadataJob, apply_events
+from indexer.errors import EventSchemaError, FinalityError, PayloadError
+from indexer.handlers import HANDLERS, Ctx, MetadataJob, apply_events
 from indexer.schema import SCHEMAS, decode_event
 from indexer.state import (
     CHAIN_COLUMNS,
@@ -537,7 +537,7 @@ class Indexer:
         except (json.JSONDecodeError, RecursionError) as exc:
             raise PayloadError(f"malformed JSON: {exc}") from None
         if request.path == "/new_block":
-            return parse_new_block(payload, self.watched, decode_event)
+            return parse_new_block(payload, self.watched, decode_watched)
         if self._ahead and request.path in ("/new_mempool_tx", "/drop_mempool_tx"):
             raise _Serial  # they write at once, and relay rows may be in flight
         if request.path == "/new_mempool_tx":
@@ -733,7 +733,7 @@ class Indexer:
             if ev.type.startswith(("nft_", "ft_")):
                 ev.asset_identifier = ev.contract_id
                 ev.contract_id = ev.contract_id.split("::", 1)[0]
-            decode_event(ev)
+            decode_watched(ev)
             block.events.append(ev)
         return block
 
@@ -893,6 +893,7 @@ class Indexer:
         tx_rows = batch.cache.chain_rows["transactions"]
         event_rows = batch.cache.chain_rows["events"]
         for block, raw_id in batch.new_blocks.values():
+            _note_skipped(block)
             h = block.header
             known = self._known[block.hash]
             block_rows.append(
@@ -1030,13 +1031,52 @@ class Indexer:
             log.error("metadata enqueue failed (%s); block data committed without it", exc)
 
 
+def decode_watched(ev: Event) -> None:
+    """`decode_event`, except that an event the handlers do not understand (a foreign contract's
+    print that is not one of our tuples, an NFT id that is not a uint, a new event kind or field
+    of a future contract version) is kept, stored in `events` and marked `skipped`, instead of
+    refusing its block and orphaning every descendant. Bytes that are not a Clarity value still
+    refuse the block: a node never sends those, so that copy of the block is corrupt."""
+    try:
+        decode_event(ev)
+    except EventSchemaError as exc:
+        ev.value = None
+        ev.skipped = str(exc)
+        return
+    if ev.kind is not None and ev.kind not in HANDLERS:
+        ev.value = None
+        ev.skipped = f"event kind {ev.kind[:80]!r} has no handler"
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _note_skipped(block: Block) -> None:
+    """Count (and warn once per contract and reason, so a chatty contract cannot flood the log)
+    the events of a newly stored block that the handlers will not apply."""
+    for ev in block.events:
+        if ev.skipped is None:
+            continue
+        metrics.SKIPPED_EVENTS.labels(ev.contract_id).inc()
+        key = (ev.contract_id, ev.skipped)
+        if key in _warned or len(_warned) >= 10_000:
+            log.debug("event skipped: %s (%s, block %s)", ev.skipped, ev.contract_id, block.hash)
+            continue
+        _warned.add(key)
+        log.warning(
+            "event stored but not applied: %s (%s in block %s at %d; later ones alike are "
+            "counted in recchain_indexer_events_skipped_total)",
+            ev.skipped, ev.contract_id, block.hash, block.height,
+        )  # fmt: skip
+
+
 def parse_block_request(path: str, payload: str, watched: frozenset[str]) -> Block | str | None:
     """The CPU-heavy part of a `/new_block` (JSON, validation, Clarity decoding), as a pure
     function so catch-up can run it in a worker process; None for other paths."""
     if path != "/new_block":
         return None
     try:
-        return parse_new_block(json.loads(payload), watched, decode_event)
+        return parse_new_block(json.loads(payload), watched, decode_watched)
     except PayloadError as exc:
         return str(exc)
     except (json.JSONDecodeError, RecursionError) as exc:

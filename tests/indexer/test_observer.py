@@ -1,6 +1,6 @@
 """The event-observer server over HTTP (ASGI transport) and a real database: 200 only after
 commit, duplicates are no-ops, bad input gets a 400 with a reason, is stored, and changes
-nothing."""
+nothing. (Valid Clarity the handlers do not understand is not bad input: test_foreign_events.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from db.session import create_engine
 from indexer import metrics
 from indexer.observer import create_app
 from indexer.pipeline import Indexer
-from ops.bench.chaingen import Chain, new_block, print_tuple
+from ops.bench.chaingen import Chain
 from recchain.config import Settings
 from tests.indexer.helpers import query, snapshot
 
@@ -69,30 +69,37 @@ def _bad_payloads() -> dict[str, tuple[str, str, str]]:
         fn(b)
         return json.dumps(b)
 
-    wrong_schema = new_block(
-        2,
-        good[0]["index_block_hash"],
-        "bad",
-        [[{
-            "type": "contract_event",
-            "contract_event": {
-                "contract_identifier": "ST1PQHQKV0RJXZFY1DGX8MNSNYVE3VGZJSRTPGZGM.rec-nft",
-                "topic": "print",
-                "raw_value": print_tuple({"event": "certificate-transferred", "token-id": "x"}),
-            },
-        }]],
-    )  # fmt: skip
     return {
         "not json": ("/new_block", "{nope", "malformed JSON"),
         "missing field": ("/new_block", mutate(lambda b: b.pop("block_height")), "missing"),
         "wrong type": ("/new_block", mutate(lambda b: b.update(block_height="7")), "expected"),
         "bad hex": ("/new_block", mutate(lambda b: b.update(index_block_hash="0xzz")), "hex"),
+        # Numbers beyond the columns were a 500 on every retry (PostgreSQL refused the COPY).
+        "burn height out of range": (
+            "/new_block",
+            mutate(lambda b: b.update(burn_block_height=2**40)),
+            "out of range",
+        ),
+        "block time out of range": (
+            "/new_block",
+            mutate(lambda b: b.update(block_time=2**64)),
+            "out of range",
+        ),
+        "tx index out of range": (
+            "/new_block",
+            mutate(lambda b: b["transactions"][0].update(tx_index=2**31)),
+            "out of range",
+        ),
+        "negative event index": (
+            "/new_block",
+            mutate(lambda b: b["events"][0].update(event_index=-1)),
+            "out of range",
+        ),
         "bad clarity": (
             "/new_block",
             mutate(lambda b: b["events"][0]["contract_event"].update(raw_value="0x0c0000")),
             "Clarity",
         ),
-        "schema mismatch": ("/new_block", json.dumps(wrong_schema), "wrong type"),
         "unknown txid": (
             "/new_block",
             mutate(lambda b: b["events"][0].update(txid="0x" + "ab" * 32)),
