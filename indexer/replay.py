@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from indexer.block import Block
 from indexer.pipeline import Indexer, Request, parse_block_request, payload_hash
-from indexer.tsv import count_lines, read_requests
+from indexer.tsv import PayloadFormat, count_lines, read_requests
 from recchain.config import Settings
 
 
@@ -50,8 +50,10 @@ def _parse_ts(text: str) -> datetime | None:
 class Progress:
     """A one-line progress bar on stderr: requests, blocks/s, events/s, ETA."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr, enabled: bool = True) -> None:
-        self.total = max(total, 1)
+    def __init__(
+        self, total: int | None, stream: TextIO = sys.stderr, enabled: bool = True
+    ) -> None:
+        self.total = None if total is None else max(total, 1)  # None: unknown (a gzipped file)
         self.stream = stream
         self.enabled = enabled
         self.start = time.monotonic()
@@ -64,13 +66,17 @@ class Progress:
         self.last = now
         elapsed = max(now - self.start, 1e-9)
         rate = stats.requests / elapsed
+        speed = f"{stats.blocks / elapsed:,.0f} blocks/s {stats.events / elapsed:,.0f} events/s"
+        if self.total is None:
+            self.stream.write(f"\r{stats.requests} req {speed}   ")
+            self.stream.flush()
+            return
         eta = (self.total - stats.requests) / rate if rate > 0 else float("inf")
         width = 30
         filled = int(width * min(stats.requests / self.total, 1.0))
         self.stream.write(
             f"\r[{'#' * filled}{'.' * (width - filled)}] {stats.requests}/{self.total} req "
-            f"{stats.blocks / elapsed:,.0f} blocks/s {stats.events / elapsed:,.0f} events/s "
-            f"ETA {eta:,.0f}s   "
+            f"{speed} ETA {eta:,.0f}s   "
         )
         self.stream.flush()
 
@@ -189,6 +195,7 @@ async def replay_file(
     batch_size: int | None = None,
     enqueue_metadata: bool = True,
     parse_workers: int = 0,
+    payload_format: PayloadFormat = "auto",
 ) -> ReplayStats:
     stats = ReplayStats()
     started = time.monotonic()
@@ -200,7 +207,7 @@ async def replay_file(
         done = await indexer.position() or 0
 
         def requests() -> Iterator[Request]:
-            for r in read_requests(path):
+            for r in read_requests(path, payload_format):
                 if r.id <= done:
                     stats.requests += 1  # committed by an earlier run
                     continue

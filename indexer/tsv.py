@@ -1,16 +1,27 @@
 """The 4-column observer request TSV (`id, receive_timestamp, event_path, payload`).
 
 This is the stacks-blockchain-api `event_observer_requests` export format: PostgreSQL `COPY` text
-format, so backslash escapes must be undone (`\\t`, `\\n`, `\\\\`, ...) and `\\N` is NULL.
+format, so backslash escapes must be undone (`\\t`, `\\n`, `\\\\`, ...) and `\\N` is NULL. Some
+published files hold the payload column as raw JSON instead (written with a plain `join('\\t')`,
+read back with `split('\\t')`): their backslashes are JSON's own (`\\"`, `\\u0000`). COPY never
+writes a backslash followed by anything but `\\ b f n r t v`, so a payload holding any other
+escape is raw JSON (`payload_format="auto"`, the default), and from that line on the whole file
+is read as raw. A raw file whose only escapes are `\\\\` and `\\n`-like ones cannot be told apart
+from COPY text: name its format (`recchain replay --payload-format raw`).
+
+Files ending in `.gz` (or starting with the gzip magic) are read through gzip: the public
+archives are published gzipped.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Literal, TextIO
 
 from indexer.errors import PayloadError
 
@@ -62,7 +73,23 @@ class Request:
     line_no: int
 
 
-def iter_requests(stream: TextIO) -> Iterator[Request]:
+PayloadFormat = Literal["auto", "copy", "raw"]
+PAYLOAD_FORMATS: tuple[PayloadFormat, ...] = ("auto", "copy", "raw")
+# A backslash followed by anything COPY TO does not write (it writes `\\\\` and `\\b \\f \\n \\r
+# \\t \\v` only; COPY FROM also reads octal and `\\x` escapes, which JSON never holds).
+_NOT_COPY = re.compile(r"(?<!\\)(?:\\\\)*\\[^\\bfnrtv0-7x]")
+
+
+def _is_raw_json(field: str) -> bool:
+    # Runs of backslashes pair up as `\\\\`; only what follows an odd one is an escape.
+    return _NOT_COPY.search(field) is not None
+
+
+def iter_requests(stream: TextIO, payload_format: PayloadFormat = "auto") -> Iterator[Request]:
+    """Requests in file order; `payload_format` says how the payload column is written."""
+    if payload_format not in PAYLOAD_FORMATS:
+        raise ValueError(f"payload_format must be one of {PAYLOAD_FORMATS}")
+    raw = payload_format == "raw"
     for line_no, line in enumerate(stream, start=1):
         line = line.rstrip("\n")
         if line.endswith("\r"):
@@ -79,18 +106,42 @@ def iter_requests(stream: TextIO) -> Iterator[Request]:
             req_id = int(raw_id)
         except ValueError:
             raise PayloadError(f"line {line_no}: id {raw_id[:40]!r} is not an integer") from None
+        if not raw and payload_format == "auto" and "\\" in payload:
+            raw = _is_raw_json(payload)
         yield Request(
-            req_id, copy_unescape(ts), copy_unescape(path), copy_unescape(payload), line_no
+            req_id,
+            copy_unescape(ts),
+            copy_unescape(path),
+            payload if raw else copy_unescape(payload),
+            line_no,
         )
 
 
-def read_requests(path: Path) -> Iterator[Request]:
-    with path.open("r", encoding="utf-8", newline="\n") as stream:
-        yield from iter_requests(stream)
+def is_gzip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(2) == b"\x1f\x8b"
 
 
-def count_lines(path: Path) -> int:
-    """For the progress bar's ETA; a cheap byte scan."""
+def open_text(path: Path) -> TextIO:
+    """The file as text, through gzip when it is gzipped."""
+    if is_gzip(path):
+        # A large buffer: the default 8 KiB reads cost a call per few lines of a real archive.
+        raw = gzip.GzipFile(filename=path, mode="rb")
+        buffered = io.BufferedReader(raw, buffer_size=1 << 20)
+        return io.TextIOWrapper(buffered, encoding="utf-8", newline="\n")
+    return path.open("r", encoding="utf-8", newline="\n")
+
+
+def read_requests(path: Path, payload_format: PayloadFormat = "auto") -> Iterator[Request]:
+    with open_text(path) as stream:
+        yield from iter_requests(stream, payload_format)
+
+
+def count_lines(path: Path) -> int | None:
+    """For the progress bar's ETA; a cheap byte scan. None for a gzipped file, which would
+    have to be decompressed twice."""
+    if is_gzip(path):
+        return None
     n = 0
     with path.open("rb") as f:
         while chunk := f.read(1 << 20):

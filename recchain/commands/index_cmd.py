@@ -35,6 +35,7 @@ def _replay(args: argparse.Namespace) -> int:
                 progress=not args.quiet,
                 batch_size=args.batch,
                 parse_workers=args.parse_workers,
+                payload_format=args.payload_format,
             )
         summary = {
             "requests": stats.requests,
@@ -65,7 +66,14 @@ def _index(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="apply a recorded observer TSV (id, time, path, payload)")
-    p.add_argument("file", help="4-column TSV of observer requests")
+    p.add_argument("file", help="4-column TSV of observer requests (.tsv or .tsv.gz)")
+    p.add_argument(
+        "--payload-format",
+        choices=["auto", "copy", "raw"],
+        default="auto",
+        help="payload column as COPY text or raw JSON (auto: COPY unless a line holds an escape "
+        'COPY never writes, such as \\" or \\u)',
+    )
     p.add_argument("--follow", action="store_true", help="pace the recording as a live chain")
     p.add_argument("--speed", type=float, default=1.0, help="time factor for --follow")
     p.add_argument("--batch", type=int, default=None, help="requests per transaction")
