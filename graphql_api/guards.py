@@ -315,8 +315,9 @@ class FieldMetrics(SchemaExtension):
             )
 
 
-def _should_mask(error: GraphQLError) -> bool:
-    # Client errors (typed, or validation without an original exception) are shown as they are.
+def is_internal(error: GraphQLError) -> bool:
+    """Raised by our own code, not the client's mistake. Client errors (typed ApiErrors, or
+    parse and validation errors without an original exception) are shown as they are."""
     original = error.original_error
     return original is not None and not isinstance(original, ApiError | GraphQLError)
 
@@ -335,7 +336,7 @@ def masked(errors: list[GraphQLError]) -> list[GraphQLError]:
             path=e.path,
             original_error=None,
         )
-        if _should_mask(e)
+        if is_internal(e)
         else e
         for e in errors
     ]
@@ -371,7 +372,7 @@ def build_extensions(settings: Settings) -> list[Any]:
     ]
     if api.mask_errors:
         extensions.append(
-            lambda: MaskErrors(should_mask_error=_should_mask, error_message=MASKED_MESSAGE)
+            lambda: MaskErrors(should_mask_error=is_internal, error_message=MASKED_MESSAGE)
         )
     return extensions
 

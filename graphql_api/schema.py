@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry.tools import merge_types
 from strawberry.types import Info
+from strawberry.types.execution import ExecutionContext
 from strawberry.types.graphql import OperationType
+from strawberry.utils.logging import StrawberryLogger
 
 from graphql_api import types as t
 from graphql_api.context import BlockInput, Context
 from graphql_api.errors import BadUserInput
 from graphql_api.extras import RelayedTransaction, relayed_transaction
 from graphql_api.fanout import shareable, shared_stream
+from graphql_api.guards import is_internal
 from graphql_api.loaders import one_by
 from graphql_api.meta import Meta, load_meta
 from graphql_api.query import ENTITIES, Connection, list_entity
 from graphql_api.scalars import schema_config
 
 Ctx = Info[Context, None]
+client_log = logging.getLogger("recchain.api.client_errors")
 DEFAULT_FIRST = 100
 
 
@@ -139,6 +145,18 @@ class Query:
 
 class Schema(strawberry.Schema):
     """Runs identical subscription operations once per process (see fanout.py)."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # A client's mistake is answered to the client and counted in the metrics; as an ERROR
+        # with a traceback it cost a formatted stack per bad request and filled the log with
+        # whatever text the client sent. Internal errors keep their traceback.
+        for error in errors:
+            if is_internal(error):
+                StrawberryLogger.error(error, execution_context)
+            else:
+                client_log.debug("client error: %s", error.message)
 
     async def stream(
         self,

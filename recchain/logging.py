@@ -11,6 +11,12 @@ Secrets never reach the output: every secret value in the settings (database pas
 API keys) is replaced wherever it appears, passwords embedded in URLs are masked, and `extra`
 fields whose names look like credentials are dropped to `"***"`. The scrubbing runs on the
 final rendered line, so it also covers exception tracebacks and third-party messages.
+
+A line is bounded, and so is the time it takes: a message, an exception and each extra field
+are clipped (`MAX_MESSAGE_CHARS`, `MAX_EXC_CHARS`, `MAX_FIELD_CHARS`) before the line is
+scrubbed, and every pattern the scrubber uses matches in linear time. Text from clients (a
+query, an argument, a submitted transaction) reaches log lines through error messages; a long
+one must cost the event loop no more than a short one.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from itertools import islice
 from types import MappingProxyType
 from typing import Any, TextIO
 
@@ -43,16 +50,37 @@ _RECORD_ATTRS = frozenset(
     vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
 ) | {"message", "asctime", "taskName"}
 
+# Longest message, exception text and extra string field a line carries (characters). A clipped
+# text keeps its start and its end (an exception's type and message are at the end).
+MAX_MESSAGE_CHARS = 8192
+MAX_EXC_CHARS = 16384
+MAX_FIELD_CHARS = 2048
+# Items of a list or mapping field shown; the rest are counted.
+MAX_FIELD_ITEMS = 100
+
 _SENSITIVE_KEY = re.compile(
     r"pass(word)?|secret|token|api[_-]?key|authorization|cookie|credential|private[_-]?key",
     re.IGNORECASE,
 )
+# Every repetition below is bounded and possessive: an unbounded `[a-z0-9]*://` rescanned a long
+# run of letters from every position in it (quadratic: a 100,000-character argument in an error
+# took 14 s to scrub). Each match now looks at most ~550 characters ahead of where it starts.
+_SCHEME_MAX = 32
+_USER_MAX = 256
+_PASSWORD_MAX = 256
 # scheme://user:password@host -> scheme://user:***@host
-_URL_PASSWORD = re.compile(r"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)[^@\s/]+(?=@)")
+_URL_PASSWORD = re.compile(
+    rf"(?P<prefix>[a-zA-Z][a-zA-Z0-9+.-]{{0,{_SCHEME_MAX}}}+://[^/\s:@]{{0,{_USER_MAX}}}+:)"
+    rf"[^@\s/]{{1,{_PASSWORD_MAX}}}+(?=@)"
+)
 # Authorization: Bearer abc / X-Api-Key: abc in echoed headers.
 _HEADER_SECRET = re.compile(
-    r"(?P<prefix>(authorization|x-api-key)\s*[:=]\s*(bearer\s+)?)[^\s,;\"']+", re.IGNORECASE
+    r"(?P<prefix>(authorization|x-api-key)\s{0,8}+[:=]\s{0,8}+(bearer\s{1,8}+)?)"
+    r"[^\s,;\"']{1,512}+",
+    re.IGNORECASE,
 )
+# How far a match of the patterns above can reach: a clip never cuts inside one.
+_PATTERN_REACH = _SCHEME_MAX + _USER_MAX + _PASSWORD_MAX + 600
 
 
 @contextmanager
@@ -70,18 +98,49 @@ def current_context() -> Mapping[str, Any]:
 
 
 class Scrubber:
-    """Removes secrets from rendered text."""
+    """Removes secrets from rendered text, in time linear in its length."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         # Longest first so a secret that contains another is replaced whole. Very short values
         # are skipped: replacing "a" everywhere would destroy the log and protect nothing.
         self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.reach = max([_PATTERN_REACH, *(len(s) for s in self.secrets)])
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
             text = text.replace(secret, REDACTED)
-        text = _URL_PASSWORD.sub(lambda m: m.group("prefix") + REDACTED, text)
+        if "://" in text:  # a plain substring test is far cheaper than the pattern
+            text = _URL_PASSWORD.sub(lambda m: m.group("prefix") + REDACTED, text)
         return _HEADER_SECRET.sub(lambda m: m.group("prefix") + REDACTED, text)
+
+    def _spans(self, text: str) -> Iterator[tuple[int, int]]:
+        """Where in `text` something the scrubber replaces lies."""
+        for secret in self.secrets:
+            at = text.find(secret)
+            while at >= 0:
+                yield at, at + len(secret)
+                at = text.find(secret, at + 1)
+        for pattern in (_URL_PASSWORD, _HEADER_SECRET):
+            for m in pattern.finditer(text):
+                yield m.start(), m.end()
+
+    def _cut(self, text: str, at: int, *, forward: bool) -> int:
+        """A cut position near `at` outside every secret, so neither side keeps part of one."""
+        low = max(0, at - self.reach)
+        for start, end in self._spans(text[low : at + self.reach]):
+            if low + start < at < low + end:
+                return low + (end if forward else start)
+        return at
+
+    def clip(self, text: str, limit: int) -> str:
+        """`text` if it fits in `limit` characters, else its start and end around a marker."""
+        if len(text) <= limit:
+            return text
+        tail = limit // 4
+        head_end = self._cut(text, limit - tail, forward=False)
+        tail_start = max(head_end, self._cut(text, len(text) - tail, forward=True))
+        cut = tail_start - head_end
+        return f"{text[:head_end]}...[{cut} characters cut]...{text[tail_start:]}"
 
 
 def settings_secrets(settings: Settings) -> list[str]:
@@ -107,29 +166,51 @@ def settings_secrets(settings: Settings) -> list[str]:
     return values
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: Any, scrub: Scrubber, depth: int = 0) -> Any:
     if isinstance(value, SecretStr):
         return REDACTED
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, int | float | bool) or value is None:
         return value
+    if isinstance(value, str):
+        return scrub.clip(value, MAX_FIELD_CHARS)
+    if depth >= 4:
+        return scrub.clip(str(value), MAX_FIELD_CHARS)
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        out = {
+            str(k): _jsonable(v, scrub, depth + 1)
+            for k, v in islice(value.items(), MAX_FIELD_ITEMS)
+        }
+        if len(value) > MAX_FIELD_ITEMS:
+            out["..."] = f"{len(value) - MAX_FIELD_ITEMS} more"
+        return out
     if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
+        items = [_jsonable(v, scrub, depth + 1) for v in islice(value, MAX_FIELD_ITEMS)]
+        if len(value) > MAX_FIELD_ITEMS:
+            items.append(f"... {len(value) - MAX_FIELD_ITEMS} more")
+        return items
     if isinstance(value, bytes):
-        return "0x" + value.hex()
-    return str(value)
+        return scrub.clip("0x" + value[: MAX_FIELD_CHARS // 2].hex(), MAX_FIELD_CHARS)
+    return scrub.clip(str(value), MAX_FIELD_CHARS)
 
 
-def _fields(record: logging.LogRecord) -> dict[str, Any]:
+def _fields(record: logging.LogRecord, scrub: Scrubber) -> dict[str, Any]:
     fields: dict[str, Any] = dict(_context.get())
     for key, value in vars(record).items():
         if key not in _RECORD_ATTRS and not key.startswith("_"):
             fields[key] = value
     return {
-        key: REDACTED if _SENSITIVE_KEY.search(key) else _jsonable(value)
+        key: REDACTED if _SENSITIVE_KEY.search(key) else _jsonable(value, scrub)
         for key, value in fields.items()
     }
+
+
+def _exception_text(
+    formatter: logging.Formatter, record: logging.LogRecord, scrub: Scrubber
+) -> str:
+    # Formatter.format caches the rendered traceback on the record; do the same, clipped.
+    if not record.exc_text and record.exc_info:
+        record.exc_text = formatter.formatException(record.exc_info)
+    return scrub.clip(record.exc_text or "", MAX_EXC_CHARS)
 
 
 class JsonFormatter(logging.Formatter):
@@ -144,12 +225,12 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": self.scrub.clip(record.getMessage(), MAX_MESSAGE_CHARS),
         }
-        for key, value in _fields(record).items():
+        for key, value in _fields(record, self.scrub).items():
             line.setdefault(key, value)
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+        if record.exc_info or record.exc_text:
+            line["exc"] = _exception_text(self, record, self.scrub)
         return self.scrub(json.dumps(line, ensure_ascii=False, default=str))
 
 
@@ -161,9 +242,16 @@ class TextFormatter(logging.Formatter):
         self.scrub = scrub or Scrubber()
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        extra = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        return self.scrub(f"{text} {extra}" if extra else text)
+        message = self.scrub.clip(record.getMessage(), MAX_MESSAGE_CHARS)
+        text = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {message}"
+        extra = " ".join(f"{k}={v}" for k, v in _fields(record, self.scrub).items())
+        if extra:
+            text = f"{text} {extra}"
+        if record.exc_info or record.exc_text:
+            text = f"{text}\n{_exception_text(self, record, self.scrub)}"
+        if record.stack_info:
+            text = f"{text}\n{self.scrub.clip(self.formatStack(record.stack_info), MAX_EXC_CHARS)}"
+        return self.scrub(text)
 
 
 class _StderrHandler(logging.StreamHandler):

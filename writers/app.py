@@ -38,6 +38,11 @@ from writers.metrics import RelayMetrics
 from writers.policy import AcceptedTx, Policy, parse_body
 
 audit_log = logging.getLogger("recchain.relay.audit")
+# Bytes of a submitted transaction an audit line carries: whitelisted contract calls are well
+# under 1 KB, and what a client sends beyond that (up to the body cap) must not make every
+# refusal a line of a megabyte.
+AUDIT_TX_BYTES = 2048
+AUDIT_MESSAGE_CHARS = 500
 TXID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 
@@ -209,13 +214,15 @@ class RelayApi:
         }
         if error is not None:
             record["error"] = error.reason.code
-            record["message"] = error.message
+            record["message"] = error.message[:AUDIT_MESSAGE_CHARS]
             if error.txid is not None:
                 record["txid"] = error.txid
         if raw is not None:
-            # The transaction itself, bounded by the body cap: nothing beyond what was signed.
+            # The transaction itself (nothing beyond what was signed), its start when longer.
             record["bytes"] = len(raw)
-            record["tx"] = raw.hex()
+            record["tx"] = raw[:AUDIT_TX_BYTES].hex()
+            if len(raw) > AUDIT_TX_BYTES:
+                record["tx_truncated"] = True
         if tx is not None:
             record.update(
                 txid=tx.txid,

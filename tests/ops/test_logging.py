@@ -122,3 +122,56 @@ def test_default_handler_follows_stderr_when_it_is_replaced(
         assert "after" in second.getvalue()
     finally:
         logging.getLogger().removeHandler(handler)
+
+
+def test_lines_are_bounded_whatever_a_client_sent() -> None:
+    from recchain.logging import MAX_EXC_CHARS, MAX_FIELD_CHARS, MAX_MESSAGE_CHARS
+
+    stream, handler = _capture(_settings())
+    huge = "z" * 200_000
+    try:
+        log = logging.getLogger("recchain.test")
+        try:
+            raise ValueError(f"block {huge} is unknown")
+        except ValueError:
+            log.exception(
+                "query failed: %s", huge, extra={"query": huge, "ids": list(range(10**4))}
+            )
+    finally:
+        logging.getLogger().removeHandler(handler)
+    (line,) = _lines(stream)
+    assert len(line["msg"]) <= MAX_MESSAGE_CHARS + 100 and line["msg"].startswith(
+        "query failed: zz"
+    )
+    assert len(line["query"]) <= MAX_FIELD_CHARS + 100 and "characters cut" in line["query"]
+    assert len(line["ids"]) == 101 and line["ids"][-1] == f"... {10**4 - 100} more"
+    # The exception keeps its type (start) and the end of its message.
+    assert len(line["exc"]) <= MAX_EXC_CHARS + 100
+    assert line["exc"].startswith("Traceback") and line["exc"].endswith("z is unknown")
+    assert len(stream.getvalue()) < MAX_MESSAGE_CHARS + MAX_EXC_CHARS + 3 * MAX_FIELD_CHARS
+
+
+@pytest.mark.parametrize("offset", range(-20, 21, 3))
+def test_a_clip_never_keeps_part_of_a_secret(offset: int) -> None:
+    from recchain.logging import MAX_MESSAGE_CHARS
+
+    stream, handler = _capture(_settings(log_json=False))
+    url_secret = "urlpass-9f8e7d6c5b4a"
+    # Each secret straddles where the message is cut (head and tail), at several offsets.
+    head_cut = MAX_MESSAGE_CHARS - MAX_MESSAGE_CHARS // 4
+    message = (
+        "x" * (head_cut + offset - len(DB_PASSWORD) // 2)
+        + DB_PASSWORD
+        + "y" * 50_000
+        + f"postgresql://u:{url_secret}@h/db"
+        + "w" * (MAX_MESSAGE_CHARS // 4 + offset - 10)
+    )
+    try:
+        logging.getLogger("recchain.test").warning(message)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    out = stream.getvalue()
+    assert "characters cut" in out
+    for secret in (DB_PASSWORD, url_secret):
+        for part in range(4, len(secret) + 1):
+            assert secret[:part] not in out and secret[-part:] not in out, (secret, part)
