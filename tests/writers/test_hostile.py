@@ -1,0 +1,55 @@
+"""Hostile submissions against a real `recchain relay` process on loopback: refused with their
+code, bounded in the audit log, and the relay keeps answering `/healthz` meanwhile."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops.bench import attacks
+from recchain.config import PROJECT_ROOT
+
+RESPONSIVE_S = 3.0
+
+
+@pytest.fixture
+def relay_process(db_url: str, tmp_path: Path) -> Iterator[attacks.Server]:
+    server = attacks.start(
+        "relay",
+        ["relay", "--host", "127.0.0.1"],
+        db_url,
+        PROJECT_ROOT,
+        tmp_path,
+        {
+            "RECCHAIN_RELAY__API_KEYS": '["attack-key"]',
+            "RECCHAIN_RELAY__NODE_URL": f"http://127.0.0.1:{attacks.free_port()}",
+            "RECCHAIN_LOG_JSON": "true",
+        },
+    )
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def test_a_large_undecodable_body_is_audited_bounded_without_stalling(
+    relay_process: attacks.Server,
+) -> None:
+    # Before: the audit line carried the whole hex and scrubbing it was quadratic.
+    result = await attacks.log_relay(relay_process, 400)
+    assert result["status"] == 400 and result["code"] == "undecodable", result
+    assert result["healthz_failures"] == 0
+    assert result["healthz_max_s"] < RESPONSIVE_S, result
+    assert result["log_bytes"] < 20_000, result
+    audits = [
+        json.loads(json.loads(line)["msg"])
+        for line in relay_process.log_path.read_text().splitlines()
+        if '"recchain.relay.audit"' in line
+    ]
+    (audit,) = audits
+    assert audit["outcome"] == "rejected" and audit["error"] == "undecodable"
+    assert audit["bytes"] == 400 * 512 and audit["tx_truncated"] is True
+    assert len(audit["tx"]) == 2 * 2048 and "characters cut" not in audit["tx"]
