@@ -12,7 +12,9 @@ block whose parent is unknown is stored as an orphan and applied when its parent
 
 The root is the first indexed block: the one at `indexer.start_height` (or whose parent is the
 genesis hash), accepted without its parent. Blocks below it are stored raw and never applied, so
-nothing exists below the root: a fork that would need to roll it back is refused loudly.
+nothing exists below the root, and a sibling of the root (another block at that height: 1-block
+forks there are ordinary on a real chain) is a root too: when its branch grows higher than the
+tip, everything from the root's height up is rolled back and the new branch applied.
 
 Writes are staged first (`_seal`: every row formatted as a binary COPY stream, the checkpoint
 position, the NOTIFY payload) and then sent (`_write`), so the CPU work of a batch is done before
@@ -635,9 +637,9 @@ class Indexer:
         if await self._known_block(block.hash) is not None:
             return Outcome("duplicate")
         parent = await self._known_block(block.header.parent_index_block_hash)
-        # A root needs no parent: with nothing indexed yet it is applied; otherwise it starts a
-        # branch that can only win by replacing the root, which `_reorg` refuses. Any other
-        # block waits for its ancestors like any block with an unknown parent.
+        # A root needs no parent: with nothing indexed yet it is applied; otherwise it is a
+        # sibling of the root, kept like any sibling, whose branch replaces the root's if it
+        # grows higher (`_reorg`). Any other block waits for its ancestors like an orphan.
         root = parent is None and (
             block.height == start or block.header.parent_index_block_hash == GENESIS
         )
@@ -805,29 +807,27 @@ class Indexer:
         cursor = block.header.parent_index_block_hash
         while True:
             known = await self._known_block(cursor)
-            if known is None:  # only a root's parent is unknown, and this root is not ours
-                raise FinalityError(
-                    f"fork {block.hash} at height {block.height} replaces the root at "
-                    f"indexer.start_height {self.settings.indexer.start_height}; nothing below "
-                    "the root is indexed"
-                )
+            if known is None:
+                # Only a root's parent is unknown: this branch starts at a sibling of our root
+                # (another block at its height, or a genesis child). Nothing below a root is
+                # indexed, so replacing everything from that height up is safe.
+                floor = self._known[branch[-1]].height - 1
+                break
             assert not known.orphan, "a placed block has a known parent"
             if known.canonical:
+                floor = known.height
                 break
             branch.append(cursor)
             cursor = known.parent
-        ancestor = self._known[cursor]
-        depth = self.tip[1] - ancestor.height
+        depth = self.tip[1] - floor
         if depth > self.settings.indexer.finality_depth:
             raise FinalityError(
-                f"fork at height {ancestor.height} is {depth} blocks deep, beyond the "
+                f"fork at height {floor} is {depth} blocks deep, beyond the "
                 f"finality horizon of {self.settings.indexer.finality_depth}"
             )
-        log.warning(
-            "fork: rolling back %d block(s) above %d for %s", depth, ancestor.height, block.hash
-        )
+        log.warning("fork: rolling back %d block(s) above %d for %s", depth, floor, block.hash)
         await self._flush(batch)
-        await self._rollback_above(batch, ancestor.height)
+        await self._rollback_above(batch, floor)
         batch.fork_heights.append(depth)
         for block_hash in reversed(branch):
             await self._apply(batch, await self._block_for(batch, block_hash))

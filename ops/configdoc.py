@@ -42,7 +42,8 @@ MEANINGS: dict[str, str] = {
     "indexer.api_url": "Stacks Blockchain API base URL for the `api` source.",
     "indexer.max_body_bytes": "Largest observer payload accepted.",
     "indexer.finality_depth": "Blocks below the tip that are final; deeper forks are refused.",
-    "indexer.start_height": "First block indexed (the root); lower blocks are stored, not applied.",
+    "indexer.start_height": "First block indexed (the root); lower blocks are stored, not applied; "
+    "a sibling of the root replaces it if its branch wins.",
     "indexer.catchup_batch_blocks": "Most blocks per transaction while catching up (the first"
     " batches ramp up to it, the last ones are halved).",
     "indexer.metrics_port": "Prometheus `/metrics` port of the indexer.",

@@ -1,5 +1,6 @@
 """`indexer.start_height`: an empty database takes the block at that height as its root; lower
-blocks are stored raw and ignored, forks above the root work, forks below it are refused."""
+blocks are stored raw and ignored, forks above the root work, and a sibling of the root (its
+parent below the root as well) replaces it when its branch wins, within the finality horizon."""
 
 from __future__ import annotations
 
@@ -82,21 +83,45 @@ async def test_fork_above_the_root(db_url: str, server_url: str) -> None:
 
 
 @pytest.mark.parametrize("root_first", [True, False])
-async def test_fork_below_the_root_is_refused(db_url: str, root_first: bool) -> None:
+async def test_a_sibling_of_the_root_replaces_it_when_its_branch_wins(
+    db_url: str, server_url: str, root_first: bool
+) -> None:
     chain = Chain(seed=53)
     main = chain.grow(None, 8, "main")
     side = chain.grow(main[2]["index_block_hash"], 7, "side")  # heights 4..10: needs block 4
     await run_requests(db_url, [to_requests(main)], settings=from_start(db_url))
-    before = snapshot(db_url)
-    blocks_before = query(db_url, "SELECT index_block_hash, canonical, orphan FROM blocks")
+    # side[1] is at the root's height and its parent is below the root: a root of its own
     order = side if root_first else side[2:] + side[:2]
-    with pytest.raises(FinalityError, match="start_height"):
-        await run_requests(db_url, [to_requests(order)], settings=from_start(db_url))
-    assert snapshot(db_url) == before
-    assert query(db_url, "SELECT index_block_hash, canonical, orphan FROM blocks") == blocks_before
+    outcomes = await run_requests(
+        db_url, [[r] for r in to_requests(order)], settings=from_start(db_url)
+    )
+    assert "rejected" not in {o.status for o in outcomes}
+    canonical = side[1:]
     assert query(db_url, "SELECT index_block_hash FROM checkpoints") == [
-        (main[-1]["index_block_hash"],)
+        (side[-1]["index_block_hash"],)
     ]
+    assert query(db_url, "SELECT count(*) FROM blocks WHERE canonical") == [(len(canonical),)]
+    assert query(db_url, "SELECT count(*) FROM blocks WHERE orphan") == [(0,)]
+    with fresh_db(server_url) as clean:
+        await run_requests(clean, [to_requests(side)], settings=from_start(clean))
+        assert snapshot(db_url) == snapshot(clean)
+        same = "SELECT index_block_hash, block_height FROM blocks WHERE canonical ORDER BY 2"
+        assert query(db_url, same) == query(clean, same)
+
+
+async def test_a_fork_at_the_root_beyond_the_horizon_is_refused(db_url: str) -> None:
+    chain = Chain(seed=55)
+    main = chain.grow(None, 8, "main")
+    side = chain.grow(main[3]["index_block_hash"], 6, "side")  # its root at 5, tip 10
+    strict = Settings(
+        database_url=SecretStr(db_url),
+        indexer=IndexerSettings(start_height=START, finality_depth=3),
+    )
+    await run_requests(db_url, [to_requests(main)], settings=strict)
+    before = snapshot(db_url)
+    with pytest.raises(FinalityError, match="finality horizon"):
+        await run_requests(db_url, [to_requests(side)], settings=strict)
+    assert snapshot(db_url) == before
 
 
 async def test_api_source_backfills_from_start_height(db_url: str, server_url: str) -> None:
