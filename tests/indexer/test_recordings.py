@@ -23,20 +23,6 @@ from tests import recordings
 from tests.indexer.fake_stacks_api import serve
 from tests.indexer.helpers import query
 
-# Watching every contract of these recordings refuses blocks whose foreign events do not fit the
-# project's event shapes (a print that is not a tuple or has no `event` field, an NFT id that is
-# not a uint): issue 15 item 2. Expected to fail only until that fix is on main.
-REFUSED_WHEN_WATCHED = "foreign event shapes refuse the whole block (issue 15 item 2)"
-REFUSED = {
-    "balance-reorg.tsv.gz", "epoch-3-transition.tsv.gz", "mainnet-out-of-order-microblock.tsv",
-    "mainnet-reorg-scenario1.tsv", "mainnet-reorg-scenario2.tsv", "mocknet.tsv",
-    "poisonmicroblock.tsv", "regtest-env-pox-4-out-of-order-multisig-tx.tsv.gz",
-    "regtest-env-pox-4-stack-stx-in-reward-phase-S1.tsv.gz",
-    "regtest-env-pox-4-stack-stx-in-reward-phase-S2.tsv.gz",
-    "regtest-env-pox-4-stack-stx-in-reward-phase-S3.tsv.gz", "subnet-nft-use-case.tsv",
-    "stx_lock-1994-0xd45e090ac442380cf50655e3d1c904c355a501d6dffa3b5e4799083062469dbc.json",
-    "stx_lock-51451-0xa64ad136e51a3a50eb1fdfd7eefa0b7aeb89e2521b2a2218d887477baa1775c9.json",
-}  # fmt: skip
 # A fork at the start height (issue 15 item 1): the root's sibling must win when it is higher.
 FORK_AT_ROOT = "a fork replacing the root at the start height is refused (issue 15 item 1)"
 
@@ -86,16 +72,13 @@ def check(db_url: str, path: Path, reqs: list[tuple[str, str]]) -> None:
 
 
 def cases() -> list[object]:
-    """(recording, watch_all) pairs; the refused ones marked as expected failures."""
+    """(recording, watch_all) pairs."""
     out: list[object] = []
     for param in recordings.params():
         (path,) = param.values
         for watch_all in (False, True):
-            marks = list(param.marks)
-            if watch_all and path is not None and path.name in REFUSED:
-                marks.append(pytest.mark.xfail(reason=REFUSED_WHEN_WATCHED, strict=True))
             label = "watch-all" if watch_all else "own-contracts"
-            out.append(pytest.param(path, watch_all, id=f"{param.id}-{label}", marks=marks))
+            out.append(pytest.param(path, watch_all, id=f"{param.id}-{label}", marks=param.marks))
     return out
 
 
