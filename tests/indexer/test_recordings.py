@@ -23,9 +23,6 @@ from tests import recordings
 from tests.indexer.fake_stacks_api import serve
 from tests.indexer.helpers import query
 
-# A fork at the start height (issue 15 item 1): the root's sibling must win when it is higher.
-FORK_AT_ROOT = "a fork replacing the root at the start height is refused (issue 15 item 1)"
-
 
 def watched_in(reqs: list[tuple[str, str]]) -> list[str]:
     """Every contract an event of the recording names (prints, assets, STX to contracts)."""
@@ -126,7 +123,6 @@ async def test_observer(db_url: str, path: Path, watch_all: bool) -> None:
     check(db_url, path, reqs)
 
 
-@pytest.mark.xfail(reason=FORK_AT_ROOT, strict=True)
 @pytest.mark.parametrize(
     ("name", "start"), [("mainnet-reorg-scenario2.tsv", 2), ("mainnet-reorg-scenario1.tsv", 30)]
 )
