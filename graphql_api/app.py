@@ -42,6 +42,7 @@ from graphql_api.ide import (
     installed,
     page_html,
 )
+from graphql_api.replica import Replica
 from graphql_api.schema import build_schema
 from graphql_api.ws import LegacyWSHandler, TransportWSHandler
 from recchain.config import Settings
@@ -157,7 +158,18 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         settings.redis_url.get_secret_value() if settings.redis_url else None,
         namespace="api",
     )
-    hub = Hub(to_libpq_url(eng.url.render_as_string(hide_password=False)))
+    replica: Replica | None = None
+    if api.read_database_url is not None:
+        # Notifications exist only on the primary; the replica is read once it has caught up.
+        primary = to_libpq_url(database_url(settings))
+        replica = Replica(
+            primary,
+            to_libpq_url(eng.url.render_as_string(hide_password=False)),
+            api.read_replica_max_lag_s,
+        )
+        hub = Hub(primary, replica)
+    else:
+        hub = Hub(to_libpq_url(eng.url.render_as_string(hide_password=False)))
     graphql = GraphQLApp(
         settings,
         eng,
@@ -181,6 +193,14 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
             return JSONResponse({"ready": False, "reason": f"database: {type(exc).__name__}"}, 503)
         if not migrated:
             return JSONResponse({"ready": False, "reason": "database not migrated"}, 503)
+        if replica is not None:
+            lag = replica.lag_seconds
+            if replica.too_far_behind:
+                reason = f"replica {lag:.1f} s behind the primary (bound {replica.max_lag_s:g} s)"
+                return JSONResponse(
+                    {"ready": False, "reason": reason, "replica_lag_seconds": lag}, 503
+                )
+            return JSONResponse({"ready": True, "replica_lag_seconds": lag})
         return JSONResponse({"ready": True})
 
     async def statement_csv(request: Request) -> Response:
@@ -238,10 +258,14 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if replica is not None:
+            replica.start()
         try:
             yield
         finally:
             await hub.stop()
+            if replica is not None:
+                await replica.stop()
             await buckets.aclose()
             await close_read_pools(eng)
             if owns_engine:

@@ -4,6 +4,12 @@ A topic is one distinct subscription (kind + arguments); every subscriber with t
 arguments shares it, so a notification costs one query per distinct topic, not per socket.
 A topic recomputes only when the notification names something it depends on, and pushes only
 when the computed answer differs from the last one it pushed.
+
+The LISTEN connection goes to the primary (`database_url`), where NOTIFY happens; queries go to
+the API's read database, which may be a hot standby (`api.read_database_url`). A listener task
+receives notifications and, with a replica, stamps each batch with the primary's WAL insert
+position; a dispatcher task handles the batches in order, each after the replica has replayed
+that far (replica.py), so a push is never computed from a snapshot older than its notification.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import psycopg
 from db.channels import BLOCKS, RELAY
 from graphql_api import metrics
 from graphql_api.fanout import CURRENT, SharedStream
+from graphql_api.replica import Replica, insert_lsn
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
@@ -40,14 +47,26 @@ class Topic:
     last: str | None = None
 
 
+@dataclass
+class Batch:
+    """Notifications received together, and the primary's WAL position when they were."""
+
+    notes: list[psycopg.Notify]
+    lsn: int | None
+
+
 class Hub:
-    def __init__(self, libpq_url: str) -> None:
-        self.libpq_url = libpq_url
+    def __init__(self, listen_url: str, replica: Replica | None = None) -> None:
+        self.listen_url = listen_url
+        self.replica = replica
         self.topics: dict[str, Topic] = {}
         self.streams: dict[str, SharedStream] = {}
         self._task: asyncio.Task[None] | None = None
+        self._dispatcher: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._listening = asyncio.Event()
+        self._inbox: list[Batch] = []
+        self._wake = asyncio.Event()
 
     @property
     def subscriber_count(self) -> int:
@@ -60,32 +79,48 @@ class Hub:
 
     async def start(self) -> None:
         """Open the LISTEN connection (once); returns when it is listening."""
+        if self._dispatcher is None or self._dispatcher.done():
+            self._dispatcher = asyncio.create_task(self._dispatch(), name="recchain-api-dispatch")
         if self._task is None or self._task.done():
             self._listening.clear()
-            self._task = asyncio.create_task(self._run(), name="recchain-api-listen")
+            self._task = asyncio.create_task(self._listen(), name="recchain-api-listen")
         await asyncio.wait_for(self._listening.wait(), timeout=10)
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._dispatcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._dispatcher = None
 
-    async def _run(self) -> None:
+    async def sync(self) -> None:
+        """Until the read database has every commit the primary has now (no-op without a
+        replica): for a read that follows no notification but must not be older than one."""
+        if self.replica is not None:
+            await self.replica.sync()
+
+    async def _listen(self) -> None:
         delay = 0.5
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.libpq_url, autocommit=True
+                    self.listen_url, autocommit=True
                 ) as conn:
                     self._conn = conn
                     await conn.execute(f"LISTEN {BLOCKS}")
                     await conn.execute(f"LISTEN {RELAY}")
                     self._listening.set()
                     delay = 0.5
-                    async for note in conn.notifies():
-                        await self.dispatch(note.channel, note.payload)
+                    while True:
+                        # At least one; the rest of the same packet comes with it.
+                        notes = [n async for n in conn.notifies(stop_after=1)]
+                        # Those arriving meanwhile wait in psycopg's backlog for the next turn,
+                        # whose position is later still.
+                        lsn = await insert_lsn(conn) if self.replica is not None else None
+                        self._inbox.append(Batch(notes, lsn))
+                        metrics.NOTIFICATIONS_PENDING.inc(len(notes))
+                        self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect: a DB restart must not end subscriptions
@@ -94,6 +129,27 @@ class Hub:
                 delay = min(delay * 2, 10.0)
             finally:
                 self._conn = None
+
+    async def _dispatch(self) -> None:
+        """Batches in arrival order; everything pending shares one replica wait."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._inbox:
+                batches, self._inbox = self._inbox, []
+                lsns = [b.lsn for b in batches if b.lsn is not None]
+                if self.replica is not None and lsns:
+                    await self.replica.wait(max(lsns))
+                for batch in batches:
+                    for note in batch.notes:
+                        try:
+                            await self.dispatch(note.channel, note.payload)
+                        except asyncio.CancelledError:
+                            raise
+                        except Exception:
+                            log.exception("dispatching a notification on %s failed", note.channel)
+                        finally:
+                            metrics.NOTIFICATIONS_PENDING.dec()
 
     async def dispatch(self, channel: str, raw: str) -> None:
         try:

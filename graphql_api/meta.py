@@ -66,6 +66,16 @@ class Meta:
         description="Seconds between now and the tip block's time (indexing lag)."
     )
     tip_height: int | None = strawberry.field(description="Height of the canonical tip.")
+    replica_lag_seconds: float | None = strawberry.field(
+        description="How far the read replica answering this API is behind the primary, in"
+        " seconds (0 = caught up; sampled every second); null when the API reads the primary"
+        " or the primary cannot be reached."
+    )
+
+
+def _replica_lag(ctx: Context) -> float | None:
+    replica = getattr(ctx.hub, "replica", None)
+    return None if replica is None else replica.lag_seconds
 
 
 async def load_meta(ctx: Context, block: BlockInput | None) -> Meta:
@@ -74,7 +84,13 @@ async def load_meta(ctx: Context, block: BlockInput | None) -> Meta:
         f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE canonical ORDER BY block_height DESC LIMIT 1"
     )
     if tip is None:
-        return Meta(block=None, finalized_height=None, lag_seconds=None, tip_height=None)
+        return Meta(
+            block=None,
+            finalized_height=None,
+            lag_seconds=None,
+            tip_height=None,
+            replica_lag_seconds=_replica_lag(ctx),
+        )
     tip_block = Block.from_row(tip)
     answer = tip_block
     if at is not None and at != tip_block.height:
@@ -93,4 +109,5 @@ async def load_meta(ctx: Context, block: BlockInput | None) -> Meta:
         finalized_height=max(0, tip_block.height - ctx.settings.indexer.finality_depth),
         lag_seconds=lag,
         tip_height=tip_block.height,
+        replica_lag_seconds=_replica_lag(ctx),
     )

@@ -13,3 +13,26 @@ LATENCY = Histogram(
 ERRORS = Counter("recchain_api_errors_total", "Errors per root field and code", ["field", "code"])
 REJECTED = Counter("recchain_api_rejected_total", "Requests refused by a guard", ["guard"])
 SUBSCRIPTIONS = Gauge("recchain_api_subscriptions", "Active subscriptions in this process")
+# Reading a hot standby (api.read_database_url): how far it is behind the primary, and how
+# long notifications wait for it before their pushes are computed.
+REPLICA_LAG_SECONDS = Gauge(
+    "recchain_api_replica_lag_seconds",
+    "Age of the oldest primary WAL position the read replica has not replayed (0 = caught up)",
+)
+REPLICA_LAG_BYTES = Gauge(
+    "recchain_api_replica_lag_bytes", "Primary WAL the read replica has not replayed, in bytes"
+)
+REPLICA_WAIT = Histogram(
+    "recchain_api_replica_wait_seconds",
+    "Time a notification waited for the replica to replay its commit before its pushes",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 120),
+)
+REPLICA_WAIT_EXCEEDED = Counter(
+    "recchain_api_replica_wait_exceeded_total",
+    "Times pushes waited longer than api.read_replica_max_lag_s for the replica (they go on"
+    " waiting)",
+)
+NOTIFICATIONS_PENDING = Gauge(
+    "recchain_api_notifications_pending",
+    "Notifications received from the primary whose pushes are not computed yet",
+)

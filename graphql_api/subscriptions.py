@@ -250,10 +250,14 @@ class Subscription:
             status = await load()
             return [status] if status else []
 
-        first = await load()
         async with ctx.hub.subscribe(
             f"relay:{txid}", compute, lambda s: fingerprint(strawberry.asdict(s))
         ) as queue:
+            # Subscribed first, so no change can fall between this read and the pushes; and read
+            # once the replica has what the primary has, so a status the relay has already
+            # reported to the client is not shown older here.
+            await ctx.hub.sync()
+            first = await load()
             if first is not None:
                 yield first
             while True:

@@ -49,7 +49,12 @@ MEANINGS: dict[str, str] = {
     "indexer.metrics_port": "Prometheus `/metrics` port of the indexer.",
     "api.host": "Bind address of the GraphQL server.",
     "api.port": "Port of the GraphQL server (also `/metrics`, `/healthz`, `/readyz`).",
-    "api.read_database_url": "Read replica for queries and subscriptions; unset = primary.",
+    "api.read_database_url": "Hot standby for queries and subscription pushes; unset = primary."
+    " Notifications are still received from the primary (`database_url`); a push waits until the"
+    " standby has replayed the notified commit.",
+    "api.read_replica_max_lag_s": "With `read_database_url`: `/readyz` fails while the standby is"
+    " further behind the primary than this; a push that waits longer for it is logged and counted"
+    " (`recchain_api_replica_wait_exceeded_total`) and goes on waiting.",
     "api.max_depth": "Largest query depth.",
     "api.max_aliases": "Most aliases in one query.",
     "api.max_tokens": "Most lexer tokens in one query.",
@@ -169,7 +174,9 @@ def render() -> str:
         "  route traffic only to ready replicas). Freshness (the indexer being within a few",
         "  blocks of the tip) is reported by every response's `_meta` and alerted on through",
         "  `recchain_indexer_lag_blocks`, not by readiness: a lagging indexer must not take",
-        "  the whole read API offline.",
+        "  the whole read API offline. A lagging read replica does fail it (past",
+        "  `api.read_replica_max_lag_s`): the other API processes, reading other replicas or",
+        "  the primary, answer instead.",
         "- Relay `GET /healthz`: the process is up and its database answers.",
         "- Indexer: liveness = `/metrics` on `indexer.metrics_port`; readiness = the observer",
         "  port is open, which only the leader (the holder of the advisory lock) does.",

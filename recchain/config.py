@@ -54,6 +54,9 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     read_database_url: SecretStr | None = None
+    # Readiness fails while the replica is further behind than this; a push waiting longer
+    # for the replica is logged and counted, and goes on waiting (never sent stale).
+    read_replica_max_lag_s: float = Field(default=30.0, gt=0)
     max_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 2000
