@@ -15,6 +15,13 @@ Two sources of changes:
   to the event observer -> pushed to each subscriber (parse, write, commit, NOTIFY, the API's
   query, fan-out).
 
+`--listings N` measures many distinct topics instead: N listings are seeded, every subscriber
+socket carries `--per-socket` operations `listingUpdates(where: {listingId: i})` with distinct
+ids (N topics in all), and each round commits a block changing `--changes` random listings;
+the figure is commit -> push of each changed listing's update. Meanwhile a probe thread times
+`/healthz` and a simple query (`{ _meta { block { height } } }`) every 50 ms: how responsive the
+process stays while it recomputes topics.
+
 Timestamps are CLOCK_MONOTONIC, which is system-wide on Linux, so they compare across processes.
 """
 
@@ -27,10 +34,12 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
+import random
 import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from multiprocessing.connection import Connection
@@ -48,6 +57,11 @@ from ops.bench.query import cpu_seconds, start_api
 from recchain.config import PROJECT_ROOT, get_settings
 
 BLOCKS_QUERY = "subscription { blocks { block { height hash } } }"
+LISTING_QUERY = (
+    "subscription($id: Int!) { listingUpdates(where: {listingId: $id})"
+    " { kind listingId blockHeight listing { price status } } }"
+)
+SIMPLE_QUERY = "{ _meta { block { height } } }"
 PROTOCOLS = ("graphql-transport-ws", "graphql-ws")
 
 
@@ -81,9 +95,12 @@ def _frame(text: str, opcode: int = 0x1) -> bytes:
 class Tally:
     """Arrivals per height in one client process; tells the parent when a height is complete."""
 
-    def __init__(self, clients: int, pipe: Connection) -> None:
+    def __init__(self, clients: int, pipe: Connection, each: bool = False) -> None:
         self.clients = clients
         self.pipe = pipe
+        # Listing topics: only the changed listings' subscribers get a push, so every arrival
+        # is reported (the parent knows how many to expect) instead of a complete height.
+        self.each = each
         self.arrivals: dict[int, list[float]] = {}
         self.closes: dict[int, int] = {}
         self.subscribed = 0
@@ -92,14 +109,25 @@ class Tally:
     def arrived(self, height: int, at: float) -> None:
         got = self.arrivals.setdefault(height, [])
         got.append(at)
-        if len(got) == self.clients:
+        if self.each:
+            self.pipe.send(("push", height))
+        elif len(got) == self.clients:
             self.pipe.send(("height", height))
 
 
 class LeanClient(asyncio.Protocol):
-    def __init__(self, host: str, port: int, protocol: str, tally: Tally, deflate: bool) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        protocol: str,
+        tally: Tally,
+        deflate: bool,
+        listing_ids: range | None = None,
+    ) -> None:
         self.host, self.port, self.protocol, self.tally = host, port, protocol, tally
         self.offer_deflate = deflate
+        self.listing_ids = listing_ids
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.handshake = True
@@ -171,10 +199,18 @@ class LeanClient(asyncio.Protocol):
     def _message(self, msg: dict[str, Any], at: float) -> None:
         kind = msg.get("type")
         if kind in ("next", "data"):
-            self.tally.arrived(msg["payload"]["data"]["blocks"]["block"]["height"], at)
+            data = msg["payload"]["data"]
+            if "listingUpdates" in data:
+                self.tally.arrived(data["listingUpdates"]["blockHeight"], at)
+            else:
+                self.tally.arrived(data["blocks"]["block"]["height"], at)
         elif kind == "connection_ack":
             start = "subscribe" if self.protocol == PROTOCOLS[0] else "start"
-            self.send({"id": "1", "type": start, "payload": {"query": BLOCKS_QUERY}})
+            if self.listing_ids is None:
+                self.send({"id": "1", "type": start, "payload": {"query": BLOCKS_QUERY}})
+            for lid in self.listing_ids or ():
+                payload = {"query": LISTING_QUERY, "variables": {"id": lid}}
+                self.send({"id": str(lid), "type": start, "payload": payload})
             if not self.done.done():
                 self.done.set_result(None)
         elif kind == "ping":
@@ -194,18 +230,30 @@ class LeanClient(asyncio.Protocol):
 
 
 async def _client_main(
-    port: int, clients: int, offset: int, protocol: str, deflate: bool, pipe: Connection
+    port: int,
+    clients: int,
+    offset: int,
+    protocol: str,
+    deflate: bool,
+    pipe: Connection,
+    per_socket: int = 0,
 ) -> None:
     loop = asyncio.get_running_loop()
-    tally = Tally(clients, pipe)
+    tally = Tally(clients, pipe, each=per_socket > 0)
     conns: list[LeanClient] = []
     gate = asyncio.Semaphore(100)  # concurrent handshakes per process
 
     async def one(i: int) -> None:
         proto = protocol if protocol != "mixed" else PROTOCOLS[(offset + i) % 2]
+        ids = None
+        if per_socket:
+            first = (offset + i) * per_socket + 1
+            ids = range(first, first + per_socket)
         async with gate:
             _, client = await loop.create_connection(
-                lambda: LeanClient("127.0.0.1", port, proto, tally, deflate), "127.0.0.1", port
+                lambda: LeanClient("127.0.0.1", port, proto, tally, deflate, ids),
+                "127.0.0.1",
+                port,
             )
             conns.append(client)
             await asyncio.wait_for(client.done, 120)
@@ -237,7 +285,13 @@ async def _client_main(
 
 
 def client_process(
-    port: int, clients: int, offset: int, protocol: str, deflate: bool, pipe: Connection
+    port: int,
+    clients: int,
+    offset: int,
+    protocol: str,
+    deflate: bool,
+    pipe: Connection,
+    per_socket: int = 0,
 ) -> None:
     raise_fd_limit()
     try:
@@ -246,7 +300,7 @@ def client_process(
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency of the API
         pass
-    asyncio.run(_client_main(port, clients, offset, protocol, deflate, pipe))
+    asyncio.run(_client_main(port, clients, offset, protocol, deflate, pipe, per_socket))
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -479,6 +533,205 @@ def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
         api.wait(timeout=30)
 
 
+def _seed_listings(conn: psycopg.Connection[Any], n: int) -> None:
+    """Block 1 with `n` active fixed-price listings (ids 1..n)."""
+    h = f"0x{1:064x}"
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO blocks (index_block_hash, block_hash, block_height,"
+            " parent_index_block_hash, block_time, canonical) VALUES (%s, %s, 1, %s, %s, true)",
+            (h, h, f"0x{0:064x}", int(time.time())),
+        )
+        conn.execute(
+            "INSERT INTO listings (listing_id, kind, token_id, seller, currency, price,"
+            " bid_count, start_height, status, block_from)"
+            " SELECT i, 'fixed', i, 'ST1SELLER', 'STX', 1000000, 0, 1, 'active', 1"
+            " FROM generate_series(1, %s) AS i",
+            (n,),
+        )
+
+
+def _commit_listing_changes(conn: psycopg.Connection[Any], height: int, ids: list[int]) -> float:
+    """A block that reprices `ids` (a new version of each), and its NOTIFY, in one transaction."""
+    h = f"0x{height:064x}"
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO blocks (index_block_hash, block_hash, block_height,"
+            " parent_index_block_hash, block_time, canonical) VALUES (%s, %s, %s, %s, %s, true)",
+            (h, h, height, f"0x{height - 1:064x}", int(time.time())),
+        )
+        conn.execute(
+            "WITH closed AS (UPDATE listings SET block_to = %(h)s WHERE listing_id = ANY(%(ids)s)"
+            " AND block_to IS NULL RETURNING *)"
+            " INSERT INTO listings (listing_id, kind, token_id, seller, currency, price,"
+            " bid_count, start_height, status, block_from)"
+            " SELECT listing_id, kind, token_id, seller, currency, price + 1, bid_count,"
+            " start_height, status, %(h)s FROM closed",
+            {"h": height, "ids": ids},
+        )
+        payload = {"height": height, "hash": h, "rolled_back": [], "changes": {"listings": ids}}
+        conn.execute("SELECT pg_notify(%s, %s)", (BLOCKS, json.dumps(payload)))
+    return now()
+
+
+class Probe(threading.Thread):
+    """Times `/healthz` and a simple query, one after the other, every 50 ms."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.base = f"http://127.0.0.1:{port}"
+        self.stop = threading.Event()
+        self.healthz: list[float] = []
+        self.query: list[float] = []
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=120) as http:
+            while not self.stop.is_set():
+                t0 = time.perf_counter()
+                http.get("/healthz")
+                t1 = time.perf_counter()
+                http.post("/graphql", json={"query": SIMPLE_QUERY})
+                t2 = time.perf_counter()
+                self.healthz.append(t1 - t0)
+                self.query.append(t2 - t1)
+                self.stop.wait(0.05)
+
+    @staticmethod
+    def summary(values: list[float]) -> dict[str, float] | None:
+        if not values:
+            return None
+        v = sorted(values)
+        return {
+            "n": len(v),
+            "p50_ms": round(v[len(v) // 2] * 1000, 1),
+            "p99_ms": round(v[min(len(v) - 1, int(0.99 * len(v)))] * 1000, 1),
+            "max_ms": round(v[-1] * 1000, 1),
+        }
+
+
+def bench_listings(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    """Distinct `listingUpdates(where: {listingId: i})` topics; see the module docstring."""
+    raise_fd_limit()
+    rng = random.Random(11)
+    sockets = max(1, args.listings // args.per_socket)
+    topics = sockets * args.per_socket
+    with psycopg.connect(to_libpq_url(url)) as conn:
+        _seed_listings(conn, topics)
+    port = free_port()
+    api = start_api(url, port)
+    ctx = mp.get_context("spawn")
+    pipes: list[Connection] = []
+    procs: list[Any] = []
+    probe = Probe(port)
+    load0 = os.getloadavg()
+    try:
+        share, extra = divmod(sockets, args.procs)
+        started = time.perf_counter()
+        offset = 0
+        for i in range(args.procs):
+            n = share + (1 if i < extra else 0)
+            parent, child = ctx.Pipe()
+            p = ctx.Process(
+                target=client_process,
+                args=(port, n, offset, args.protocol, not args.no_deflate, child, args.per_socket),
+                daemon=True,
+            )
+            p.start()
+            pipes.append(parent)
+            procs.append((p, n))
+            offset += n
+        held, errors = 0, []
+        for pipe in pipes:
+            _, ok, errs = pipe.recv()
+            held += ok
+            errors += errs
+        for _ in range(1200):
+            if _subscriber_gauge(port) >= held * args.per_socket:
+                break
+            time.sleep(0.1)
+        subscribed = _subscriber_gauge(port)
+        connect_s = time.perf_counter() - started
+        idle_probe = Probe(port)
+        idle_probe.start()
+        time.sleep(2)
+        idle_probe.stop.set()
+        idle_probe.join()
+        for pipe in pipes:
+            pipe.send("measure")
+        api_cpu0 = cpu_seconds(api.pid)
+        probe.start()
+        sent: dict[int, float] = {}
+        arrivals: dict[int, int] = {}
+        with psycopg.connect(to_libpq_url(url)) as conn:
+            for r in range(args.rounds):
+                tick = now()
+                height = r + 2
+                ids = rng.sample(range(1, topics + 1), min(args.changes, topics))
+                sent[height] = _commit_listing_changes(conn, height, ids)
+                deadline = time.monotonic() + 60
+                while arrivals.get(height, 0) < len(ids) and time.monotonic() < deadline:
+                    for pipe in pipes:
+                        while pipe.poll(0.002):
+                            kind, h = pipe.recv()
+                            if kind == "push":
+                                arrivals[h] = arrivals.get(h, 0) + 1
+                time.sleep(max(0.0, args.interval - (now() - tick)))
+        probe.stop.set()
+        probe.join()
+        api_cpu = cpu_seconds(api.pid) - api_cpu0
+        latencies: list[float] = []
+        for pipe in pipes:
+            pipe.send("stop")
+        for pipe in pipes:
+            msg = pipe.recv()
+            while msg[0] != "done":
+                msg = pipe.recv()
+            for h, times in msg[1].items():
+                if h in sent:
+                    latencies.extend(t - sent[h] for t in times)
+        latencies.sort()
+        expected = args.rounds * min(args.changes, topics)
+
+        def pct(q: float) -> float:
+            return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1)
+
+        return {
+            "mode": "distinct listing topics (commit -> push of each changed listing)",
+            "topics": topics,
+            "sockets": sockets,
+            "held_sockets": held,
+            "subscribed": subscribed,
+            "connect_errors": errors,
+            "connect_seconds": round(connect_s, 1),
+            "rounds": args.rounds,
+            "changes_per_round": min(args.changes, topics),
+            "delivered": len(latencies),
+            "missing": expected - len(latencies),
+            "push_delay_ms": {"p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)}
+            if latencies
+            else None,
+            "idle_healthz": Probe.summary(idle_probe.healthz),
+            "idle_simple_query": Probe.summary(idle_probe.query),
+            "healthz_during": Probe.summary(probe.healthz),
+            "simple_query_during": Probe.summary(probe.query),
+            "api_cpu_ms_per_round": round(api_cpu * 1000 / max(1, args.rounds), 1),
+            "api_rss_mb": _rss_mb(api.pid),
+            "loadavg_start": [round(x, 2) for x in load0],
+            "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        }
+    finally:
+        probe.stop.set()
+        for pipe in pipes:
+            with contextlib.suppress(OSError):
+                pipe.send("stop")
+        for p, _ in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+        api.terminate()
+        api.wait(timeout=30)
+
+
 def _rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -492,6 +745,10 @@ def _rss_mb(pid: int) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     url = _prepare(args.database)
+    if args.listings:
+        listing_report = bench_listings(args, url)
+        print(json.dumps(listing_report, indent=2))
+        return 0
     report = bench(args, url)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -530,7 +787,17 @@ def register(sub: Any) -> None:
         action="store_true",
         help="blocks POSTed to a real indexer's event observer instead of direct commits",
     )
-    p.add_argument("--interval", type=float, default=0.5, help="--tip: seconds between blocks")
+    p.add_argument(
+        "--interval", type=float, default=0.5, help="--tip, --listings: seconds between blocks"
+    )
+    p.add_argument(
+        "--listings",
+        type=int,
+        default=0,
+        help="distinct listingUpdates(where: {listingId: i}) topics instead of `blocks`",
+    )
+    p.add_argument("--per-socket", type=int, default=100, help="--listings: operations a socket")
+    p.add_argument("--changes", type=int, default=10, help="--listings: listings changed a round")
     p.add_argument("--database", default="recchain_bench_subscribe")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=run)
