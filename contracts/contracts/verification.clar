@@ -71,6 +71,7 @@
   evidence-hash: (buff 32),
   submitter: principal,
   verifier: (optional principal),
+  revoked-by: (optional principal),
   status: (string-ascii 10),
   reason: (string-utf8 256),
   token-id: (optional uint),
@@ -231,7 +232,8 @@
     (asserts! (>= period-start (get last-attested-end facility)) ERR-PERIOD-OVERLAP)
     (map-set reports report-id {
       facility-id: facility-id, period-start: period-start, period-end: period-end, wh: wh,
-      evidence-hash: evidence-hash, submitter: tx-sender, verifier: none, status: "submitted",
+      evidence-hash: evidence-hash, submitter: tx-sender, verifier: none, revoked-by: none,
+      status: "submitted",
       reason: u"", token-id: none, submitted-at: stacks-block-height,
       updated-at: stacks-block-height })
     (var-set last-report-id report-id)
@@ -265,10 +267,11 @@
       status: "rejected", verifier: (some tx-sender), reason: reason, updated-at: stacks-block-height }))
     (emit-report "report-rejected" report-id)))
 
+;; The attesting verifier stays on record; the revoking one is kept beside it.
 (define-public (revoke-report (report-id uint) (reason (string-utf8 256)))
   (let ((report (get report (try! (verifier-report-check report-id (list "attested" "minted"))))))
     (map-set reports report-id (merge report {
-      status: "revoked", verifier: (some tx-sender), reason: reason, updated-at: stacks-block-height }))
+      status: "revoked", revoked-by: (some tx-sender), reason: reason, updated-at: stacks-block-height }))
     (emit-report "report-revoked" report-id)))
 
 (define-public (withdraw-report (report-id uint))

@@ -122,7 +122,7 @@ describe("generation reports", () => {
     expect(printed(sub.events, "report-submitted")).toMatchObject({
       "report-id": 1n, actor: producer, "facility-id": BigInt(fid), "period-start": BigInt(JAN_2024),
       "period-end": BigInt(JAN_2024 + HOUR), wh: 4000000n, "evidence-hash": EVIDENCE, submitter: producer,
-      verifier: null, status: "submitted", reason: "", "token-id": null,
+      verifier: null, "revoked-by": null, status: "submitted", reason: "", "token-id": null,
     });
     const att = call("verification", "attest-report", [Cl.uint(1)], verifier);
     expect(att.result).toBeOk(Cl.uint(1));
@@ -165,9 +165,27 @@ describe("generation reports", () => {
     const id = attestedReport(fid, JAN_2024, JAN_2024 + HOUR, 1000);
     const res = call("verification", "revoke-report", [Cl.uint(id), Cl.stringUtf8("bad meter")], verifier);
     expect(res.result).toBeOk(Cl.uint(id));
-    expect(printed(res.events, "report-revoked")).toMatchObject({ status: "revoked", reason: "bad meter", verifier });
+    expect(printed(res.events, "report-revoked")).toMatchObject({ status: "revoked", reason: "bad meter", verifier, "revoked-by": verifier });
     expectErr(submitReport(fid, JAN_2024, JAN_2024 + HOUR, 1000), 120);
     expectErr(call("verification", "revoke-report", [Cl.uint(id), Cl.stringUtf8("x")], verifier), 122);
+  });
+
+  it("a revocation keeps the attesting verifier and records the revoking one beside it", () => {
+    addVerifier(alice, "Second Body");
+    const fid = activeFacility();
+    const id = attestedReport(fid, JAN_2024, JAN_2024 + HOUR, 1000);
+    expect(report(id).verifier).toBe(verifier);
+    expect(report(id)["revoked-by"]).toBe(null);
+    const res = call("verification", "revoke-report", [Cl.uint(id), Cl.stringUtf8("audit finding")], alice);
+    expect(res.result).toBeOk(Cl.uint(id));
+    expect(printed(res.events, "report-revoked")).toMatchObject({
+      status: "revoked", verifier, "revoked-by": alice, actor: alice, reason: "audit finding",
+    });
+    expect(report(id)).toMatchObject({ status: "revoked", verifier, "revoked-by": alice });
+    // a rejection names its verifier in `verifier`; nothing was revoked
+    const r = Number(js(submitReport(fid, JAN_2024 + HOUR, JAN_2024 + 2 * HOUR, 10).result));
+    const rej = call("verification", "reject-report", [Cl.uint(r), Cl.stringUtf8("x")], alice);
+    expect(printed(rej.events, "report-rejected")).toMatchObject({ verifier: alice, "revoked-by": null });
   });
 
   it("reject and withdraw are final and checked", () => {
