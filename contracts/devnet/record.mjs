@@ -5,8 +5,9 @@
 //   node devnet/record.mjs --scenario scale --certificates 100000 --out /tmp/scale [--ipfs]
 //
 // Output: chain.tsv (stacks-blockchain-api event_observer_requests export: id, receive_timestamp,
-// event_path, payload in PostgreSQL COPY text format), ipfs/<CID> metadata files and
-// manifest.json. The same input always produces byte-identical files.
+// event_path, payload in PostgreSQL COPY text format), ipfs/<CID> metadata files, manifest.json
+// and (not for `scale`) calls.jsonl, the recorder's own log of every block it built and every
+// call in it with its arguments and result. The same input always produces byte-identical files.
 import { createWriteStream, mkdirSync, writeFileSync, rmSync, existsSync } from "node:fs";
 import { dirname, resolve, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -60,12 +61,16 @@ export async function record(opts) {
   // buffering in the stream, which is bounded by the scenario's own pace.
   const writer = new TsvWriter((s) => stream.write(s));
   const scale = opts.scenario === "scale";
-  // Benchmarks skip cost tracking (half of simnet's time) and the replay log (memory).
+  const logPath = join(opts.out, "calls.jsonl");
+  const calls = scale ? null : createWriteStream(logPath);
+  if (scale && existsSync(logPath)) rmSync(logPath);
+  // Benchmarks skip cost tracking (half of simnet's time), the replay log (memory) and the call log.
   const chain = await Chain.open({
     manifestPath: opts.manifestPath,
     sink: (p, payload, t) => writer.add(p, payload, t),
     trackCosts: !scale,
     keepOps: !scale,
+    onBlock: calls ? (entry) => calls.write(JSON.stringify(entry) + "\n") : null,
   });
   await chain.emitDeployments();
   let result;
@@ -76,6 +81,7 @@ export async function record(opts) {
     result = { forks: [], ipfs: new Map(), summary: {}, roles: {} };
   }
   await new Promise((r, j) => stream.end((e) => (e ? j(e) : r())));
+  if (calls) await new Promise((r, j) => calls.end((e) => (e ? j(e) : r())));
 
   const ipfsDir = join(opts.out, "ipfs");
   if (existsSync(ipfsDir)) rmSync(ipfsDir, { recursive: true });

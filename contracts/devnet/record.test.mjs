@@ -6,7 +6,7 @@ import { mkdtempSync, readFileSync, readdirSync, existsSync, rmSync } from "node
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { deserializeTransaction, deserializeCV, cvToValue } from "@stacks/transactions";
+import { addressToString, deserializeTransaction, deserializeCV, cvToValue } from "@stacks/transactions";
 import { record, parseArgs, UsageError } from "./record.mjs";
 import { rawCid } from "./lib/cid.mjs";
 import { privateKeyFromMnemonic } from "./lib/keys.mjs";
@@ -66,6 +66,7 @@ describe("recorder determinism", () => {
       expect(a.length).toBeGreaterThan(1000);
       expect(a.equals(b)).toBe(true);
       expect(readFileSync(join(dirs[0], "manifest.json")).equals(readFileSync(join(dirs[1], "manifest.json")))).toBe(true);
+      expect(readFileSync(join(dirs[0], "calls.jsonl")).equals(readFileSync(join(dirs[1], "calls.jsonl")))).toBe(true);
     } finally {
       for (const d of dirs) rmSync(d, { recursive: true, force: true });
     }
@@ -206,6 +207,59 @@ describe.skipIf(!existsSync(join(DEMO, "chain.tsv")))("committed demo chain", ()
     expect(countries.size).toBeGreaterThanOrEqual(4);
     expect(sources.size).toBeGreaterThanOrEqual(3);
     expect(new Set(ev("verifier-added").map((v) => v.verifier.value)).size).toBe(3);
+  });
+
+  it("prints every contract height as the height of the block that holds the event", () => {
+    // A node runs a block's transactions at that block's height; `*-at` fields and a listing's
+    // start are that height, never the parent's.
+    const fields = {
+      "facility-registered": ["registered-at"],
+      "report-submitted": ["submitted-at", "updated-at"],
+      "report-attested": ["updated-at"],
+      "report-rejected": ["updated-at"],
+      "report-withdrawn": ["updated-at"],
+      "report-revoked": ["updated-at"],
+      "report-minted": ["updated-at"],
+      "certificate-minted": ["issued-at"],
+      "certificate-retired": ["retired-at"],
+      "listing-created": ["start-height"],
+    };
+    const seen = {};
+    for (const b of blocks) {
+      for (const e of b.events) {
+        if (e.type !== "contract_event") continue;
+        const v = cvToValue(deserializeCV(e.contract_event.raw_value.slice(2)));
+        for (const f of fields[v.event?.value] ?? []) {
+          expect(Number(v[f].value), `${v.event.value}.${f} in block ${b.block_height}`).toBe(b.block_height);
+          seen[v.event.value] = (seen[v.event.value] ?? 0) + 1;
+        }
+      }
+    }
+    for (const kind of Object.keys(fields).filter((k) => k !== "report-withdrawn" && k !== "report-rejected")) {
+      expect(seen[kind] ?? 0, kind).toBeGreaterThan(0);
+    }
+  });
+
+  it("keeps a call log that names every delivered block and transaction, with its result", () => {
+    const log = readFileSync(join(DEMO, "calls.jsonl"), "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    expect(log.map((e) => e.index_block_hash)).toEqual(blocks.map((b) => b.index_block_hash));
+    log.forEach((e, i) => {
+      const b = blocks[i];
+      expect([e.height, e.parent_index_block_hash, e.block_time]).toEqual([b.block_height, b.parent_index_block_hash, b.block_time]);
+      expect(e.txs.map((t) => [t.txid, t.status])).toEqual(b.transactions.map((t) => [t.txid, t.status]));
+      e.txs.forEach((t, k) => {
+        if (t.deploy) return;
+        const raw = b.transactions[k];
+        const tx = deserializeTransaction(raw.raw_tx.slice(2));
+        expect(tx.payload.functionName.content).toBe(t.fn);
+        expect(`${addressToString(tx.payload.contractAddress)}.${tx.payload.contractName.content}`).toBe(t.contract);
+        const result = deserializeCV(raw.raw_result.slice(2));
+        expect(Object.keys(t.result)[0]).toBe(result.type === "ok" ? "ok" : "err");
+        expect(tx.payload.functionArgs).toHaveLength(t.args.length);
+      });
+    });
+    const branches = new Set(log.map((e) => e.branch));
+    expect(branches).toEqual(new Set(["main", ...manifest.forks.map((_, i) => `orphan-${i + 1}`)]));
   });
 
   it("serves every token URI as SIP-016 metadata whose bytes match its CID", () => {

@@ -72,6 +72,10 @@ const FACILITIES = [
   { owner: "wallet_4", name: "Parque Eolico Ventos do Sul", country: "BR", subdivision: "BR-RS", boundary: "BR-SIN", zone: "BR-S", lat: -30_030_000, lon: -51_230_000, es: "ES200", tc: "TC210", capacity: 150_000_000, commissioned: utc(2012, 7, 1), repowered: null, support: true, irec: "BR-VENTSUL-01", gsrn: "" },
   { owner: "wallet_5", name: "Columbia Gorge Hydro", country: "US", subdivision: "US-OR", boundary: "US-WECC", zone: "BPA", lat: 45_700_000, lon: -121_500_000, es: "ES300", tc: "TC310", capacity: 90_000_000, commissioned: utc(1975, 5, 1), repowered: utc(2013, 3, 1), support: false, irec: "US-COLGORGE-01", gsrn: "" },
   { owner: "wallet_6", name: "Huerta Solar Andalucia", country: "ES", subdivision: "ES-AN", boundary: "EU-AIB", zone: "10YES-REE------0", lat: 37_389_000, lon: -5_984_000, es: "ES100", tc: "TC110", capacity: 80_000_000, commissioned: utc(2022, 2, 1), repowered: null, support: false, irec: "ES-HUERTA-01", gsrn: "" },
+  // Commissioned long ago and never repowered: fails the RE100 15-year test.
+  { owner: "wallet_6", name: "Alta Kraftverk", country: "NO", subdivision: "NO-54", boundary: "EU-AIB", zone: "10YNO-4--------9", lat: 69_968_000, lon: 23_271_000, es: "ES300", tc: "TC310", capacity: 150_000_000, commissioned: utc(1987, 9, 1), repowered: null, support: false, irec: "NO-ALTA-01", gsrn: "" },
+  // Metered hourly (no monthly reports): the demo's 24/7 certificates, DE-LU bidding zone.
+  { owner: "wallet_4", name: "Elbe Wind Hamburg", country: "DE", subdivision: "DE-HH", boundary: "EU-AIB", zone: "10Y1001A1001A82H", lat: 53_551_000, lon: 9_994_000, es: "ES200", tc: "TC210", capacity: 20_000_000, commissioned: utc(2021, 10, 1), repowered: null, support: false, irec: "DE-ELBEWIND-01", gsrn: "643002406155501234", hourly: true },
 ];
 /** Monthly capacity factors by energy source, so energy figures look like real plants. */
 const CF = { ES100: 0.18, ES200: 0.38, ES300: 0.55 };
@@ -217,7 +221,7 @@ class Project {
     r.status = "minted";
     this.tokens.set(id, {
       id, owner: this.addr(f.owner), wh: BigInt(r.wh), status: "active", facility: f, vintage,
-      serialStart, serialEnd: this.serial, uri, parent: null,
+      serialStart, serialEnd: this.serial, uri, parent: null, report: reportId,
     });
     return { sender: caller, contract: "rec-nft", fn: "mint", args: [Cl.uint(reportId), Cl.stringAscii(uri)], expect: "ok", token: id };
   }
@@ -305,23 +309,31 @@ class Project {
     t.status = "active";
   }
 
-  buy(listingId, buyer) {
-    const l = this.listings.get(listingId);
+  /** A purchase of listing `l` by `buyer`, leaving the model alone (for an orphaned branch). */
+  buyCall(l, buyer) {
     const b = this.addr(buyer);
-    this.recordSale(l, b);
     return {
       sender: buyer, contract: "marketplace", fn: "buy", expect: "ok",
-      args: [Cl.uint(listingId), this.ftArg(l.currency)],
+      args: [Cl.uint(l.id), this.ftArg(l.currency)],
       postConditions: [this.pay(b, l.currency, l.price), this.nftOut(this.market, l.token)],
     };
   }
 
-  claimArgs(beneficiary, year, tokenId) {
+  buy(listingId, buyer) {
+    const l = this.listings.get(listingId);
+    const call = this.buyCall(l, buyer);
+    this.recordSale(l, this.addr(buyer));
+    return call;
+  }
+
+  /** A claim for `year` (its whole calendar year unless `period` [start, end) is given). */
+  claimArgs(beneficiary, year, period = null) {
+    const [start, end] = period ?? [utc(year, 1, 1), utc(year + 1, 1, 1)];
     return [
       Cl.stringUtf8(beneficiary.name),
       beneficiary.account ? Cl.some(Cl.principal(this.addr(beneficiary.account))) : Cl.none(),
       Cl.stringAscii(beneficiary.country), Cl.stringAscii(beneficiary.subdivision), Cl.stringAscii(beneficiary.boundary),
-      Cl.uint(utc(year, 1, 1)), Cl.uint(utc(year + 1, 1, 1)), Cl.uint(year), Cl.stringAscii(beneficiary.purpose),
+      Cl.uint(start), Cl.uint(end), Cl.uint(year), Cl.stringAscii(beneficiary.purpose),
     ];
   }
 
@@ -338,18 +350,18 @@ class Project {
     this.noteRetirement(l.token, beneficiary, year);
     return {
       sender: buyer, contract: "marketplace", fn: "buy-and-retire", expect: "ok",
-      args: [Cl.uint(listingId), this.ftArg(l.currency), ...this.claimArgs(beneficiary, year, l.token)],
+      args: [Cl.uint(listingId), this.ftArg(l.currency), ...this.claimArgs(beneficiary, year)],
       postConditions: [this.pay(b, l.currency, l.price), this.nftOut(this.market, l.token)],
     };
   }
 
-  retire(tokenId, beneficiary, year) {
+  retire(tokenId, beneficiary, year, period = null) {
     const t = this.tokens.get(tokenId);
     const owner = this.nameOf(t.owner);
     this.noteRetirement(tokenId, beneficiary, year);
     return {
       sender: owner, contract: "rec-nft", fn: "retire", expect: "ok",
-      args: [Cl.uint(tokenId), ...this.claimArgs(beneficiary, year, tokenId)],
+      args: [Cl.uint(tokenId), ...this.claimArgs(beneficiary, year, period)],
     };
   }
 
@@ -395,6 +407,17 @@ class Project {
     const t = this.tokens.get(l.token);
     if (t.status === "listed") t.status = "active";
     return { sender: this.nameOf(l.seller), contract: "marketplace", fn: "cancel-listing", expect: "ok", args: [Cl.uint(listingId)], postConditions: [this.nftOut(this.market, l.token)] };
+  }
+
+  revokeReport(reportId, verifier, reason) {
+    this.reports.get(reportId).status = "revoked";
+    return { sender: verifier, contract: "verification", fn: "revoke-report", expect: "ok", args: [Cl.uint(reportId), Cl.stringUtf8(reason)] };
+  }
+
+  updatePrice(listingId, price) {
+    const l = this.listings.get(listingId);
+    l.price = BigInt(price);
+    return { sender: this.nameOf(l.seller), contract: "marketplace", fn: "update-price", expect: "ok", args: [Cl.uint(listingId), Cl.uint(price)] };
   }
 
   revokeToken(tokenId, verifier, reason) {
@@ -499,7 +522,7 @@ async function issue(chain, p, rnd, { months, verifiers }) {
     const start = utc(y, m, 1);
     const end = m === 12 ? utc(y + 1, 1, 1) : utc(y, m + 1, 1);
     const subs = [];
-    for (const f of p.facilities) {
+    for (const f of p.facilities.filter((x) => !x.hourly)) {
       const maxWh = Math.floor((f.capacity * (end - start)) / 3600);
       const wh = Math.floor(maxWh * CF[f.es] * (0.8 + rnd.next() * 0.4));
       subs.push(p.submitReport(f, start, end, Math.min(wh, maxWh)));
@@ -534,6 +557,18 @@ async function issue(chain, p, rnd, { months, verifiers }) {
   }
 }
 
+/** Unix seconds of the next UTC midnight after `t`, plus `hours`. */
+const nextDay = (t, hours = 0) => (Math.floor(t / DAY) + 1) * DAY + hours * 3600;
+
+/**
+ * The demo chain: two years of monthly issuance over the facilities, then three trading days
+ * (quiet nights of empty tenures between them, so daily candles differ) with fixed-price and
+ * auction sales in STX and sBTC, splits, bilateral transfers, retirements over two reporting
+ * years for several beneficiaries and boundaries, one day of hourly certificates in one bidding
+ * zone retired for 24/7 matching, revocations (of a report with its certificate, of a listed
+ * certificate, and of a certificate already retired), failed calls, and two forks (1 and 3
+ * blocks) whose orphaned branches carry their own purchases, split and retirement.
+ */
 export async function demoScenario(chain, { log = () => {} } = {}) {
   const p = new Project(chain);
   const rnd = prng(20260105);
@@ -545,57 +580,70 @@ export async function demoScenario(chain, { log = () => {} } = {}) {
   for (let m = 1; m <= 12; m++) months.push([2025, m]);
   await issue(chain, p, rnd, { months, verifiers });
   log(`issued ${p.tokens.size} certificates over ${p.facilities.length} facilities`);
+  const h = () => p.height();
+  // A call mined in the next block executes at this height.
+  const next = () => h() + 1;
+  const monthly = (owner) => p.held(owner).filter((id) => !p.tokens.get(id).facility.hourly);
+  const otherVerifier = (reportId) => verifiers.find((v) => v !== verifiers[reportId % verifiers.length]);
 
-  // A verifier notices a misreported month: the report and its certificate are revoked.
-  const revokedToken = p.held("wallet_5")[3];
-  const revokedReport = [...p.reports.values()].find((r) => r.status === "minted" && p.tokens.get(revokedToken).facility === r.facility && r.id >= 1);
+  // A verifier other than the attesting one finds a misreported month: the report and its
+  // certificate are revoked.
+  const revokedToken = monthly("wallet_5")[3];
+  const revokedReport = p.tokens.get(revokedToken).report;
   await chain.mine([
-    { sender: "wallet_2", contract: "verification", fn: "revoke-report", expect: "ok", args: [Cl.uint(revokedReport.id), Cl.stringUtf8("meter recalibration found double-counted generation")] },
-    p.revokeToken(revokedToken, "wallet_2", "issued from a report revoked after audit"),
+    p.revokeReport(revokedReport, otherVerifier(revokedReport), "meter recalibration found double-counted generation"),
+    p.revokeToken(revokedToken, otherVerifier(revokedReport), "issued from a report revoked after audit"),
   ]);
   // The holder then tries to move the revoked certificate: the chain refuses it.
   await chain.mine([{ sender: "wallet_5", contract: "rec-nft", fn: "transfer", expect: "err", args: [Cl.uint(revokedToken), Cl.principal(p.addr("wallet_5")), Cl.principal(p.addr("wallet_7"))], postConditions: [p.nftOut(p.addr("wallet_5"), revokedToken)] }]);
 
   // Producers split some batches so buyers can take part of an issuance.
   for (const prod of producers) {
-    const ids = p.held(prod).slice(0, 8);
+    const ids = monthly(prod).slice(0, 8);
     await chain.mine(ids.map((id, i) => p.split(id, 2 + (i % 3))));
   }
   // A few direct owner-to-owner transfers (bilateral deals settled off-market).
-  await chain.mine([p.transfer(p.held("wallet_4")[0], "wallet_7"), p.transfer(p.held("wallet_6")[0], "wallet_8")]);
+  await chain.mine([p.transfer(monthly("wallet_4")[0], "wallet_7"), p.transfer(monthly("wallet_6")[0], "wallet_8")]);
 
-  // Fixed-price listings in STX and sBTC; most sell, one expires, one is cancelled, one re-priced.
-  const h = () => p.height();
-  let listings = [];
+  // Trading day 1. Fixed-price listings in STX and sBTC; most sell, one expires, one is
+  // cancelled, one re-priced. Long-lived listings outlast the quiet nights.
+  const stillOpen = () => [...p.listings.values()].filter((l) => l.status === "active" && l.kind === "fixed-price" && next() < l.end).map((l) => l.id);
+  const listings = [];
   for (const prod of producers) {
-    const ids = p.held(prod).slice(0, 12);
+    const ids = monthly(prod).slice(0, 12);
     const calls = ids.map((id, i) => {
       const t = p.tokens.get(id);
       const mwh = t.wh / 1_000_000n;
       const stx = i % 3 !== 2;
       const price = stx ? (mwh * (2_000_000n + BigInt(rnd.int(0, 3_000_000)))) || 1_000_000n : (mwh * BigInt(2_000 + rnd.int(0, 3_000))) || 10_000n;
-      return p.listFixed(id, stx ? "STX" : "sBTC", price, h() + 200);
+      return p.listFixed(id, stx ? "STX" : "sBTC", price, h() + 2000);
     });
     listings.push(...calls.map((c) => c.listing));
     await chain.mine(calls);
   }
-  const expiring = p.held("wallet_6").slice(-1)[0];
+  const expiring = monthly("wallet_6").slice(-1)[0];
   const expiringListing = (await chain.mine([p.listFixed(expiring, "STX", 9_000_000, h() + 3)]), p.lastListingId);
   const cancelled = listings[1];
   await chain.mine([p.cancel(cancelled)]);
-  await chain.mine([{ sender: p.nameOf(p.listings.get(listings[2]).seller), contract: "marketplace", fn: "update-price", expect: "ok", args: [Cl.uint(listings[2]), Cl.uint(p.listings.get(listings[2]).price / 2n)] }]);
-  p.listings.get(listings[2]).price /= 2n;
+  await chain.mine([p.updatePrice(listings[2], p.listings.get(listings[2]).price / 2n)]);
 
-  // Buyers work through the order book, a few purchases per block.
+  // Buyers work through the order book, a few purchases per block, over two days.
   const open = listings.filter((id) => p.listings.get(id).status === "active");
   const toBuy = open.filter((_, i) => i % 4 !== 3);
-  for (let i = 0; i < toBuy.length; i += 4) {
+  const half = Math.floor(toBuy.length / 2 / 4) * 4;
+  for (let i = 0; i < half; i += 4) {
     await chain.mine(toBuy.slice(i, i + 4).map((id, j) => p.buy(id, buyers[(i + j) % 2])));
   }
   // A buy after expiry fails (abort_by_response), then anyone expires the listing.
-  while (h() < p.listings.get(expiringListing).end) await chain.mine([]);
+  while (next() <= p.listings.get(expiringListing).end) await chain.mine([]);
   await chain.mine([{ sender: "wallet_7", contract: "marketplace", fn: "buy", expect: "err", args: [Cl.uint(expiringListing), Cl.none()], postConditions: [p.pay(p.addr("wallet_7"), "STX", 9_000_000n), p.nftOut(p.market, expiring)] }]);
   await chain.mine([p.expire(expiringListing, "wallet_8")]);
+
+  // Trading day 2.
+  await chain.idleUntil(nextDay(chain.blockTime(), 0.25));
+  for (let i = half; i < toBuy.length; i += 4) {
+    await chain.mine(toBuy.slice(i, i + 4).map((id, j) => p.buy(id, buyers[(i + j) % 2])));
+  }
   // A listed certificate gets revoked: buying fails, the seller takes it back.
   const revokedListing = open.find((id, i) => i % 4 === 3 && p.listings.get(id).status === "active");
   const rl = p.listings.get(revokedListing);
@@ -604,11 +652,12 @@ export async function demoScenario(chain, { log = () => {} } = {}) {
   await chain.mine([p.cancel(revokedListing)]);
 
   // English auctions: STX and sBTC, outbid refunds, one below reserve.
-  const auctionCalls = [];
-  const auctionTokens = [p.held("wallet_4")[0], p.held("wallet_5")[0], p.held("wallet_6")[0]];
-  auctionCalls.push(p.createAuction(auctionTokens[0], "STX", 5_000_000, 8_000_000, 500_000, h() + 10));
-  auctionCalls.push(p.createAuction(auctionTokens[1], "sBTC", 20_000, 30_000, 1_000, h() + 10));
-  auctionCalls.push(p.createAuction(auctionTokens[2], "STX", 4_000_000, 50_000_000, 500_000, h() + 10));
+  const auctionTokens = [monthly("wallet_4")[0], monthly("wallet_5")[0], monthly("wallet_6")[0]];
+  const auctionCalls = [
+    p.createAuction(auctionTokens[0], "STX", 5_000_000, 8_000_000, 500_000, h() + 10),
+    p.createAuction(auctionTokens[1], "sBTC", 20_000, 30_000, 1_000, h() + 10),
+    p.createAuction(auctionTokens[2], "STX", 4_000_000, 50_000_000, 500_000, h() + 10),
+  ];
   await chain.mine(auctionCalls);
   const [a1, a2, a3] = auctionCalls.map((c) => c.listing);
   await chain.mine([p.bid(a1, "wallet_7", 5_000_000), p.bid(a2, "wallet_8", 20_000), p.bid(a3, "wallet_7", 4_000_000)]);
@@ -620,27 +669,25 @@ export async function demoScenario(chain, { log = () => {} } = {}) {
   // Fork 1: a 1-block reorg. On the orphaned branch wallet_8 buys a listing; on the canonical
   // branch wallet_7 buys it instead, and the chain moves on.
   const forks = [];
-  const stillOpen = () => [...p.listings.values()].filter((l) => l.status === "active" && l.kind === "fixed-price" && h() < l.end).map((l) => l.id);
   {
-    const forkHeight = h();
+    const forkHeight = next();
     const target = stillOpen()[0];
     const f = await chain.fork("orphan-1");
     const l = p.listings.get(target);
-    await f.mine([{ sender: "wallet_8", contract: "marketplace", fn: "buy", expect: "ok", args: [Cl.uint(target), p.ftArg(l.currency)], postConditions: [p.pay(p.addr("wallet_8"), l.currency, l.price), p.nftOut(p.market, l.token)] }]);
+    await f.mine([p.buyCall(l, "wallet_8")]);
     const orphaned = f.headers.slice(-1).map((x) => x.index_block_hash);
     await chain.mine([p.buy(target, "wallet_7")]);
     await chain.mine([]);
-    forks.push({ height: forkHeight, depth: 1, orphaned, canonical: chain.headers.slice(-2).map((x) => x.index_block_hash), orphaned_txids: orphaned.flatMap((h) => f.txidsByBlock.get(h)) });
+    forks.push({ height: forkHeight, depth: 1, orphaned, canonical: chain.headers.slice(-2).map((x) => x.index_block_hash), orphaned_txids: orphaned.flatMap((x) => f.txidsByBlock.get(x)) });
   }
-  while (h() < p.listings.get(a1).end) await chain.mine([]);
+  while (next() <= p.listings.get(a1).end) await chain.mine([]);
   await chain.mine([p.settle(a1, "wallet_4"), p.settle(a2, "wallet_1"), p.settle(a3, "wallet_6")]);
 
   // Retirements: buyers retire for themselves and on behalf of named beneficiaries, across two
-  // reporting years; some split a certificate first and retire part of it.
+  // reporting years; certificates from every boundary they hold go to each beneficiary.
   const retireBatch = [];
-  for (const [i, b] of ["wallet_7", "wallet_8"].entries()) {
-    const ids = p.held(b);
-    for (const [k, id] of ids.entries()) {
+  for (const [i, b] of buyers.entries()) {
+    for (const [k, id] of monthly(b).entries()) {
       if (k % 3 === 2) continue; // keep some certificates in the portfolio
       const beneficiary = BENEFICIARIES[(i + k) % BENEFICIARIES.length];
       const year = p.tokens.get(id).vintage === 2025 || k % 2 ? 2026 : 2025;
@@ -648,29 +695,63 @@ export async function demoScenario(chain, { log = () => {} } = {}) {
     }
   }
   for (let i = 0; i < retireBatch.length; i += 6) await chain.mine(retireBatch.slice(i, i + 6));
-  // Partial retirement: split, then retire one child.
-  const toSplit = p.held("wallet_7")[0];
-  if (toSplit) {
-    const s = p.split(toSplit, 2);
-    await chain.mine([s]);
-    await chain.mine([p.retire(s.children[0], BENEFICIARIES[0], 2026)]);
-  }
+  // Partial retirement of a certificate bought on the market: split, then retire one child.
+  const bought = p.sales.map((s) => s.token).find((id) => p.tokens.get(id).owner === p.addr("wallet_7") && p.tokens.get(id).status === "active");
+  const s = p.split(bought, 2);
+  await chain.mine([s]);
+  await chain.mine([p.retire(s.children[0], BENEFICIARIES[0], 2026)]);
   // Retiring someone else's certificate fails.
-  await chain.mine([{ sender: "wallet_8", contract: "rec-nft", fn: "retire", expect: "err", args: [Cl.uint(p.held("wallet_4")[0]), ...p.claimArgs(BENEFICIARIES[1], 2026)] }]);
+  await chain.mine([{ sender: "wallet_8", contract: "rec-nft", fn: "retire", expect: "err", args: [Cl.uint(monthly("wallet_4")[0]), ...p.claimArgs(BENEFICIARIES[1], 2026)] }]);
 
+  // Trading day 3.
+  await chain.idleUntil(nextDay(chain.blockTime(), 0.25));
   // Buy-and-retire in one transaction, in both currencies.
   const bar = stillOpen().slice(0, 2);
   await chain.mine(bar.map((id, i) => p.buyAndRetire(id, buyers[i % 2], BENEFICIARIES[2 + (i % 2)], 2025 + i)));
 
+  // 24/7: one day of hourly certificates from one facility of the DE-LU bidding zone. Half go
+  // to a buyer bilaterally, half are sold on the market; the buyer retires most hours for its
+  // beneficiary, one hour only in part (a split), and keeps a few (unmatched hours).
+  const hourly = p.facilities.find((f) => f.hourly);
+  const day = utc(2025, 11, 12);
+  const subs = [];
+  for (let hr = 0; hr < 24; hr++) {
+    const maxWh = Math.floor(hourly.capacity);
+    subs.push(p.submitReport(hourly, day + hr * 3600, day + (hr + 1) * 3600, Math.floor(maxWh * (0.2 + 0.6 * rnd.next()))));
+  }
+  await chain.mine(subs);
+  await chain.mine(subs.map((x) => p.attest(x.report, verifiers[x.report % verifiers.length])));
+  const hourMints = subs.map((x) => p.mint(x.report, hourly.owner));
+  await chain.mine(hourMints);
+  const hourTokens = hourMints.map((m) => m.token);
+  await chain.mine(hourTokens.slice(0, 12).map((id) => p.transfer(id, "wallet_7")));
+  const hourListings = hourTokens.slice(12).map((id, i) => p.listFixed(id, i % 2 ? "sBTC" : "STX", i % 2 ? 600 + 25 * i : 900_000 + 40_000 * i, h() + 2000));
+  await chain.mine(hourListings);
+  await chain.mine(hourListings.slice(0, 10).map((c) => p.buy(c.listing, "wallet_7")));
+  const partHour = hourTokens[5];
+  const hs = p.split(partHour, 2);
+  await chain.mine([hs]);
+  const claimDay = [day, day + DAY];
+  const retireHours = [...hourTokens.slice(0, 20).filter((id) => id !== partHour && id !== hourTokens[17]), hs.children[0]];
+  await chain.mine(retireHours.map((id) => p.retire(id, BENEFICIARIES[0], 2025, claimDay)));
+
+  // A retired certificate is found to come from a fraudulent report: the report and the
+  // certificate are revoked; the retirement stays, flagged for review.
+  const retiredThenRevoked = p.retirements.map((r) => r.token).find((id) => p.tokens.get(id).parent === null && !p.tokens.get(id).facility.hourly && p.reports.get(p.tokens.get(id).report).status === "minted");
+  const rtr = p.tokens.get(retiredThenRevoked).report;
+  await chain.mine([
+    p.revokeReport(rtr, otherVerifier(rtr), "generation double-reported to a second registry"),
+    p.revokeToken(retiredThenRevoked, otherVerifier(rtr), "issued from a double-reported period"),
+  ]);
+
   // Fork 2: a 3-block reorg whose orphaned branch carries its own trades, a split and a
   // retirement that never happened on the canonical chain.
   {
-    const forkHeight = h();
+    const forkHeight = next();
     const f = await chain.fork("orphan-2");
-    const open2 = stillOpen();
-    const ls = open2.slice(0, 2).map((id) => p.listings.get(id));
-    const w7tok = p.held("wallet_7");
-    await f.mine(ls.map((l, i) => ({ sender: buyers[i % 2], contract: "marketplace", fn: "buy", expect: "ok", args: [Cl.uint(l.id), p.ftArg(l.currency)], postConditions: [p.pay(p.addr(buyers[i % 2]), l.currency, l.price), p.nftOut(p.market, l.token)] })));
+    const ls = stillOpen().slice(0, 2).map((id) => p.listings.get(id));
+    const w7tok = monthly("wallet_7");
+    await f.mine(ls.map((l, i) => p.buyCall(l, buyers[i % 2])));
     const t7 = p.tokens.get(w7tok[0]);
     await f.mine([{ sender: "wallet_7", contract: "rec-nft", fn: "split", expect: "ok", args: [Cl.uint(t7.id), Cl.list([Cl.uint(t7.wh - t7.wh / 2n), Cl.uint(t7.wh / 2n)])], postConditions: [p.nftOut(t7.owner, t7.id)] }]);
     const t7b = p.tokens.get(w7tok[1]);
@@ -681,13 +762,21 @@ export async function demoScenario(chain, { log = () => {} } = {}) {
     await chain.mine([p.transfer(w7tok[0], "wallet_8")]);
     await chain.mine([p.retire(w7tok[1], BENEFICIARIES[2], 2025)]);
     await chain.mine([]);
-    forks.push({ height: forkHeight, depth: 3, orphaned, canonical: chain.headers.slice(-4).map((x) => x.index_block_hash), orphaned_txids: orphaned.flatMap((h) => f.txidsByBlock.get(h)) });
+    forks.push({ height: forkHeight, depth: 3, orphaned, canonical: chain.headers.slice(-4).map((x) => x.index_block_hash), orphaned_txids: orphaned.flatMap((x) => f.txidsByBlock.get(x)) });
   }
-  // A couple of closing blocks so the forks are buried.
+  // New offers stay open at the tip (the order book's depth), then closing blocks bury the forks.
+  const offers = [];
+  for (const [i, prod] of producers.entries()) {
+    for (const [k, id] of monthly(prod).slice(0, 2).entries()) {
+      const mwh = p.tokens.get(id).wh / 1_000_000n || 1n;
+      offers.push(k ? p.listFixed(id, "sBTC", mwh * BigInt(3_000 + 500 * i), h() + 2000) : p.listFixed(id, "STX", mwh * BigInt(3_000_000 + 250_000 * i), h() + 2000));
+    }
+  }
+  await chain.mine(offers);
   await chain.mine([]);
   await chain.mine([]);
 
-  const sample = [1, 2, revokedToken, auctionTokens[0], auctionTokens[1], p.lastTokenId].filter((v, i, a) => a.indexOf(v) === i);
+  const sample = [1, 2, revokedToken, retiredThenRevoked, auctionTokens[0], auctionTokens[1], hourTokens[0], p.lastTokenId].filter((v, i, a) => a.indexOf(v) === i);
   const owners = crossCheck(chain, p, sample);
   return {
     project: p,

@@ -22,8 +22,11 @@ import {
 import { loadDevnetAccounts } from "./keys.mjs";
 
 export const TESTNET_CHAIN_ID = 0x80000000;
-/** 2026-01-05 12:00:00 UTC: every recording starts here, so output never depends on the clock. */
-export const BASE_TIME = 1767614400;
+/**
+ * 2026-01-05 21:00:00 UTC: every recording starts here, so output never depends on the clock
+ * (late in a UTC day, so that the demo's trading reaches three calendar days in few blocks).
+ */
+export const BASE_TIME = 1767646800;
 export const DEFAULT_FEE = 2000n;
 
 export class RecorderError extends Error {
@@ -193,6 +196,44 @@ export function postConditionProblems(t, events) {
   return checkPostConditions(pcs, events, mode);
 }
 
+/**
+ * A Clarity value as plain JSON for the recorder's call log: integers as decimal strings (u128
+ * does not fit a JSON number), strings and principals as strings, buffers as 0x-hex, `none` as
+ * null, `(some v)` as v, lists as arrays, tuples as objects, responses as {ok} / {err}.
+ */
+export function plainCV(cv) {
+  switch (cv.type) {
+    case "int":
+    case "uint":
+      return String(cv.value);
+    case "true":
+      return true;
+    case "false":
+      return false;
+    case "address":
+    case "contract":
+    case "ascii":
+    case "utf8":
+      return cv.value;
+    case "buffer":
+      return "0x" + cv.value;
+    case "none":
+      return null;
+    case "some":
+      return plainCV(cv.value);
+    case "ok":
+      return { ok: plainCV(cv.value) };
+    case "err":
+      return { err: plainCV(cv.value) };
+    case "list":
+      return cv.value.map(plainCV);
+    case "tuple":
+      return Object.fromEntries(Object.keys(cv.value).sort().map((k) => [k, plainCV(cv.value[k])]));
+    default:
+      throw new RecorderError(`unknown Clarity type ${cv.type}`);
+  }
+}
+
 /** Format unix seconds + microseconds like PostgreSQL's timestamptz text output in UTC. */
 export function pgTimestamp(micros) {
   const secs = Math.floor(micros / 1e6);
@@ -211,13 +252,15 @@ export function copyEscape(s) {
  * receives every observer request in delivery order.
  */
 export class Chain {
-  constructor({ simnet, manifestPath, accounts, sink, branch = "main", tenureBlocks = 8 }) {
+  constructor({ simnet, manifestPath, accounts, sink, branch = "main", tenureBlocks = 8, onBlock = null }) {
     this.simnet = simnet;
     this.manifestPath = resolve(manifestPath);
     this.accounts = accounts;
     this.byName = new Map(accounts.map((a) => [a.name, a]));
     this.byAddress = new Map(accounts.map((a) => [a.address, a]));
     this.sink = sink;
+    // Receives the recorder's own account of every block it built (`callLogEntry`).
+    this.onBlock = onBlock;
     this.branch = branch;
     this.tenureBlocks = tenureBlocks;
     this.nonces = new Map(accounts.map((a) => [a.address, 0n]));
@@ -233,7 +276,7 @@ export class Chain {
     this.deployer = simnet.deployer;
   }
 
-  static async open({ manifestPath, sink, tenureBlocks, trackCosts = true, keepOps = true }) {
+  static async open({ manifestPath, sink, tenureBlocks, trackCosts = true, keepOps = true, onBlock = null }) {
     const simnet = await openSimnet(manifestPath, { trackCosts });
     const accounts = loadDevnetAccounts(resolve(dirname(resolve(manifestPath)), "settings/Devnet.toml"));
     const funded = simnet.getAccounts();
@@ -243,7 +286,7 @@ export class Chain {
         throw new RecorderError(`account ${name}: derived ${a.address} but simnet funds ${addr}`);
       }
     }
-    const chain = new Chain({ simnet, manifestPath, accounts, sink, tenureBlocks });
+    const chain = new Chain({ simnet, manifestPath, accounts, sink, tenureBlocks, onBlock });
     // Without the log no fork or rebuild is possible, but a long benchmark chain stays small.
     chain.keepOps = keepOps;
     return chain;
@@ -350,6 +393,7 @@ export class Chain {
     };
     this.headers.push(header);
     this.txidsByBlock.set(index_block_hash, transactions.map((t) => t.txid));
+    if (this.onBlock) this.onBlock(callLogEntry(this, header, txRecords));
     this.stats.blocks++;
     this.stats.txs += transactions.length;
     this.stats.events += events.length;
@@ -412,13 +456,14 @@ export class Chain {
         contractId: id,
       });
     }
-    // Everything simnet mined before its current height held the deployments, in a tenure whose
-    // burn block comes first, so no Stacks block is older than its burn block.
-    const first = this.simnet.blockHeight;
-    const heights = Math.max(1, first - 1);
+    // Simnet opens its session with its tip at `blockHeight` (the deployments done); the
+    // recording holds them in block 1 and delivers every block up to that tip, in a tenure whose
+    // burn block comes first, so no Stacks block is older than its burn block and the first
+    // scripted block is the tip's child.
+    const heights = Math.max(1, this.simnet.blockHeight);
     if (!this.burn) this.newBurnBlock(BASE_TIME - 10 * (heights + 1));
     for (let h = 1; h <= heights; h++) {
-      this.emitBlock(h, h === heights ? records : [], BASE_TIME - 10 * (heights - h + 1));
+      this.emitBlock(h, h === 1 ? records : [], BASE_TIME - 10 * (heights - h + 1));
     }
     this.deployments = records.map((r) => ({ contract_id: r.contractId, txid: r.txid }));
     return records;
@@ -477,8 +522,9 @@ export class Chain {
    * simnet without it, and it is mined as `abort_by_post_condition` with no effects.
    */
   async mineSigned(signed, { strict = true } = {}) {
-    const height = this.simnet.blockHeight;
-    const time = this.blockTime();
+    // Simnet's `blockHeight` is its tip; the block being built is the next one, and that is the
+    // `stacks-block-height` its transactions see (a node prints the same).
+    const height = this.simnet.blockHeight + 1;
     const simTxs = signed.map(({ call, sender }) =>
       simTx.callPublicFn(this.contractId(call.contract), call.fn, call.args, sender.address),
     );
@@ -497,12 +543,18 @@ export class Chain {
       }
       // Simnet cannot undo a block; replaying the log without the aborted calls can.
       const kept = simTxs.filter((_, i) => !failedPc.has(i));
-      this.ops[this.ops.length - 1] = { kind: "block", txs: kept };
+      // The state before this block, then the block again without the aborted calls.
+      this.ops.pop();
       await this.rebuild();
+      this.ops.push({ kind: "block", txs: kept });
       const rerun = quiet(() => this.simnet.mineBlock(kept));
       let k = 0;
       results = results.map((r, i) => (failedPc.has(i) ? r : rerun[k++]));
     }
+    if (this.simnet.blockHeight !== height) {
+      throw new RecorderError(`simnet mined height ${this.simnet.blockHeight}, expected ${height}`);
+    }
+    const time = this.blockTime();
     const records = results.map((res, i) => {
       const { call, t } = signed[i];
       const ok = res.result.type === "ok" && !failedPc.has(i);
@@ -522,6 +574,8 @@ export class Chain {
         events: ok ? res.events : [],
         vmError: failedPc.has(i) ? `Post-condition check failure: ${failedPc.get(i).join("; ")}` : null,
         result: res.result,
+        call,
+        sender: signed[i].sender,
       };
     });
     this.emitBlock(height, records, time);
@@ -545,11 +599,18 @@ export class Chain {
   /** Start a new tenure: a new burn block and the (empty) Stacks block simnet mines with it. */
   async newTenure() {
     if (this.keepOps) this.ops.push({ kind: "burn" });
-    const height = this.simnet.blockHeight;
     quiet(() => this.simnet.mineEmptyBurnBlock());
     this.newBurnBlock();
-    this.emitBlock(height, [], this.blockTime() - 10);
+    this.emitBlock(this.simnet.blockHeight, [], this.blockTime());
     this.blocksInTenure = 0;
+  }
+
+  /**
+   * Quiet time: empty tenures (a burn block and its empty Stacks block each, ten minutes apart
+   * on simnet's clock) until the chain's clock reaches `until` (unix seconds).
+   */
+  async idleUntil(until) {
+    while (this.blockTime() < until) await this.newTenure();
   }
 
   /**
@@ -574,6 +635,7 @@ export class Chain {
       sink: this.sink,
       branch,
       tenureBlocks: Infinity,
+      onBlock: this.onBlock,
     });
     // Simnet clocks start at session creation; only their deltas are deterministic.
     f.t0 = t0;
@@ -591,6 +653,35 @@ export class Chain {
     const stx = this.simnet.getAssetsMap().get("STX");
     return (stx?.get(address) ?? 0n) - (this.feesPaid.get(address) ?? 0n);
   }
+}
+
+/**
+ * One line of the call log: the block as the recorder built it and, per transaction, what was
+ * called (sender, contract, function, arguments) and what the contract answered. The log is
+ * written from the calls themselves, not from the events, so a consumer can rebuild the chain's
+ * state from it without decoding a single event.
+ */
+export function callLogEntry(chain, header, records) {
+  return {
+    branch: chain.branch,
+    height: header.block_height,
+    index_block_hash: header.index_block_hash,
+    parent_index_block_hash: header.parent_index_block_hash,
+    block_time: header.block_time,
+    burn_block_height: header.burn_block_height,
+    txs: records.map((r, i) => {
+      const base = { txid: r.txid, tx_index: i, status: r.status };
+      if (r.contractId && !r.call) return { ...base, sender: chain.deployer, deploy: r.contractId };
+      return {
+        ...base,
+        sender: r.sender.address,
+        contract: chain.contractId(r.call.contract),
+        fn: r.call.fn,
+        args: r.call.args.map(plainCV),
+        result: plainCV(r.result),
+      };
+    }),
+  };
 }
 
 /** Collect observer requests as 4-column PostgreSQL COPY text rows (stacks-blockchain-api export). */
