@@ -20,9 +20,9 @@ from indexer.pipeline import Indexer
 from indexer.tsv import read_requests
 from recchain.config import PROJECT_ROOT, Settings
 from stacks.hashing import sha512_256
+from tests import recordings
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot
-from tests.indexer.recordings import recorded_requests, require_recordings
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo" / "chain.tsv"
 
@@ -131,20 +131,14 @@ def test_burnchain_operations_have_no_bytes_to_check() -> None:
 
 
 def _recorded_transactions() -> list[tuple[str, dict[str, Any]]]:
-    found = require_recordings()
-    files = sorted(p for p in found.iterdir() if p.name.endswith((".tsv", ".tsv.gz")))
+    found = recordings.files()
+    if not found:
+        pytest.skip(recordings.ABSENT)
     out: list[tuple[str, dict[str, Any]]] = []
-    for path in files:
-        for r in recorded_requests(path):
-            if r.path != "/new_block":
-                continue
-            try:
-                block = json.loads(r.payload)
-            except json.JSONDecodeError:
-                continue  # a raw-JSON recording read as COPY text: not this test's concern
-            out += [(f"{path.name}#{r.id}", t) for t in block["transactions"]]
-    for path in sorted((found / "synthetic-tx-payloads").glob("*.json")):
-        out += [(path.name, t) for t in json.loads(path.read_text())["transactions"]]
+    for path in found:
+        for event_path, payload in recordings.requests(path):
+            if event_path == "/new_block":
+                out += [(path.name, t) for t in json.loads(payload)["transactions"]]
     return out
 
 

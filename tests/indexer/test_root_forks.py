@@ -19,11 +19,18 @@ from db.session import create_engine
 from indexer.observer import create_app
 from indexer.pipeline import Indexer
 from recchain.config import PROJECT_ROOT, IndexerSettings, Settings
+from tests import recordings
 from tests.indexer.helpers import query
-from tests.indexer.recordings import recorded_requests, require_recordings
 
 CASES = [("mainnet-reorg-scenario2.tsv", 2), ("mainnet-reorg-scenario1.tsv", 30)]
 CANONICAL = "SELECT index_block_hash, block_height FROM blocks WHERE canonical ORDER BY 2"
+
+
+def _recording(name: str) -> Path:
+    path = recordings.RECORDINGS / name
+    if not path.is_file():
+        pytest.skip(recordings.ABSENT)
+    return path
 
 
 def _implied_canonical(path: Path, start: int) -> list[tuple[str, int]]:
@@ -31,10 +38,10 @@ def _implied_canonical(path: Path, start: int) -> list[tuple[str, int]]:
     tip; the tip's ancestors down to the start height are canonical."""
     parents: dict[str, tuple[str, int]] = {}
     tip: tuple[str, int] | None = None
-    for r in recorded_requests(path):
-        if r.path != "/new_block":
+    for event_path, payload in recordings.requests(path):
+        if event_path != "/new_block":
             continue
-        block = json.loads(r.payload)
+        block = json.loads(payload)
         height = block["block_height"]
         if height < start:
             continue
@@ -53,9 +60,9 @@ def _implied_canonical(path: Path, start: int) -> list[tuple[str, int]]:
 
 def _heights(path: Path) -> list[int]:
     return [
-        json.loads(r.payload)["block_height"]
-        for r in recorded_requests(path)
-        if r.path == "/new_block"
+        json.loads(payload)["block_height"]
+        for event_path, payload in recordings.requests(path)
+        if event_path == "/new_block"
     ]
 
 
@@ -80,7 +87,7 @@ def _replay(db_url: str, path: Path, start: int) -> dict[str, int]:
 
 @pytest.mark.parametrize(("name", "start"), CASES)
 def test_replay_of_a_real_fork_at_the_start_height(db_url: str, name: str, start: int) -> None:
-    path = require_recordings() / name
+    path = _recording(name)
     expected = _implied_canonical(path, start)
     forks_at_root = [h for h in _heights(path) if h == start]
     assert len(forks_at_root) > 1, "the recording has a fork at the start height"
@@ -99,7 +106,7 @@ def test_replay_of_a_real_fork_at_the_start_height(db_url: str, name: str, start
 async def test_observer_answers_every_request_of_a_real_fork_at_the_start_height(
     db_url: str, name: str, start: int
 ) -> None:
-    path = require_recordings() / name
+    path = _recording(name)
     settings = Settings(database_url=SecretStr(db_url), indexer=IndexerSettings(start_height=start))
     engine = create_engine(db_url, pool_size=1)
     try:
@@ -109,9 +116,9 @@ async def test_observer_answers_every_request_of_a_real_fork_at_the_start_height
             app = create_app(indexer, max_body_bytes=settings.indexer.max_body_bytes)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://observer") as c:
-                for r in recorded_requests(path):
-                    answer = await c.post(r.path, content=r.payload)
-                    assert answer.status_code == 200, (r.id, r.path, answer.text)
+                for event_path, payload in recordings.requests(path):
+                    answer = await c.post(event_path, content=payload)
+                    assert answer.status_code == 200, (event_path, answer.text)
     finally:
         await engine.dispose()
     assert query(db_url, CANONICAL) == _implied_canonical(path, start)
