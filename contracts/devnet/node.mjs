@@ -4,7 +4,7 @@
 //
 //   node devnet/node.mjs --port 20443 --observer http://127.0.0.1:3700 [--activity]
 //        [--manifest Clarinet.toml] [--scenario demo|fixture|none] [--history push|silent]
-//        [--activity-ms 4000]
+//        [--activity-ms 4000] [--no-txindex]
 //
 // On start the chosen scenario is replayed (default: the demo chain, so a wallet can buy a live
 // listing). `--history push` (default) delivers those blocks to the observer too: they are
@@ -12,9 +12,12 @@
 // recording sees duplicates it must treat as no-ops. `--history silent` replays without pushing,
 // for an observer that imported the recording and should only see new blocks.
 //
-// Response shapes follow stacks-core's RPC (docs/rpc/openapi.yaml; src/net/api/postblock,
-// posttransaction, getinfo, getaccount): a rejected transaction is HTTP 400 with
-// `{error, reason, reason_data, txid}`, an accepted one is HTTP 200 with the txid as a JSON string.
+// Response shapes follow stacks-core's RPC (docs/rpc/openapi.yaml; stackslib/src/net/api/postblock,
+// posttransaction, gettransaction_unconfirmed, gettransaction, getinfo, getaccount): a rejected
+// transaction is HTTP 400 with `{error, reason, reason_data, txid}`, an accepted one (or one the
+// mempool already holds) is HTTP 200 with the txid as a JSON string. A transaction is looked up by
+// txid with `GET /v2/transactions/unconfirmed/{txid}` (the mempool) and `GET /v3/transaction/{txid}`
+// (mined; 501 when started with `--no-txindex`, as a stacks-node without `txindex = true`).
 import { createServer } from "node:http";
 import { fileURLToPath } from "node:url";
 import { dirname, resolve } from "node:path";
@@ -80,7 +83,7 @@ function readBody(req) {
 }
 
 export class DevnetNode {
-  constructor(chain, pusher, { log = () => {} } = {}) {
+  constructor(chain, pusher, { log = () => {}, txindex = true } = {}) {
     this.chain = chain;
     this.pusher = pusher;
     this.log = log;
@@ -89,6 +92,19 @@ export class DevnetNode {
     this.rejected = 0;
     this.pending = new Map(); // sender -> Map(nonce -> accepted transaction waiting for its turn)
     this.statusByTxid = new Map(); // recent outcomes, for the activity loop and logs
+    this.txindex = txindex;
+    // txid (0x-less) -> where it was mined: what stacks-node's txindex answers. Mined transactions
+    // leave this mempool at once, so a resend of one is judged on its nonce (BadNonce), as by a
+    // stacks-node whose mempool has already forgotten it.
+    this.minedTx = new Map();
+  }
+
+  /** The waiting mempool entry for a txid (0x-less), if any. */
+  pendingEntry(txid) {
+    for (const waiting of this.pending.values()) {
+      for (const entry of waiting.values()) if (entry.txid === txid) return entry;
+    }
+    return null;
   }
 
   /** Serialize all chain mutations: one block at a time, like a single miner. */
@@ -128,6 +144,8 @@ export class DevnetNode {
     const fn = t.payload.functionName.content;
     return this.exclusive(async () => {
       const chain = this.chain;
+      // posttransaction.rs: a txid the mempool already holds is answered 200 and admitted once.
+      if (this.pendingEntry(txid)) return txid;
       if (chain.simnet.getContractSource(contractId) === undefined) {
         throw new Rejection("NoSuchContract", null, txid);
       }
@@ -165,7 +183,7 @@ export class DevnetNode {
       // Accepted into the mempool: announce it. A transaction whose nonce is ahead of the
       // account waits there (like stacks-node's mempool) until the gap is filled.
       this.pusher.push("/new_mempool_tx", ["0x" + Buffer.from(bytes).toString("hex")]);
-      const entry = { t, sender, contractId, fn, fee };
+      const entry = { t, sender, contractId, fn, fee, txid, hex: Buffer.from(bytes).toString("hex") };
       if (nonce > expected) {
         waiting.set(nonce, entry);
         this.pending.set(sender, waiting);
@@ -185,7 +203,7 @@ export class DevnetNode {
   }
 
   /** Mine one accepted transaction alone in a new block (nonce and fee are charged here). */
-  async mineOne({ t, sender, contractId, fn, fee }) {
+  async mineOne({ t, sender, contractId, fn, fee, txid, hex }) {
     const chain = this.chain;
     chain.nonces.set(sender, BigInt(t.auth.spendingCondition.nonce) + 1n);
     chain.addFee(sender, fee);
@@ -198,6 +216,14 @@ export class DevnetNode {
     this.accepted++;
     this.statusByTxid.set(rec.txid, rec.status);
     if (this.statusByTxid.size > 10000) this.statusByTxid.delete(this.statusByTxid.keys().next().value);
+    const tip = chain.tip();
+    this.minedTx.set(txid, {
+      index_block_hash: strip0x(tip.index_block_hash),
+      tx: hex,
+      result: rec.rawResult,
+      block_height: tip.block_height,
+      is_canonical: true, // this devnet never forks
+    });
     this.log(`mined ${rec.txid} (${fn}) at height ${chain.tip().block_height}: ${rec.status}`);
     return rec;
   }
@@ -227,6 +253,21 @@ export class DevnetNode {
     } catch (e) {
       return [200, { okay: false, cause: String(e.message ?? e) }];
     }
+  }
+
+  /** GET /v2/transactions/unconfirmed/{txid}: [status, body, contentType]. */
+  unconfirmed(txid) {
+    const entry = this.pendingEntry(txid);
+    if (!entry) return [404, `Transaction ${txid} not found in mempool or unconfirmed microblock stream`, "text/plain"];
+    return [200, { tx: entry.hex, status: "Mempool" }, "application/json"];
+  }
+
+  /** GET /v3/transaction/{txid}: [status, body, contentType]. */
+  transaction(txid) {
+    if (!this.txindex) return [501, "Transaction indexing is not enabled", "text/plain"];
+    const mined = this.minedTx.get(txid);
+    if (!mined) return [404, `No such transaction ${txid}`, "text/plain"];
+    return [200, mined, "application/json"];
   }
 
   info() {
@@ -267,13 +308,18 @@ export class DevnetNode {
 
   async handle(req, res) {
     const url = new URL(req.url, "http://devnet");
-    const send = (status, body) => {
-      const data = JSON.stringify(body);
-      res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(data) });
+    const send = (status, body, type = "application/json") => {
+      const data = type === "application/json" ? JSON.stringify(body) : String(body);
+      res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(data) });
       res.end(data);
     };
+    let posted = null; // the txid of a POST /v2/transactions, for the broadcast log line
     try {
       if (req.method === "GET" && url.pathname === "/v2/info") return send(200, this.info());
+      const unconfirmed = url.pathname.match(/^\/v2\/transactions\/unconfirmed\/([0-9a-f]{64})$/);
+      if (req.method === "GET" && unconfirmed) return send(...this.unconfirmed(unconfirmed[1]));
+      const mined = url.pathname.match(/^\/v3\/transaction\/([0-9a-f]{64})$/);
+      if (req.method === "GET" && mined) return send(...this.transaction(mined[1]));
       const acct = url.pathname.match(/^\/v2\/accounts\/([^/]+)$/);
       if (req.method === "GET" && acct) {
         const principal = decodeURIComponent(acct[1]);
@@ -319,13 +365,22 @@ export class DevnetNode {
             null,
           );
         }
-        const txid = await this.submit(new Uint8Array(body));
+        const bytes = new Uint8Array(body);
+        try {
+          posted = txidFromBytes(bytes);
+        } catch {
+          posted = null;
+        }
+        const txid = await this.submit(bytes);
+        // One line per broadcast received, with its answer: tests count deliveries by txid.
+        this.log(`broadcast ${txid}: 200`);
         return send(200, txid);
       }
       return send(404, { error: "not found", path: url.pathname });
     } catch (e) {
       if (e instanceof Rejection) {
         this.rejected++;
+        if (posted) this.log(`broadcast ${posted}: 400 ${e.reason}`);
         this.log(`rejected transaction: ${e.reason} ${JSON.stringify(e.reasonData)}`);
         const body = { txid: e.txid, error: e.message, reason: e.reason };
         if (e.reasonData) body.reason_data = e.reasonData;
@@ -350,6 +405,7 @@ export async function startNode({
   history = "push",
   activity = false,
   activityMs = 4000,
+  txindex = true,
   log = () => {},
 } = {}) {
   if (!["push", "silent"].includes(history)) throw new TypeError(`--history must be push or silent, not ${history}`);
@@ -366,7 +422,7 @@ export async function startNode({
     state = await run(chain, { log });
   }
   chain.sink = (path, payload) => pusher.push(path, payload);
-  const node = new DevnetNode(chain, pusher, { log });
+  const node = new DevnetNode(chain, pusher, { log, txindex });
   const server = createServer((req, res) => node.handle(req, res));
   await new Promise((r, j) => server.once("error", j).listen(port, host, r));
   const actualPort = server.address().port;
@@ -403,6 +459,7 @@ function parseArgs(argv) {
     else if (a === "--history") opts.history = next();
     else if (a === "--activity") opts.activity = true;
     else if (a === "--activity-ms") opts.activityMs = Number(next());
+    else if (a === "--no-txindex") opts.txindex = false;
     else throw new TypeError(`unknown option ${a}`);
   }
   if (opts.port !== undefined && !(Number.isInteger(opts.port) && opts.port >= 0 && opts.port < 65536)) {

@@ -353,6 +353,64 @@ describe("devnet node", () => {
     }
   });
 
+  it("answers lookups by txid like stacks-node: the mempool, then the txindex", async () => {
+    const call = (nonce, name) =>
+      makeContractCall({
+        contractAddress: DEPLOYER, contractName: "verification", functionName: "add-verifier",
+        functionArgs: [Cl.principal(WALLET_4), Cl.stringUtf8(name)], senderKey: WALLET_2_KEY,
+        network: "testnet", nonce, fee: 5000n, postConditionMode: PostConditionMode.Deny,
+      });
+    const get = async (path) => {
+      const res = await fetch(`${node.url}${path}`);
+      const type = res.headers.get("content-type");
+      return { status: res.status, type, body: type === "application/json" ? await res.json() : await res.text() };
+    };
+    const n = BigInt((await (await fetch(`${node.url}/v2/accounts/${WALLET_2}`)).json()).nonce);
+    const waiting = await call(n + 1n, "waits");
+    const waitingHex = serializeTransaction(waiting);
+    expect((await post(node.url, Buffer.from(waitingHex, "hex"))).status).toBe(200);
+    // In the mempool: the unconfirmed route has it, the txindex does not (yet).
+    expect(await get(`/v2/transactions/unconfirmed/${waiting.txid()}`)).toEqual({
+      status: 200, type: "application/json", body: { tx: waitingHex, status: "Mempool" },
+    });
+    expect((await get(`/v3/transaction/${waiting.txid()}`)).status).toBe(404);
+    // The same bytes again: the mempool has the txid, so 200 with no second admission.
+    const again = await post(node.url, Buffer.from(waitingHex, "hex"));
+    expect(again).toEqual({ status: 200, body: waiting.txid() });
+    const first = await call(n, "fills the gap");
+    expect((await post(node.url, Buffer.from(serializeTransaction(first), "hex"))).status).toBe(200);
+    const blocks = await observer.until((rs) => {
+      const b = rs.find((r) => r.path === "/new_block" && r.body.transactions.some((x) => x.txid === "0x" + waiting.txid()));
+      return b ? b.body : null;
+    }, "the waiting transaction mined");
+    // Mined: gone from the mempool, found in the txindex with the block that holds it.
+    expect((await get(`/v2/transactions/unconfirmed/${waiting.txid()}`)).status).toBe(404);
+    const found = await get(`/v3/transaction/${waiting.txid()}`);
+    expect(found.status).toBe(200);
+    expect(found.body).toEqual({
+      index_block_hash: blocks.index_block_hash.replace(/^0x/, ""),
+      tx: waitingHex,
+      result: blocks.transactions[0].raw_result,
+      block_height: blocks.block_height,
+      is_canonical: true,
+    });
+    // A resend after mining is judged on its nonce, as by a node whose mempool forgot it.
+    const resent = await post(node.url, Buffer.from(waitingHex, "hex"));
+    expect(resent.body.reason).toBe("BadNonce");
+    expect(node.node.accepted).toBeGreaterThan(0);
+    const unknown = "ab".repeat(32);
+    expect(await get(`/v2/transactions/unconfirmed/${unknown}`)).toMatchObject({ status: 404, type: "text/plain" });
+    expect(await get(`/v3/transaction/${unknown}`)).toMatchObject({ status: 404, type: "text/plain" });
+    node.node.txindex = false;
+    try {
+      expect(await get(`/v3/transaction/${waiting.txid()}`)).toEqual({
+        status: 501, type: "text/plain", body: "Transaction indexing is not enabled",
+      });
+    } finally {
+      node.node.txindex = true;
+    }
+  });
+
   it("answers a malformed account principal with 400", async () => {
     const res = await fetch(`${node.url}/v2/accounts/not-a-principal`);
     expect(res.status).toBe(400);
