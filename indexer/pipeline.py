@@ -933,13 +933,18 @@ class Indexer:
                 (
                     "exec",
                     sql.SQL(
+                        # The chain has the last word: a transaction in a canonical block
+                        # was admitted, whatever refusal the relay recorded for a resend.
                         "UPDATE relay_txs r SET status = CASE WHEN v.st = 'success' THEN 'mined' "
                         "ELSE 'failed' END, tx_status = v.st, result = v.res, "
                         "index_block_hash = v.bh, block_height = v.h, mined_at = now(), "
+                        "reason = CASE WHEN r.status = 'rejected' THEN NULL ELSE r.reason END, "
+                        "reason_data = CASE WHEN r.status = 'rejected' THEN NULL "
+                        "ELSE r.reason_data END, "
                         "updated_at = now() FROM (SELECT unnest(%b::text[]) AS txid, "
                         "unnest(%b::text[]) AS st, unnest(%b::text[]) AS res, "
                         "unnest(%b::text[]) AS bh, unnest(%b::int[]) AS h) v "
-                        "WHERE r.txid = v.txid AND r.status NOT IN ('mined', 'failed', 'rejected')"
+                        "WHERE r.txid = v.txid AND r.status NOT IN ('mined', 'failed')"
                     ).format(),
                     (
                         txids,

@@ -38,3 +38,26 @@ async def test_relayed_transaction_follows_forks(db_url: str) -> None:
     assert query(db_url, "SELECT status, tx_status, result FROM relay_txs") == [
         ("failed", "abort_by_response", "0x0801")
     ]
+
+
+async def test_the_chain_overrides_a_refusal_the_relay_recorded(db_url: str) -> None:
+    """A resend of a transaction already mined comes back BadNonce; when the relay could not
+    learn from the node that it holds the txid, the row says `rejected` until its block is
+    indexed, and the block's record wins."""
+    import psycopg
+
+    from db.session import to_libpq_url
+
+    chain = Chain(seed=51)
+    main = chain.grow(None, 2, "main")
+    txid = main[1]["transactions"][0]["txid"]
+    _outbox(db_url, txid)
+    with psycopg.connect(to_libpq_url(db_url)) as conn:
+        conn.execute(
+            "UPDATE relay_txs SET status = 'rejected', reason = 'BadNonce', "
+            'reason_data = \'{"expected": 1, "actual": 0}\''
+        )
+    await run_requests(db_url, [to_requests(main)])
+    assert query(db_url, "SELECT status, block_height, reason, reason_data FROM relay_txs") == [
+        ("mined", 2, None, None)
+    ]
