@@ -1,9 +1,19 @@
 """Moves the outbox to the node: claim due rows, POST each, record what the node said.
 
-Delivery is at-least-once towards the node and exactly-once in effect: the node answers 200 for
-a txid its mempool already holds, so the only re-send (a crash after a POST left the node but
-before its outcome was recorded) is a no-op there. A claimed row whose earlier attempt was
-recorded as accepted is marked broadcast without being sent again.
+Delivery is at-least-once towards the node and exactly-once in effect, by txid:
+
+* a claimed row whose earlier attempt was recorded as accepted is marked broadcast unsent;
+* a row whose earlier attempt never finished (its process died after the POST left) is first
+  looked up at the node by txid, and marked broadcast unsent when the node holds it;
+* a refusal is believed only once the node, asked for the txid, does not hold it: a resend of a
+  transaction already mined comes back `BadNonce` (or `ConflictingNonceInMempool` while another
+  copy waits), which is the node's view of the nonce, not of this transaction. When the node
+  cannot tell (no txindex) the refusal is recorded, and the indexer's `mined` record, which
+  overrides `rejected`, corrects it once the block arrives.
+
+So the only repeated POST is one whose first copy the node had not finished admitting when it
+was asked; the node admits a txid once and answers the repeat 200 or with a nonce refusal that
+the lookup turns into `broadcast`.
 """
 
 from __future__ import annotations
@@ -16,7 +26,7 @@ from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_ex
 
 from writers import outbox
 from writers.metrics import RelayMetrics
-from writers.node import NodeAnswer, NodeClient, Outcome
+from writers.node import Known, NodeAnswer, NodeClient, Outcome
 
 log = logging.getLogger("recchain.relay.broadcaster")
 
@@ -67,6 +77,11 @@ class Broadcaster:
         if row.already_accepted:
             return NodeAnswer(Outcome.ACCEPTED, None, detail="accepted by an earlier attempt")
         async with self.parallel:
+            if row.in_doubt:
+                known = await self._lookup(row.txid)
+                if known.held:
+                    log.info("%s already at the node (%s); not sent again", row.txid, known.detail)
+                    return NodeAnswer(Outcome.ACCEPTED, None, detail=known.detail)
             # Short in-round backoff for blips (node restarting, a 503); longer outages fall
             # back to the durable schedule in `next_attempt_at`. After the last try, the last
             # answer (a RETRY) is returned rather than raised.
@@ -79,9 +94,38 @@ class Broadcaster:
             answer: NodeAnswer = await retrying(self._post_once, row)
             return answer
 
+    async def _lookup(self, txid: str) -> Known:
+        known = await self.node.lookup(txid)
+        self.metrics.node_lookups.labels(known.presence.value).inc()
+        return known
+
     async def _post_once(self, row: outbox.Claimed) -> NodeAnswer:
         attempt_id = await outbox.start_attempt(self.engine, row.txid)
         answer = await self.node.post(row.raw, row.txid)
+        if answer.outcome is Outcome.REJECTED:
+            known = await self._lookup(row.txid)
+            if known.held:
+                log.info(
+                    "node answered %s for %s but holds it (%s): broadcast",
+                    answer.reason,
+                    row.txid,
+                    known.detail,
+                )
+                answer = NodeAnswer(
+                    Outcome.ACCEPTED,
+                    answer.http_status,
+                    answer.reason,
+                    answer.reason_data,
+                    detail=f"{answer.reason}, but {known.detail}",
+                )
+            elif known.detail:
+                answer = NodeAnswer(
+                    answer.outcome,
+                    answer.http_status,
+                    answer.reason,
+                    answer.reason_data,
+                    detail=f"{answer.detail}; lookup: {known.detail}",
+                )
         await outbox.finish_attempt(
             self.engine, attempt_id, answer.outcome.value, answer.http_status, answer.detail
         )

@@ -21,6 +21,13 @@ class RelayMetrics:
             ["outcome", "reason"],
             registry=self.registry,
         )
+        self.node_lookups = Counter(
+            "recchain_relay_node_lookups_total",
+            "Transactions looked up at the node by txid (before resending one in doubt, or"
+            " after a refusal) by what the node said: pending, mined, absent, unknown.",
+            ["presence"],
+            registry=self.registry,
+        )
         self.outbox_depth = Gauge(
             "recchain_relay_outbox_depth",
             "Transactions accepted but not yet accepted by the node (status 'received').",

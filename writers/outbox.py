@@ -226,6 +226,9 @@ class Claimed:
     # A finished attempt already got a 200 from the node, but the process died before it
     # recorded the status: no need to send it again.
     already_accepted: bool
+    # An attempt was started and never finished (its process died mid-request): the node may
+    # hold the transaction already, so it is asked before the bytes are sent again.
+    in_doubt: bool = False
 
 
 async def claim(conn: AsyncConnection, limit: int) -> list[Claimed]:
@@ -239,7 +242,9 @@ async def claim(conn: AsyncConnection, limit: int) -> list[Claimed]:
             """
             SELECT r.txid, r.raw_tx, r.attempts,
                    EXISTS (SELECT 1 FROM relay_attempts a
-                           WHERE a.txid = r.txid AND a.outcome = 'accepted') AS already_accepted
+                           WHERE a.txid = r.txid AND a.outcome = 'accepted') AS already_accepted,
+                   EXISTS (SELECT 1 FROM relay_attempts a
+                           WHERE a.txid = r.txid AND a.finished_at IS NULL) AS in_doubt
             FROM relay_txs r
             WHERE r.status = 'received' AND r.next_attempt_at <= now()
             ORDER BY r.next_attempt_at, r.received_at
@@ -249,7 +254,9 @@ async def claim(conn: AsyncConnection, limit: int) -> list[Claimed]:
         ),
         {"limit": limit},
     )
-    return [Claimed(r.txid, bytes(r.raw_tx), r.attempts, r.already_accepted) for r in rows]
+    return [
+        Claimed(r.txid, bytes(r.raw_tx), r.attempts, r.already_accepted, r.in_doubt) for r in rows
+    ]
 
 
 async def start_attempt(engine: AsyncEngine, txid: str) -> int:

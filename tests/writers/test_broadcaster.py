@@ -212,6 +212,106 @@ async def test_an_attempt_recorded_as_accepted_is_not_sent_again(
     assert node.posts[txid.removeprefix("0x")] == 0
 
 
+async def attempts_of(engine: AsyncEngine, txid: str) -> list[Any]:
+    async with engine.connect() as conn:
+        return list(
+            (
+                await conn.execute(
+                    text(
+                        "SELECT outcome, http_status, detail FROM relay_attempts"
+                        " WHERE txid = :t ORDER BY id"
+                    ),
+                    {"t": txid},
+                )
+            ).all()
+        )
+
+
+async def test_a_nonce_refusal_of_a_transaction_the_node_mined_is_broadcast(
+    engine: AsyncEngine, fake_node: tuple[FakeNode, str]
+) -> None:
+    """The relay died between the node's acceptance and its record of it; the node has mined the
+    transaction and forgotten it from its mempool, so a resend would get BadNonce. Asked by txid,
+    the node's txindex has it: broadcast, never rejected. (tests/writers/test_crash.py kills a
+    real relay process at that point.)"""
+    node, url = fake_node
+    txid = await accept(engine, ACCEPTED[0])
+    bare = txid.removeprefix("0x")
+    await outbox.start_attempt(engine, txid)  # the POST left; its answer never got recorded
+    node.raw[bare] = bytes.fromhex(ACCEPTED[0]["hex"])
+    node.mine(txid)
+    await broadcaster(engine, url).run_once()
+    r = await row(engine, txid)
+    assert (r.status, r.reason) == ("broadcast", None)
+    assert (node.lookups[bare], node.posts[bare]) == (1, 0)  # in doubt, held: not sent again
+    # Another copy, the node asked only after its refusal (no attempt of it was in doubt).
+    other = await accept(engine, ACCEPTED[1])
+    node.raw[other.removeprefix("0x")] = bytes.fromhex(ACCEPTED[1]["hex"])
+    node.mine(other)
+    await broadcaster(engine, url).run_once()
+    assert (await row(engine, other)).status == "broadcast"
+    (attempt,) = await attempts_of(engine, other)
+    assert (attempt.outcome, attempt.http_status) == ("accepted", 400)
+    assert "BadNonce" in attempt.detail and "mined" in attempt.detail
+
+
+async def test_a_nonce_refusal_the_node_cannot_explain_is_final(
+    engine: AsyncEngine, fake_node: tuple[FakeNode, str]
+) -> None:
+    """No txindex and not in the mempool: the refusal stands (the indexer's `mined` record
+    overrides it if the transaction shows up in a block: tests/indexer/test_relay_status.py)."""
+    node, url = fake_node
+    node.txindex = False
+    txid = await accept(engine, ACCEPTED[2])
+    node.raw[txid.removeprefix("0x")] = bytes.fromhex(ACCEPTED[2]["hex"])
+    node.mine(txid)
+    await broadcaster(engine, url).run_once()
+    r = await row(engine, txid)
+    assert (r.status, r.reason) == ("rejected", "BadNonce")
+    (attempt,) = await attempts_of(engine, txid)
+    assert attempt.outcome == "rejected"
+    assert "no transaction index" in attempt.detail
+
+
+async def test_a_conflicting_nonce_for_a_txid_pending_at_the_node_is_broadcast(
+    engine: AsyncEngine, fake_node: tuple[FakeNode, str]
+) -> None:
+    """A node behind a balancer may refuse a copy of what the mempool already holds."""
+    node, url = fake_node
+    txid = await accept(engine, ACCEPTED[3])
+    bare = txid.removeprefix("0x")
+    node.raw[bare] = bytes.fromhex(ACCEPTED[3]["hex"])
+    node.mempool.add(bare)
+    node.script[bare] = [("reject", "ConflictingNonceInMempool", None)]
+    await broadcaster(engine, url).run_once()
+    assert (await row(engine, txid)).status == "broadcast"
+    assert node.lookups[bare] == 1
+
+
+async def test_a_lookup_answer_for_other_bytes_is_not_trusted(
+    engine: AsyncEngine, fake_node: tuple[FakeNode, str]
+) -> None:
+    node, url = fake_node
+    txid = await accept(engine, ACCEPTED[4])
+    bare = txid.removeprefix("0x")
+    node.raw[bare] = bytes.fromhex(ACCEPTED[5]["hex"])  # a proxy answering for another tx
+    node.mine(txid)
+    await broadcaster(engine, url).run_once()
+    assert (await row(engine, txid)).status == "rejected"
+
+
+async def test_an_attempt_in_doubt_the_node_lacks_is_sent_again_once(
+    engine: AsyncEngine, fake_node: tuple[FakeNode, str]
+) -> None:
+    node, url = fake_node
+    txid = await accept(engine, ACCEPTED[5])
+    await outbox.start_attempt(engine, txid)  # a POST whose process died before it left
+    await broadcaster(engine, url).run_once()
+    bare = txid.removeprefix("0x")
+    assert (await row(engine, txid)).status == "broadcast"
+    assert (node.lookups[bare], node.posts[bare]) == (1, 1)
+
+
 def test_classification_table() -> None:
     txid = "ab" * 32
     assert classify(200, f'"{txid}"'.encode(), "0x" + txid).outcome is Outcome.ACCEPTED
