@@ -19,15 +19,15 @@ async def _serve_observer(indexer: Indexer, settings: Settings) -> None:
     import uvicorn
 
     from indexer.observer import create_app
+    from recchain.httpserver import server_config
 
     app = create_app(indexer, settings.indexer.max_body_bytes)
-    config = uvicorn.Config(
+    config = server_config(
         app,
         host=settings.indexer.listen_host,
         port=settings.indexer.listen_port,
+        settings=settings.http,
         log_level="warning",
-        # The body limit is enforced while streaming; keep uvicorn's own limits out of the way.
-        h11_max_incomplete_event_size=1024 * 1024,
     )
     await uvicorn.Server(config).serve()
 

@@ -19,6 +19,7 @@ from recchain.config import PROJECT_ROOT, Settings
 
 ROLES = {
     "": "all",
+    "http": "serve, relay, index",
     "indexer": "index",
     "api": "serve",
     "relay": "relay",
@@ -36,6 +37,19 @@ MEANINGS: dict[str, str] = {
     "contracts": "Watched contract names (or fully qualified ids); everything else is skipped.",
     "log_level": "Root log level (`DEBUG`, `INFO`, `WARNING`, ...).",
     "log_json": "One JSON object per log line (set in the container image).",
+    "http.header_timeout_s": "Seconds a request's line and headers may take to arrive"
+    " (slow-header clients are answered 408 and closed).",
+    "http.body_timeout_s": "Seconds a request's body may take to arrive once its headers have"
+    " (then 408 and closed).",
+    "http.max_header_bytes": "Largest request line and headers (431 beyond).",
+    "http.max_connections_per_client": "Open connections (HTTP and websocket) per client address"
+    " (an IPv6 /64); more are answered 503 and closed at once. Trusted proxies are exempt.",
+    "http.max_connections": "Open connections per process; unset = the descriptor limit (raised"
+    " to its hard limit at start) less a reserve, so a flood is refused before descriptors run"
+    " out.",
+    "http.trusted_proxies": "Addresses or CIDR networks of reverse proxies whose X-Forwarded-For"
+    " / X-Forwarded-Proto are believed (client address for rate limits); from anyone else"
+    " they are ignored. Empty = no proxy headers at all.",
     "indexer.source": "`observer` (stacks-node pushes), `api` (follow a Stacks API) or `replay`.",
     "indexer.listen_host": "Bind address of the event-observer server.",
     "indexer.listen_port": "Port of the event-observer server (`[[events_observer]] endpoint`).",

@@ -10,6 +10,7 @@ environment or files and are never logged: they are `SecretStr`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +27,34 @@ from pydantic_settings import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEPLOYER = "ST1PQHQKV0RJXZFY1DGX8MNSNYVE3VGZJSRTPGZGM"
 DEFAULT_CONTRACTS = ("verification", "rec-nft", "marketplace", "sbtc-token")
+
+
+class HttpSettings(BaseModel):
+    """Connection guards of every HTTP server (API, relay, event observer; httpserver.py)."""
+
+    # A request's line and headers must arrive within this; a client sending them a byte at a
+    # time otherwise holds a connection (and a descriptor) for as long as it likes.
+    header_timeout_s: float = Field(default=10.0, gt=0)
+    # A request's body must arrive within this once its headers have (64 MiB observer payloads
+    # from a local stacks-node take well under a second).
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Open connections (HTTP and websocket) of one client address (an IPv6 /64); trusted
+    # proxies are exempt, they carry many clients.
+    max_connections_per_client: int = Field(default=256, ge=1)
+    # Open connections of the whole process; unset = the descriptor limit less a reserve for
+    # the database, Redis and files, so a flood is refused before descriptors run out.
+    max_connections: int | None = Field(default=None, ge=1)
+    # Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed; from anyone else they are ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
 
 
 class IndexerSettings(BaseModel):
@@ -160,6 +189,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    http: HttpSettings = Field(default_factory=HttpSettings)
     indexer: IndexerSettings = Field(default_factory=IndexerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.channels import RELAY
 from db.session import create_engine, database_url, to_libpq_url
 from recchain.config import Settings
+from recchain.httpserver import server_config
 from writers.app import build_app
 from writers.broadcaster import Broadcaster
 from writers.metrics import RelayMetrics
@@ -73,7 +74,9 @@ async def serve(
     broadcaster = Broadcaster(engine, node, metrics)
     app = build_app(settings, engine, metrics, on_accept=broadcaster.wake.set)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+        server_config(
+            app, host=host, port=port, settings=settings.http, log_config=None, access_log=False
+        )
     )
     stop = asyncio.Event()
     background = [

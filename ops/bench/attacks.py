@@ -85,17 +85,20 @@ class Server:
 
 @dataclass
 class Probe:
-    """GET /healthz on a fresh connection every `interval_s` until stopped."""
+    """GET /healthz on a fresh connection every `interval_s` until stopped. A probe fails when
+    it gets no answer or a 5xx (the observer has no /healthz: its 404 is an answer too)."""
 
     port: int
     source: str = "127.0.0.1"
     interval_s: float = 0.05
     times: list[float] = field(default_factory=list)
     failures: int = 0
+    statuses: dict[str, int] = field(default_factory=dict)
 
     async def once(self) -> float:
         started = time.perf_counter()
         writer = None
+        status = "none"
         try:
             async with asyncio.timeout(PROBE_TIMEOUT_S):
                 reader, writer = await asyncio.open_connection(
@@ -103,13 +106,15 @@ class Probe:
                 )
                 writer.write(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
                 head = await reader.readuntil(b"\r\n\r\n")
-                if not head.startswith(b"HTTP/1.1 200"):
-                    self.failures += 1
+                status = head[9:12].decode(errors="replace")
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
-            self.failures += 1
+            pass
         finally:
             if writer is not None:
                 writer.close()
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if not status.isdigit() or int(status) >= 500:
+            self.failures += 1
         return time.perf_counter() - started
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -125,6 +130,7 @@ class Probe:
             "healthz_p50_s": round(statistics.median(times), 3),
             "healthz_probes": len(self.times),
             "healthz_failures": self.failures,
+            "healthz_statuses": self.statuses,
         }
 
 
@@ -225,59 +231,92 @@ async def nested(api: Server, first: int) -> dict[str, Any]:
         )
 
 
-async def _slow_header(
-    port: int, src: str, opened: list[int], refused: list[int], stop: asyncio.Event
-) -> None:
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
-    except OSError:
-        refused[0] += 1
-        return
-    opened[0] += 1
-    head = b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Padding: " + b"a" * 100_000
-    try:
-        for byte in head:
-            if stop.is_set() or reader.at_eof():
-                break
-            writer.write(bytes([byte]))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
-    except OSError:
-        pass
-    finally:
-        writer.close()
-        opened[0] -= 1
+@dataclass
+class SlowHeaders:
+    """Connections that send a request head a byte a second (with a long padding header),
+    and what the server did with each: its status line's code, `closed` (closed without an
+    answer), `refused` (connect failed) or `open` (still open when the attack stopped)."""
+
+    port: int
+    sources: list[str]
+    connections: int
+    open_now: int = 0
+    peak_open: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    answered_after_s: list[float] = field(default_factory=list)
+
+    def _count(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+    async def _one(self, src: str, stop: asyncio.Event) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", self.port, local_addr=(src, 0)
+            )
+        except OSError:
+            self._count("refused")
+            return
+        started = time.monotonic()
+        self.open_now += 1
+        self.peak_open = max(self.peak_open, self.open_now)
+        head = b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-Padding: " + b"a" * 100_000
+        answer = asyncio.create_task(reader.read(64))  # done when the server answers or closes
+        outcome = "open"
+        try:
+            for byte in head:
+                if stop.is_set() or answer.done():
+                    break
+                writer.write(bytes([byte]))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(answer), 1.0)
+        except OSError:
+            pass
+        finally:
+            if answer.done() and not answer.cancelled():
+                try:
+                    data = answer.result()
+                    outcome = data[9:12].decode(errors="replace") if data else "closed"
+                except OSError:
+                    outcome = "closed"
+                self.answered_after_s.append(time.monotonic() - started)
+            answer.cancel()
+            writer.close()
+            self.open_now -= 1
+            self._count(outcome)
+
+    async def run(self, seconds: float) -> dict[str, Any]:
+        stop = asyncio.Event()
+        tasks = []
+        for i in range(self.connections):
+            src = self.sources[i % len(self.sources)]
+            tasks.append(asyncio.create_task(self._one(src, stop)))
+            if i % 200 == 199:
+                await asyncio.sleep(0.01)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        held = self.open_now
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return {
+            "connections": self.connections,
+            "peak_open": self.peak_open,
+            "held_at_end": held,
+            "outcomes": self.outcomes,
+            "answered_after_max_s": round(max(self.answered_after_s, default=0.0), 3),
+            "answer_s": seconds,
+        }
 
 
 async def slowloris(server: Server, connections: int, seconds: float) -> dict[str, Any]:
-    """Item 3: connections that send their headers a byte a second."""
+    """Item 3: connections from 200 addresses that send their headers a byte a second."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    opened, refused = [0], [0]
-    stop = asyncio.Event()
-    peak = [0]
-
-    async def attack() -> dict[str, Any]:
-        tasks = []
-        for i in range(connections):
-            src = source(20 + i % 200)
-            tasks.append(asyncio.create_task(_slow_header(server.port, src, opened, refused, stop)))
-            if i % 200 == 199:
-                await asyncio.sleep(0.01)
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            peak[0] = max(peak[0], opened[0])
-            await asyncio.sleep(0.2)
-        held = opened[0]
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return {"connections": connections, "peak_open": peak[0], "held_at_end": held}
-
-    result = await during(server.port, attack())
-    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    result["answer_s"] = seconds
-    return result
+    try:
+        attack = SlowHeaders(server.port, [source(20 + i) for i in range(200)], connections)
+        return await during(server.port, attack.run(seconds))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 async def slow_body_relay(relay: Server, connections: int, seconds: float) -> dict[str, Any]:
@@ -294,12 +333,14 @@ async def slow_body_relay(relay: Server, connections: int, seconds: float) -> di
                 b"POST /v1/transactions HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n"
                 b"Authorization: Bearer attack-key\r\nContent-Length: 100000\r\n\r\n"
             )
+            closed = asyncio.create_task(reader.read())
             try:
-                while not stop.is_set() and not reader.at_eof():
+                while not stop.is_set() and not closed.done():
                     writer.write(b" ")
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1.0)
+                        await asyncio.wait_for(asyncio.shield(closed), 1.0)
             finally:
+                closed.cancel()
                 writer.close()
 
     async def attack() -> dict[str, Any]:
@@ -623,7 +664,11 @@ def start(
     logs: Path,
     extra: dict[str, str],
     nofile: tuple[int, int] | None = None,
+    listen: Callable[[int], list[str]] = lambda port: ["--port", str(port)],
+    ready_path: str | None = "/healthz",
 ) -> Server:
+    """`recchain ARGS` on a free port (`listen` turns it into arguments), ready when
+    `ready_path` answers 200 (None: when the port accepts connections)."""
     port = free_port()
     log_path = logs / f"{name}.log"
     out = log_path.open("wb")
@@ -633,7 +678,7 @@ def start(
             resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recchain.cli", *args, "--port", str(port)],
+        [sys.executable, "-m", "recchain.cli", *args, *listen(port)],
         cwd=cwd,
         env=_env(db_url, extra),
         stdin=subprocess.DEVNULL,
@@ -646,9 +691,13 @@ def start(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited: {log_path.read_text()[-2000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(server.url + "/healthz", timeout=2).status_code == 200:
+        if ready_path is None:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
                 return server
+        else:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.url + ready_path, timeout=2).status_code == 200:
+                    return server
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"{name} did not start: {log_path.read_text()[-2000:]}")
@@ -700,6 +749,9 @@ async def run(args: argparse.Namespace, cwd: Path) -> dict[str, Any]:
         "RECCHAIN_API__RATE_LIMIT_PER_MINUTE": str(rate),
         "RECCHAIN_RELAY__API_KEYS": '["attack-key"]',
         "RECCHAIN_RELAY__NODE_URL": f"http://127.0.0.1:{free_port()}",
+        # Shorter than the defaults (10 s, 60 s) so that a run shows them expire.
+        "RECCHAIN_HTTP__HEADER_TIMEOUT_S": "5",
+        "RECCHAIN_HTTP__BODY_TIMEOUT_S": "10",
     }
     nofile = None
     if args.server_nofile:

@@ -60,6 +60,8 @@ def start_api(url: str, port: int) -> subprocess.Popen[bytes]:
         "RECCHAIN_DATABASE_URL": url,
         "RECCHAIN_API__RATE_LIMIT_PER_MINUTE": str(10**9),
         "RECCHAIN_API__MAX_COST": str(10**9),
+        # Every simulated client (`bench subscribe` holds thousands) comes from loopback.
+        "RECCHAIN_HTTP__MAX_CONNECTIONS_PER_CLIENT": str(10**6),
         "RECCHAIN_LOG_LEVEL": "WARNING",
     }
     proc = subprocess.Popen(

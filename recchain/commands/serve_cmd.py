@@ -11,6 +11,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from graphql_api.app import create_app
     from recchain.config import get_settings
+    from recchain.httpserver import server_config
 
     settings = get_settings()
     overrides: dict[str, Any] = {}
@@ -21,15 +22,18 @@ def _serve(args: argparse.Namespace) -> int:
     if overrides:
         settings = settings.model_copy(update={"api": settings.api.model_copy(update=overrides)})
     app = create_app(settings)
-    uvicorn.run(
+    config = server_config(
         app,
         host=settings.api.host,
         port=settings.api.port,
+        settings=settings.http,
         log_level=settings.log_level.lower(),
         ws_ping_interval=20,
         ws_per_message_deflate=settings.api.ws_compression,
-        proxy_headers=False,
+        # A websocket frame is held to the same bound as an HTTP body.
+        ws_max_size=settings.api.max_body_bytes,
     )
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -13,6 +13,7 @@ from ops.bench import attacks
 from recchain.config import PROJECT_ROOT
 
 RESPONSIVE_S = 3.0
+BODY_TIMEOUT_S = 3.0
 
 
 @pytest.fixture
@@ -27,6 +28,7 @@ def relay_process(db_url: str, tmp_path: Path) -> Iterator[attacks.Server]:
             "RECCHAIN_RELAY__API_KEYS": '["attack-key"]',
             "RECCHAIN_RELAY__NODE_URL": f"http://127.0.0.1:{attacks.free_port()}",
             "RECCHAIN_LOG_JSON": "true",
+            "RECCHAIN_HTTP__BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
         },
     )
     try:
@@ -53,3 +55,15 @@ async def test_a_large_undecodable_body_is_audited_bounded_without_stalling(
     assert audit["outcome"] == "rejected" and audit["error"] == "undecodable"
     assert audit["bytes"] == 400 * 512 and audit["tx_truncated"] is True
     assert len(audit["tx"]) == 2 * 2048 and "characters cut" not in audit["tx"]
+
+
+async def test_slow_bodies_release_the_clients_slots_at_the_body_deadline(
+    relay_process: attacks.Server,
+) -> None:
+    # 40 bodies sent a byte a second from one client (the relay allows it 32 in flight).
+    # Before: they held its slots until they stopped; every further submission was
+    # `too_many_concurrent`.
+    result = await attacks.slow_body_relay(relay_process, 40, 30.0)
+    assert result["last_code"] not in (None, "too_many_concurrent"), result
+    assert result["answer_s"] < 2.0 + BODY_TIMEOUT_S + 6.0, result
+    assert result["healthz_failures"] == 0 and result["healthz_max_s"] < RESPONSIVE_S, result
