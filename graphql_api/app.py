@@ -158,18 +158,19 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         settings.redis_url.get_secret_value() if settings.redis_url else None,
         namespace="api",
     )
+    read_url = to_libpq_url(eng.url.render_as_string(hide_password=False))
     replica: Replica | None = None
+    listen_url = read_url
     if api.read_database_url is not None:
         # Notifications exist only on the primary; the replica is read once it has caught up.
-        primary = to_libpq_url(database_url(settings))
-        replica = Replica(
-            primary,
-            to_libpq_url(eng.url.render_as_string(hide_password=False)),
-            api.read_replica_max_lag_s,
-        )
-        hub = Hub(primary, replica)
-    else:
-        hub = Hub(to_libpq_url(eng.url.render_as_string(hide_password=False)))
+        listen_url = to_libpq_url(database_url(settings))
+        replica = Replica(listen_url, read_url, api.read_replica_max_lag_s)
+
+    def push_reader() -> Reader:
+        # Shared by every subscriber of a topic: per statement, no socket's state.
+        return Reader(eng, api.statement_timeout_ms, snapshot=False)
+
+    hub = Hub(listen_url, push_reader, replica)
     graphql = GraphQLApp(
         settings,
         eng,
@@ -177,6 +178,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         schema=schema,
         graphql_ide="graphiql" if api.graphiql else None,
         keep_alive=True,
+        max_subscriptions_per_connection=api.max_subscriptions_per_connection,
         keep_alive_interval=15,
         allowed_origins=api.ws_allowed_origins,
     )

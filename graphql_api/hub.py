@@ -1,15 +1,23 @@
 """Subscription fan-out: one LISTEN connection per process, shared topics, push on change.
 
 A topic is one distinct subscription (kind + arguments); every subscriber with the same
-arguments shares it, so a notification costs one query per distinct topic, not per socket.
-A topic recomputes only when the notification names something it depends on, and pushes only
-when the computed answer differs from the last one it pushed.
+arguments shares it. Topics are grouped by kind (one per subscription root field,
+subscriptions.py), and a notification is recomputed per kind, not per topic: the kind reads
+what the notification names in a few set-based statements (one for every changed listing, one
+for every subscribed certificate that changed...) and hands each concerned topic its part, so
+the cost of a notification grows with what changed, not with the number of topics. A topic's
+subscriber (a socket's operation, or a shared stream serving many, fanout.py) is a `Sink`, and
+is pushed only what differs from the last thing it was pushed.
 
 The LISTEN connection goes to the primary (`database_url`), where NOTIFY happens; queries go to
 the API's read database, which may be a hot standby (`api.read_database_url`). A listener task
 receives notifications and, with a replica, stamps each batch with the primary's WAL insert
 position; a dispatcher task handles the batches in order, each after the replica has replayed
 that far (replica.py), so a push is never computed from a snapshot older than its notification.
+A subscription that starts with something of its own (relayStatus's current status, a resumed
+subscription's missed changes) queues that read with the dispatcher too, stamped with the
+primary's position at subscription time: it is computed in order with the notifications, so a
+subscriber never receives an older state after a newer one.
 """
 
 from __future__ import annotations
@@ -19,32 +27,75 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 
 from db.channels import BLOCKS, RELAY
 from graphql_api import metrics
+from graphql_api.db import Reader
 from graphql_api.fanout import CURRENT, SharedStream
 from graphql_api.replica import Replica, insert_lsn
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
 
-# compute(channel, payload) -> items to push (empty = nothing for this topic).
-Compute = Callable[[str, dict[str, Any]], Awaitable[list[Any]]]
+# A subscriber's own first items, read once the dispatcher reaches them.
+Initial = Callable[[Reader], Awaitable[list[Any]]]
 
 
-@dataclass
+@dataclass(eq=False)
+class Sink:
+    """One consumer of a topic: a subscription's queue (or a shared stream's)."""
+
+    queue: asyncio.Queue[Any]
+    shared: SharedStream | None
+    last: str | None = None
+
+    def put(self, item: Any) -> None:
+        if self.queue.full():  # a slow consumer loses its oldest update, never blocks others
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+        self.queue.put_nowait(item)
+
+
+@dataclass(eq=False)
 class Topic:
     key: str
-    compute: Compute
-    fingerprint: Callable[[Any], str]
-    # Each queue feeds one subscriber, or a shared stream serving many (see fanout.py).
-    queues: dict[asyncio.Queue[Any], SharedStream | None] = field(default_factory=dict)
-    last: str | None = None
+    kind: Kind
+    args: Any
+    sinks: dict[Sink, None] = field(default_factory=dict)  # insertion-ordered set
+
+
+class Kind:
+    """The topics of one subscription field and how a notification recomputes all of them.
+
+    One instance per hub. `compute` returns the items each concerned topic gets; it must read
+    in statements whose number does not grow with the number of topics."""
+
+    channels: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self) -> None:
+        self.topics: dict[str, Topic] = {}
+
+    def add(self, topic: Topic) -> None:
+        self.topics[topic.key] = topic
+
+    def remove(self, topic: Topic) -> None:
+        self.topics.pop(topic.key, None)
+
+    async def compute(
+        self, reader: Reader, channel: str, payload: dict[str, Any]
+    ) -> Iterable[tuple[Topic, list[Any]]]:
+        raise NotImplementedError
+
+    def fingerprint(self, item: Any) -> str:
+        return fingerprint(item)
+
+
+K = TypeVar("K", bound=Kind)
 
 
 @dataclass
@@ -55,26 +106,43 @@ class Batch:
     lsn: int | None
 
 
+@dataclass
+class Start:
+    """A subscriber's own first read (see `Hub.subscribe`)."""
+
+    sink: Sink
+    topic: Topic
+    read: Initial
+    lsn: int | None
+
+
 class Hub:
-    def __init__(self, listen_url: str, replica: Replica | None = None) -> None:
+    def __init__(
+        self,
+        listen_url: str,
+        reader: Callable[[], Reader],
+        replica: Replica | None = None,
+    ) -> None:
         self.listen_url = listen_url
+        self.reader = reader
         self.replica = replica
         self.topics: dict[str, Topic] = {}
+        self.kinds: dict[type[Kind], Kind] = {}
         self.streams: dict[str, SharedStream] = {}
         self._task: asyncio.Task[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._listening = asyncio.Event()
-        self._inbox: list[Batch] = []
+        self._inbox: list[Batch | Start] = []
         self._wake = asyncio.Event()
 
     @property
     def subscriber_count(self) -> int:
         """Subscriptions that receive pushes (a shared stream counts its members)."""
         return sum(
-            1 if shared is None else len(shared.members)
+            1 if sink.shared is None else len(sink.shared.members)
             for t in self.topics.values()
-            for shared in t.queues.values()
+            for sink in t.sinks
         )
 
     async def start(self) -> None:
@@ -100,6 +168,7 @@ class Hub:
         if self.replica is not None:
             await self.replica.sync()
 
+    # -- receiving ------------------------------------------------------------------------
     async def _listen(self) -> None:
         delay = 0.5
         while True:
@@ -118,9 +187,7 @@ class Hub:
                         # Those arriving meanwhile wait in psycopg's backlog for the next turn,
                         # whose position is later still.
                         lsn = await insert_lsn(conn) if self.replica is not None else None
-                        self._inbox.append(Batch(notes, lsn))
-                        metrics.NOTIFICATIONS_PENDING.inc(len(notes))
-                        self._wake.set()
+                        self._queue(Batch(notes, lsn), len(notes))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # reconnect: a DB restart must not end subscriptions
@@ -130,18 +197,30 @@ class Hub:
             finally:
                 self._conn = None
 
+    def _queue(self, item: Batch | Start, pending: int) -> None:
+        self._inbox.append(item)
+        metrics.NOTIFICATIONS_PENDING.inc(pending)
+        self._wake.set()
+
+    # -- dispatching ----------------------------------------------------------------------
     async def _dispatch(self) -> None:
-        """Batches in arrival order; everything pending shares one replica wait."""
+        """Inbox items in arrival order; everything pending shares one replica wait."""
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._inbox:
-                batches, self._inbox = self._inbox, []
-                lsns = [b.lsn for b in batches if b.lsn is not None]
+                items, self._inbox = self._inbox, []
+                lsns = [i.lsn for i in items if i.lsn is not None]
                 if self.replica is not None and lsns:
                     await self.replica.wait(max(lsns))
-                for batch in batches:
-                    for note in batch.notes:
+                starts: list[Start] = []
+                for item in items:
+                    if isinstance(item, Start):
+                        starts.append(item)  # consecutive ones run together
+                        continue
+                    await self._starts(starts)
+                    starts = []
+                    for note in item.notes:
                         try:
                             await self.dispatch(note.channel, note.payload)
                         except asyncio.CancelledError:
@@ -150,6 +229,28 @@ class Hub:
                             log.exception("dispatching a notification on %s failed", note.channel)
                         finally:
                             metrics.NOTIFICATIONS_PENDING.dec()
+                await self._starts(starts)
+
+    async def _starts(self, starts: list[Start]) -> None:
+        if not starts:
+            return
+        results = await asyncio.gather(
+            *(s.read(self.reader()) for s in starts), return_exceptions=True
+        )
+        for start, items in zip(starts, results, strict=True):
+            if start.sink not in start.topic.sinks:
+                continue  # gone meanwhile
+            if isinstance(items, BaseException):
+                if isinstance(items, asyncio.CancelledError):
+                    raise items
+                # The subscriber's generator raises it: the client gets an error, not silence.
+                start.sink.put(items)
+                continue
+            for item in items:
+                mark = start.topic.kind.fingerprint(item)
+                if start.sink.last != mark:  # a notification may have brought it already
+                    start.sink.last = mark
+                    start.sink.put(item)
 
     async def dispatch(self, channel: str, raw: str) -> None:
         try:
@@ -157,46 +258,68 @@ class Hub:
         except ValueError:
             log.warning("ignoring a non-JSON notification on %s", channel)
             return
-        topics = [t for t in list(self.topics.values()) if t.queues]
+        if not isinstance(payload, dict):
+            log.warning("ignoring a notification on %s that is not an object", channel)
+            return
+        kinds = [k for k in self.kinds.values() if channel in k.channels and k.topics]
         results = await asyncio.gather(
-            *(t.compute(channel, payload) for t in topics), return_exceptions=True
+            *(k.compute(self.reader(), channel, payload) for k in kinds), return_exceptions=True
         )
-        for topic, items in zip(topics, results, strict=True):
-            if isinstance(items, BaseException):
-                log.error("subscription %s failed to compute: %s", topic.key, items)
+        for kind, result in zip(kinds, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("subscriptions %s failed to compute: %r", type(kind).__name__, result)
                 continue
-            for item in items:
-                mark = topic.fingerprint(item)
-                if mark == topic.last:
-                    continue
-                topic.last = mark
-                for q in list(topic.queues):
-                    if q.full():  # a slow consumer loses its oldest update, never blocks others
-                        with contextlib.suppress(asyncio.QueueEmpty):
-                            q.get_nowait()
-                    q.put_nowait(item)
+            marks: dict[int, str] = {}  # an item shared by several topics is hashed once
+            for topic, items in result:
+                for item in items:
+                    mark = marks.get(id(item))
+                    if mark is None:
+                        mark = marks[id(item)] = kind.fingerprint(item)
+                    for sink in list(topic.sinks):
+                        if sink.last != mark:
+                            sink.last = mark
+                            sink.put(item)
+
+    # -- subscribing ----------------------------------------------------------------------
+    def kind(self, kind_type: type[K]) -> K:
+        kind = self.kinds.get(kind_type)
+        if kind is None:
+            kind = self.kinds[kind_type] = kind_type()
+        assert isinstance(kind, kind_type)
+        return kind
 
     @contextlib.asynccontextmanager
     async def subscribe(
-        self, key: str, compute: Compute, fingerprint: Callable[[Any], str]
+        self,
+        kind_type: type[Kind],
+        key: str,
+        args: Any = None,
+        initial: Initial | None = None,
     ) -> AsyncIterator[asyncio.Queue[Any]]:
+        """Join the topic `key` of `kind_type`; the queue receives its pushes. `initial`, if
+        given, is read for this subscriber alone, in order with the notifications."""
         await self.start()
+        kind = self.kind(kind_type)
         topic = self.topics.get(key)
         if topic is None:
-            topic = self.topics[key] = Topic(key, compute, fingerprint)
-        queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_SIZE)
-        shared = CURRENT.get()
-        topic.queues[queue] = shared
-        if shared is None:  # a shared stream counts its own members
+            topic = self.topics[key] = Topic(key, kind, args)
+            kind.add(topic)
+        sink = Sink(asyncio.Queue(QUEUE_SIZE), CURRENT.get())
+        topic.sinks[sink] = None
+        if sink.shared is None:  # a shared stream counts its own members
             metrics.SUBSCRIPTIONS.inc()
         try:
-            yield queue
+            if initial is not None:
+                lsn = await self.replica.primary_lsn() if self.replica is not None else None
+                self._queue(Start(sink, topic, initial, lsn), 0)
+            yield sink.queue
         finally:
-            if shared is None:
+            if sink.shared is None:
                 metrics.SUBSCRIPTIONS.dec()
-            topic.queues.pop(queue, None)
-            if not topic.queues and self.topics.get(key) is topic:
+            topic.sinks.pop(sink, None)
+            if not topic.sinks and self.topics.get(key) is topic:
                 del self.topics[key]
+                kind.remove(topic)
 
 
 def fingerprint(value: Any) -> str:

@@ -1,10 +1,17 @@
-"""Subscription root fields over the hub (graphql-transport-ws and graphql-ws)."""
+"""Subscription root fields over the hub (graphql-transport-ws and graphql-ws).
+
+Each field is a `Kind` of the hub: the topics of all its subscribers and how one notification
+recomputes all of them at once (hub.py). `blocks` has one topic; `certificateEvents` and
+`relayStatus` topics are found by key in a map; `listingUpdates` topics filtering on listing ids
+alone are found by key too, and the other filters are evaluated together, in one statement per
+`FILTERS_PER_STATEMENT` filters, over only the listings that changed.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Iterable
+from typing import Any, ClassVar
 
 import strawberry
 from strawberry.types import Info
@@ -13,13 +20,15 @@ from db.channels import BLOCKS, RELAY
 from graphql_api.context import Context
 from graphql_api.db import Reader
 from graphql_api.extras import RelayedTransaction, relayed_transaction
-from graphql_api.hub import fingerprint
+from graphql_api.hub import Kind, Topic, fingerprint
 from graphql_api.meta import BLOCK_COLUMNS, Block
 from graphql_api.query import ENTITIES, SqlWhere
 from graphql_api.types import Certificate, Listing, Transfer
 
 Ctx = Info[Context, None]
 ListingFilter = ENTITIES["Listing"].filter_input
+# Listing filters other than by id, evaluated side by side in one statement.
+FILTERS_PER_STATEMENT = 200
 
 # Listing status -> the update kind pushed when a listing enters it.
 STATUS_KIND = {
@@ -62,11 +71,6 @@ class CertificateEvent:
     transfers: list[Transfer] = strawberry.field(description="Custody changes in this block.")
 
 
-def _reader(ctx: Context) -> Reader:
-    # Computation is shared by every subscriber of a topic: it must not use one socket's state.
-    return Reader(ctx.engine, ctx.settings.api.statement_timeout_ms, snapshot=False)
-
-
 def _changed(payload: dict[str, Any], table: str) -> list[Any] | None:
     """Ids the notification names for `table`; None when it was truncated (unknown)."""
     if payload.get("truncated"):
@@ -82,32 +86,284 @@ async def _ids_touched_at(reader: Reader, table: str, key: str, height: int) -> 
     return [r["k"] for r in rows]
 
 
+def _ints(values: Iterable[Any]) -> list[int]:
+    out = []
+    for v in values:
+        try:
+            out.append(int(v))
+        except (TypeError, ValueError):
+            continue  # a notification names ids; anything else is not one of ours
+    return out
+
+
+class BlocksKind(Kind):
+    channels: ClassVar[frozenset[str]] = frozenset({BLOCKS})
+
+    async def compute(
+        self, reader: Reader, channel: str, payload: dict[str, Any]
+    ) -> Iterable[tuple[Topic, list[Any]]]:
+        row = await reader.one(
+            f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE canonical ORDER BY block_height DESC LIMIT 1"
+        )
+        event = BlockEvent(
+            block=Block.from_row(row) if row else None,
+            rolled_back=[str(h) for h in payload.get("rolled_back") or []],
+        )
+        return [(topic, [event]) for topic in self.topics.values()]
+
+    def fingerprint(self, item: Any) -> str:
+        return fingerprint([item.block and item.block.hash, item.rolled_back])
+
+
+def _listing_keys(where: Any) -> list[int] | None:
+    """The listing ids a filter selects when it filters on ids alone, else None."""
+    if where is None:
+        return None
+    given = {k: v for k, v in vars(where).items() if v is not None}
+    if set(given) == {"listing_id"}:
+        return [int(given["listing_id"])]
+    if set(given) == {"listing_id_in"}:
+        return [int(i) for i in given["listing_id_in"]]
+    return None
+
+
+class ListingsKind(Kind):
+    """`listingUpdates` topics: by id (`{listingId}` / `{listingId_in}`) or by any filter."""
+
+    channels: ClassVar[frozenset[str]] = frozenset({BLOCKS})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_id: dict[int, dict[Topic, None]] = {}
+        self.general: dict[Topic, None] = {}
+
+    def add(self, topic: Topic) -> None:
+        super().add(topic)
+        keys = _listing_keys(topic.args)
+        if keys is None:
+            self.general[topic] = None
+        for k in keys or ():
+            self.by_id.setdefault(k, {})[topic] = None
+
+    def remove(self, topic: Topic) -> None:
+        super().remove(topic)
+        self.general.pop(topic, None)
+        for k in _listing_keys(topic.args) or ():
+            topics = self.by_id.get(k)
+            if topics is not None:
+                topics.pop(topic, None)
+                if not topics:
+                    del self.by_id[k]
+
+    async def compute(
+        self, reader: Reader, channel: str, payload: dict[str, Any]
+    ) -> Iterable[tuple[Topic, list[Any]]]:
+        changed = _changed(payload, "listings")
+        if changed is None:
+            changed = await _ids_touched_at(
+                reader, "listings", "listing_id", int(payload.get("height") or 0)
+            )
+        ids = sorted(set(_ints(changed)))
+        if not self.general:  # only the subscribed ones matter
+            ids = [i for i in ids if i in self.by_id]
+        if not ids:
+            return []
+        updates = await self._updates(reader, ids, payload)
+        out: dict[Topic, list[Any]] = {}
+        for lid, update in updates.items():
+            for topic in self.by_id.get(lid, ()):
+                out.setdefault(topic, []).append(update)
+        if self.general:
+            for topic, matched in await self._matches(reader, updates, list(self.general)):
+                for lid in matched:
+                    out.setdefault(topic, []).append(updates[lid])
+            # A listing gone in a rollback can no longer be filtered: every filter gets it.
+            gone = [u for u in updates.values() if u.listing is None]
+            for topic in self.general:
+                for update in gone:
+                    out.setdefault(topic, []).append(update)
+        for items in out.values():
+            items.sort(key=lambda u: u.listing_id)
+        return out.items()
+
+    async def _updates(
+        self, reader: Reader, ids: list[int], payload: dict[str, Any]
+    ) -> dict[int, ListingUpdate]:
+        """One update per listing id, whatever the filters: its state and what changed."""
+        entity = ENTITIES["Listing"]
+        rows = await reader.all(
+            "SELECT i.id AS _id, cur.*, prev.status AS _ps, prev.price AS _pp,"
+            " prev.bid_count AS _pb, prev.vid IS NULL AS _new"
+            " FROM unnest(CAST(:ids AS bigint[])) AS i(id)"
+            " LEFT JOIN listings cur ON cur.listing_id = i.id AND cur.block_to IS NULL"
+            " LEFT JOIN LATERAL (SELECT p.* FROM listings p WHERE p.listing_id = i.id"
+            " AND p.block_to = cur.block_from ORDER BY p.block_from DESC LIMIT 1) prev ON TRUE",
+            {"ids": ids},
+        )
+        rolled = bool(payload.get("rolled_back"))
+        height = payload.get("height")
+        out = {}
+        for r in rows:
+            if r["vid"] is None:
+                kind, listing = "rolledBack", None
+            else:
+                listing = entity.from_row(r, None)
+                if rolled:
+                    kind = "rolledBack"
+                elif r["_new"]:
+                    kind = "created"
+                elif r["_ps"] != r["status"]:
+                    kind = STATUS_KIND.get(r["status"], "updated")
+                elif r["_pb"] != r["bid_count"]:
+                    kind = "bid"
+                elif r["_pp"] != r["price"]:
+                    kind = "priceChanged"
+                else:
+                    kind = "updated"
+            lid = int(r["_id"])
+            out[lid] = ListingUpdate(
+                kind=kind, listing_id=lid, block_height=height, listing=listing
+            )
+        return out
+
+    async def _matches(
+        self, reader: Reader, updates: dict[int, ListingUpdate], topics: list[Topic]
+    ) -> list[tuple[Topic, list[int]]]:
+        """Which of the existing changed listings each topic's filter selects: the filters are
+        evaluated side by side, one column each, over the changed listings only."""
+        entity = ENTITIES["Listing"]
+        present = [lid for lid, u in updates.items() if u.listing is not None]
+        if not present:
+            return []
+        out = [(t, present) for t in topics if t.args is None]
+        filtered = [t for t in topics if t.args is not None]
+        for start in range(0, len(filtered), FILTERS_PER_STATEMENT):
+            chunk = filtered[start : start + FILTERS_PER_STATEMENT]
+            params: dict[str, Any] = {"ids": present}
+            compiler = SqlWhere(entity, None, params)
+            columns = ", ".join(
+                f"{compiler.compile(t.args, 'cur')} AS m{n}" for n, t in enumerate(chunk)
+            )
+            rows = await reader.all(
+                f"SELECT cur.listing_id AS _id, {columns} FROM listings cur"
+                " WHERE cur.listing_id = ANY(:ids) AND cur.block_to IS NULL"
+                " ORDER BY cur.listing_id",
+                params,
+            )
+            for n, topic in enumerate(chunk):
+                matched = [int(r["_id"]) for r in rows if r[f"m{n}"]]
+                if matched:
+                    out.append((topic, matched))
+        return out
+
+    def fingerprint(self, item: Any) -> str:
+        state = None if item.listing is None else strawberry.asdict(item.listing)
+        return fingerprint([item.kind, item.listing_id, item.block_height, state])
+
+
+class CertificatesKind(Kind):
+    """`certificateEvents(tokenId)` topics, one per token."""
+
+    channels: ClassVar[frozenset[str]] = frozenset({BLOCKS})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_token: dict[int, Topic] = {}
+
+    def add(self, topic: Topic) -> None:
+        super().add(topic)
+        self.by_token[int(topic.args)] = topic
+
+    def remove(self, topic: Topic) -> None:
+        super().remove(topic)
+        if self.by_token.get(int(topic.args)) is topic:
+            del self.by_token[int(topic.args)]
+
+    async def compute(
+        self, reader: Reader, channel: str, payload: dict[str, Any]
+    ) -> Iterable[tuple[Topic, list[Any]]]:
+        changed = _changed(payload, "certificates")
+        if changed is None:
+            tokens = sorted(self.by_token)
+        else:
+            tokens = sorted({i for i in _ints(changed) if i in self.by_token})
+        if not tokens:
+            return []
+        height = payload.get("height")
+        cert_entity, transfer_entity = ENTITIES["Certificate"], ENTITIES["Transfer"]
+        certs = {
+            int(r["token_id"]): r
+            for r in await reader.all(
+                "SELECT * FROM certificates WHERE token_id = ANY(:t) AND block_to IS NULL",
+                {"t": tokens},
+            )
+        }
+        transfers: dict[int, list[Any]] = {}
+        for r in await reader.all(
+            "SELECT * FROM transfers WHERE token_id = ANY(:t) AND block_height = :h"
+            " ORDER BY token_id, event_index",
+            {"t": tokens, "h": height},
+        ):
+            transfers.setdefault(int(r["token_id"]), []).append(r)
+        rolled = bool(payload.get("rolled_back"))
+        out = []
+        for token in tokens:
+            mine = transfers.get(token, [])
+            if rolled:
+                kind = "rolledBack"
+            else:
+                kind = ",".join(dict.fromkeys(t["kind"] for t in mine)) or "updated"
+            row = certs.get(token)
+            event = CertificateEvent(
+                kind=kind,
+                token_id=token,
+                block_height=height,
+                certificate=cert_entity.from_row(row, None) if row else None,
+                transfers=[transfer_entity.from_row(t, None) for t in mine],
+            )
+            out.append((self.by_token[token], [event]))
+        return out
+
+    def fingerprint(self, item: Any) -> str:
+        state = None if item.certificate is None else strawberry.asdict(item.certificate)
+        return fingerprint([item.kind, state, [t.id_ for t in item.transfers]])
+
+
+class RelayKind(Kind):
+    """`relayStatus(txid)` topics, one per transaction."""
+
+    channels: ClassVar[frozenset[str]] = frozenset({RELAY})
+
+    async def compute(
+        self, reader: Reader, channel: str, payload: dict[str, Any]
+    ) -> Iterable[tuple[Topic, list[Any]]]:
+        txid = payload.get("txid")
+        topic = self.topics.get(f"relay:{txid}") if isinstance(txid, str) else None
+        if topic is None:
+            return []
+        status = await relayed_transaction(reader, topic.args)
+        return [(topic, [status])] if status else []
+
+    def fingerprint(self, item: Any) -> str:
+        return fingerprint(strawberry.asdict(item))
+
+
+async def _pushes(ctx: Context, queue: Any) -> AsyncGenerator[Any, None]:
+    while True:
+        item = await queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        ctx.fresh()
+        yield item
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(description="Every new canonical tip and every fork rollback.")
     async def blocks(self, info: Ctx) -> AsyncGenerator[BlockEvent, None]:
         ctx = info.context
-
-        async def compute(channel: str, payload: dict[str, Any]) -> list[Any]:
-            if channel != BLOCKS:
-                return []
-            row = await _reader(ctx).one(
-                f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE canonical"
-                " ORDER BY block_height DESC LIMIT 1"
-            )
-            return [
-                BlockEvent(
-                    block=Block.from_row(row) if row else None,
-                    rolled_back=list(payload.get("rolled_back") or []),
-                )
-            ]
-
-        async with ctx.hub.subscribe(
-            "blocks", compute, lambda e: fingerprint([e.block and e.block.hash, e.rolled_back])
-        ) as queue:
-            while True:
-                item = await queue.get()
-                ctx.fresh()
+        async with ctx.hub.subscribe(BlocksKind, "blocks") as queue:
+            async for item in _pushes(ctx, queue):
                 yield item
 
     @strawberry.subscription(
@@ -120,71 +376,12 @@ class Subscription:
         where: ListingFilter | None = None,  # type: ignore[valid-type]
     ) -> AsyncGenerator[ListingUpdate, None]:
         ctx = info.context
-        entity = ENTITIES["Listing"]
         key = "listings:" + json.dumps(strawberry.asdict(where) if where else None, default=str)
-
-        async def compute(channel: str, payload: dict[str, Any]) -> list[Any]:
-            if channel != BLOCKS:
-                return []
-            reader = _reader(ctx)
-            ids = _changed(payload, "listings")
-            if ids is None:
-                ids = await _ids_touched_at(
-                    reader, "listings", "listing_id", int(payload.get("height") or 0)
-                )
-            if not ids:
-                return []
-            params: dict[str, Any] = {"ids": [int(i) for i in ids]}
-            match = "TRUE"
-            if where is not None:
-                match = SqlWhere(entity, None, params).compile(where, "cur")
-            rows = await reader.all(
-                "SELECT i.id AS _id, cur.*, prev.status AS _ps, prev.price AS _pp,"
-                " prev.bid_count AS _pb, prev.vid IS NULL AS _new"
-                " FROM unnest(CAST(:ids AS bigint[])) AS i(id)"
-                " LEFT JOIN listings cur ON cur.listing_id = i.id AND cur.block_to IS NULL"
-                " LEFT JOIN LATERAL (SELECT p.* FROM listings p WHERE p.listing_id = i.id"
-                " AND p.block_to = cur.block_from ORDER BY p.block_from DESC LIMIT 1) prev"
-                f" ON TRUE WHERE cur.vid IS NULL OR {match} ORDER BY i.id",
-                params,
-            )
-            rolled = bool(payload.get("rolled_back"))
-            out = []
-            for r in rows:
-                if r["vid"] is None:
-                    kind, listing = "rolledBack", None
-                else:
-                    listing = entity.from_row(r, None)
-                    if rolled:
-                        kind = "rolledBack"
-                    elif r["_new"]:
-                        kind = "created"
-                    elif r["_ps"] != r["status"]:
-                        kind = STATUS_KIND.get(r["status"], "updated")
-                    elif r["_pb"] != r["bid_count"]:
-                        kind = "bid"
-                    elif r["_pp"] != r["price"]:
-                        kind = "priceChanged"
-                    else:
-                        kind = "updated"
-                out.append(
-                    ListingUpdate(
-                        kind=kind,
-                        listing_id=int(r["_id"]),
-                        block_height=payload.get("height"),
-                        listing=listing,
-                    )
-                )
-            return out
-
-        def mark(u: ListingUpdate) -> str:
-            state = None if u.listing is None else strawberry.asdict(u.listing)
-            return fingerprint([u.kind, u.listing_id, u.block_height, state])
-
-        async with ctx.hub.subscribe(key, compute, mark) as queue:
-            while True:
-                item = await queue.get()
-                ctx.fresh()
+        if where is not None:
+            # A bad filter is refused now, not on the first change.
+            SqlWhere(ENTITIES["Listing"], None, {}).compile(where, "cur")
+        async with ctx.hub.subscribe(ListingsKind, key, where) as queue:
+            async for item in _pushes(ctx, queue):
                 yield item
 
     @strawberry.subscription(description="Changes to one certificate (custody, status, fork).")
@@ -192,47 +389,8 @@ class Subscription:
         self, info: Ctx, token_id: int
     ) -> AsyncGenerator[CertificateEvent, None]:
         ctx = info.context
-        cert_entity, transfer_entity = ENTITIES["Certificate"], ENTITIES["Transfer"]
-
-        async def compute(channel: str, payload: dict[str, Any]) -> list[Any]:
-            if channel != BLOCKS:
-                return []
-            ids = _changed(payload, "certificates")
-            if ids is not None and token_id not in {int(i) for i in ids}:
-                return []
-            reader = _reader(ctx)
-            row = await reader.one(
-                "SELECT * FROM certificates WHERE token_id = :t AND block_to IS NULL",
-                {"t": token_id},
-            )
-            height = payload.get("height")
-            transfers = await reader.all(
-                "SELECT * FROM transfers WHERE token_id = :t AND block_height = :h"
-                " ORDER BY event_index",
-                {"t": token_id, "h": height},
-            )
-            if payload.get("rolled_back"):
-                kind = "rolledBack"
-            else:
-                kind = ",".join(dict.fromkeys(t["kind"] for t in transfers)) or "updated"
-            return [
-                CertificateEvent(
-                    kind=kind,
-                    token_id=token_id,
-                    block_height=height,
-                    certificate=cert_entity.from_row(row, None) if row else None,
-                    transfers=[transfer_entity.from_row(t, None) for t in transfers],
-                )
-            ]
-
-        def mark(e: CertificateEvent) -> str:
-            state = None if e.certificate is None else strawberry.asdict(e.certificate)
-            return fingerprint([e.kind, state, [t.id_ for t in e.transfers]])
-
-        async with ctx.hub.subscribe(f"cert:{token_id}", compute, mark) as queue:
-            while True:
-                item = await queue.get()
-                ctx.fresh()
+        async with ctx.hub.subscribe(CertificatesKind, f"cert:{token_id}", token_id) as queue:
+            async for item in _pushes(ctx, queue):
                 yield item
 
     @strawberry.subscription(
@@ -241,28 +399,14 @@ class Subscription:
     async def relay_status(self, info: Ctx, txid: str) -> AsyncGenerator[RelayedTransaction, None]:
         ctx = info.context
 
-        async def load() -> RelayedTransaction | None:
-            return await relayed_transaction(_reader(ctx), txid)
-
-        async def compute(channel: str, payload: dict[str, Any]) -> list[Any]:
-            if channel != RELAY or payload.get("txid") != txid:
-                return []
-            status = await load()
+        async def current(reader: Reader) -> list[Any]:
+            status = await relayed_transaction(reader, txid)
             return [status] if status else []
 
-        async with ctx.hub.subscribe(
-            f"relay:{txid}", compute, lambda s: fingerprint(strawberry.asdict(s))
-        ) as queue:
-            # Subscribed first, so no change can fall between this read and the pushes; and read
-            # once the replica has what the primary has, so a status the relay has already
-            # reported to the client is not shown older here.
-            await ctx.hub.sync()
-            first = await load()
-            if first is not None:
-                yield first
-            while True:
-                item = await queue.get()
-                if first is not None and strawberry.asdict(item) == strawberry.asdict(first):
-                    continue
-                first = None
+        # The first status is read by the hub in order with the notifications (and, with a
+        # replica, once it has what the primary had at this moment): no change can fall
+        # between it and the pushes, and none arrives older than it.
+        key = f"relay:{txid.lower()}"  # the outbox keeps txids in lower case
+        async with ctx.hub.subscribe(RelayKind, key, txid, current) as queue:
+            async for item in _pushes(ctx, queue):
                 yield item

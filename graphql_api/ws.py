@@ -37,8 +37,11 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from strawberry.subscriptions.protocols.graphql_ws.types import StartMessage, StopMessage
 from strawberry.types.graphql import OperationType
 
+from graphql_api import metrics
 from graphql_api.context import Context
+from graphql_api.errors import LimitExceeded
 from graphql_api.fanout import Prebuilt, SharedStream, shareable, shared_stream
+from recchain.httpserver import client_key
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,7 @@ class Connection:
         self.outbox = Outbox(_sendable(ws), self._overflowed)
         self.main: asyncio.Task[Any] | None = None
         self.evicted = False
+        self.client = _client(ws)
 
     def can_share(self, payload: Any) -> bool:
         if not isinstance(payload, dict) or getattr(self.context, "hub", None) is None:
@@ -260,6 +264,57 @@ class Connection:
             self.outbox.close()
 
 
+# Subscription operations per client address, over all its connections to this process: each
+# one costs a topic or a shared stream to keep and recompute, so one client may not hold
+# without bound (api.max_subscriptions_per_client; per connection: ...per_connection).
+_CLIENTS: dict[str, dict[Any, None]] = {}
+
+
+def _client(ws: WebSocket) -> str:
+    return client_key(ws.client.host) if ws.client is not None else "unknown"
+
+
+def _held(handler: Any) -> int:
+    """Operations a handler runs: shared members and Strawberry's own."""
+    own = getattr(handler, "operations", None)
+    if own is None:
+        own = getattr(handler, "tasks", {})
+    return len(handler.conn.ops) + len(own)
+
+
+def _limit_error(handler: Any) -> GraphQLError | None:
+    """The error refusing one more operation of `handler`'s connection, or None."""
+    api = handler.conn.context.settings.api
+    if _held(handler) >= api.max_subscriptions_per_connection:
+        limit, bound = "subscriptions_per_connection", api.max_subscriptions_per_connection
+        scope = "this connection"
+    elif (
+        sum(_held(h) for h in _CLIENTS.get(handler.conn.client, ()))
+        >= api.max_subscriptions_per_client
+    ):
+        limit, bound = "subscriptions_per_client", api.max_subscriptions_per_client
+        scope = "this client"
+    else:
+        return None
+    metrics.REJECTED.labels(limit).inc()
+    return GraphQLError(
+        f"Subscription limit reached: at most {bound} operations at once on {scope}",
+        extensions={"code": LimitExceeded.code, "limit": limit, "max": bound},
+    )
+
+
+def _register(handler: Any) -> None:
+    _CLIENTS.setdefault(handler.conn.client, {})[handler] = None
+
+
+def _unregister(handler: Any) -> None:
+    handlers = _CLIENTS.get(handler.conn.client)
+    if handlers is not None:
+        handlers.pop(handler, None)
+        if not handlers:
+            del _CLIENTS[handler.conn.client]
+
+
 def _adapter_socket(handler: Any) -> WebSocket:
     ws: WebSocket = handler.websocket.ws  # strawberry.asgi.ASGIWebSocketAdapter
     return ws
@@ -273,7 +328,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.conn = Connection(_adapter_socket(self), self.context, legacy=False)
 
     async def handle(self) -> None:
-        await self.conn.run(super().handle())
+        _register(self)
+        try:
+            await self.conn.run(super().handle())
+        finally:
+            _unregister(self)
 
     async def shutdown(self) -> None:
         self.conn.leave_all()
@@ -288,9 +347,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if op_id in self.conn.ops or op_id in self.operations:
             await self.websocket.close(code=4409, reason=f"Subscriber for {op_id} already exists")
             return
-        limit = self.max_subscriptions_per_connection
-        if limit is not None and len(self.operations) + len(self.conn.ops) >= limit:
-            error = GraphQLError("Subscription limit reached")
+        error = _limit_error(self)
+        if error is not None:
             self.conn.frame({"id": op_id, "type": "error", "payload": [error.formatted]})
             return
         if self.conn.can_share(payload):
@@ -312,7 +370,11 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self.conn = Connection(_adapter_socket(self), self.context, legacy=True)
 
     async def handle(self) -> None:
-        await self.conn.run(super().handle())
+        _register(self)
+        try:
+            await self.conn.run(super().handle())
+        finally:
+            _unregister(self)
 
     async def cleanup(self) -> None:
         self.conn.leave_all()
@@ -329,10 +391,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             self.conn.frame({"id": op_id, "type": "complete"})
         if op_id in self.tasks:
             await self.cleanup_operation(op_id)
-        limit = self.max_subscriptions_per_connection
-        if limit is not None and len(self.tasks) + len(self.conn.ops) >= limit:
-            message_ = {"message": "Subscription limit reached"}
-            self.conn.frame({"id": op_id, "type": "error", "payload": message_})
+        error = _limit_error(self)
+        if error is not None:
+            self.conn.frame({"id": op_id, "type": "error", "payload": error.formatted})
             return
         if self.conn.can_share(payload):
             self.conn.join(self.schema, op_id, dict(payload))

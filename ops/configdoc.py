@@ -81,6 +81,11 @@ MEANINGS: dict[str, str] = {
     "api.ws_allowed_origins": "Allowed websocket `Origin`s for subscriptions.",
     "api.ws_compression": "Offer permessage-deflate on websockets (costs CPU and memory per"
     " subscriber; frames are small JSON).",
+    "api.max_subscriptions_per_connection": "Most operations (subscriptions) running at once on"
+    " one websocket; one more gets an error with code `LIMIT_EXCEEDED` (`limit:"
+    " subscriptions_per_connection`), the socket stays open.",
+    "api.max_subscriptions_per_client": "Most operations at once over all websockets of one client"
+    " address in one API process (`LIMIT_EXCEEDED`, `limit: subscriptions_per_client`).",
     "api.mask_errors": "Hide internal error details from clients.",
     "api.graphiql": "Serve the GraphiQL IDE on GET `/graphql`.",
     "relay.host": "Bind address of the transaction relay.",

@@ -100,6 +100,9 @@ class ApiSettings(BaseModel):
     # Off: with thousands of subscribers, per-socket permessage-deflate was ~37% of the push CPU
     # and half the idle memory, for small JSON frames (`bench subscribe --no-deflate`).
     ws_compression: bool = False
+    # Each distinct subscription is a topic (or shared stream) the process keeps and recomputes.
+    max_subscriptions_per_connection: int = Field(default=100, ge=1)
+    max_subscriptions_per_client: int = Field(default=1000, ge=1)
     mask_errors: bool = True
     graphiql: bool = True
 

@@ -533,7 +533,7 @@ def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
         api.wait(timeout=30)
 
 
-def _seed_listings(conn: psycopg.Connection[Any], n: int) -> None:
+def seed_listings(conn: psycopg.Connection[Any], n: int) -> None:
     """Block 1 with `n` active fixed-price listings (ids 1..n)."""
     h = f"0x{1:064x}"
     with conn.transaction():
@@ -551,7 +551,7 @@ def _seed_listings(conn: psycopg.Connection[Any], n: int) -> None:
         )
 
 
-def _commit_listing_changes(conn: psycopg.Connection[Any], height: int, ids: list[int]) -> float:
+def commit_listing_changes(conn: psycopg.Connection[Any], height: int, ids: list[int]) -> float:
     """A block that reprices `ids` (a new version of each), and its NOTIFY, in one transaction."""
     h = f"0x{height:064x}"
     with conn.transaction():
@@ -616,7 +616,7 @@ def bench_listings(args: argparse.Namespace, url: str) -> dict[str, Any]:
     sockets = max(1, args.listings // args.per_socket)
     topics = sockets * args.per_socket
     with psycopg.connect(to_libpq_url(url)) as conn:
-        _seed_listings(conn, topics)
+        seed_listings(conn, topics)
     port = free_port()
     api = start_api(url, port)
     ctx = mp.get_context("spawn")
@@ -667,7 +667,7 @@ def bench_listings(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 tick = now()
                 height = r + 2
                 ids = rng.sample(range(1, topics + 1), min(args.changes, topics))
-                sent[height] = _commit_listing_changes(conn, height, ids)
+                sent[height] = commit_listing_changes(conn, height, ids)
                 deadline = time.monotonic() + 60
                 while arrivals.get(height, 0) < len(ids) and time.monotonic() < deadline:
                     for pipe in pipes:

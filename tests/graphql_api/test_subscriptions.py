@@ -164,9 +164,9 @@ async def test_identical_operations_execute_once_for_every_socket_and_protocol(
     other = await Subscriber.connect(api.ws_url)
     await other.subscribe("subscription { blocks { block { height } } }")
     await wait_for(lambda: hub(api).subscriber_count == 4, "subscribed")
-    # Two documents, two shared executions, each one queue on the one `blocks` topic.
+    # Two documents, two shared executions, each one sink on the one `blocks` topic.
     assert len(hub(api).streams) == 2
-    assert len(hub(api).topics["blocks"].queues) == 2
+    assert len(hub(api).topics["blocks"].sinks) == 2
 
     chain.block()
     await commit(api, db_url, chain, [])
