@@ -7,8 +7,10 @@ or ``Accept: application/vnd.ipld.raw`` answers the raw block), the path gateway
 are ``{"Message", "Code", "Type": "error"}`` with status 500).
 
 It can misbehave on demand, per CID or for everything, to exercise the resolver: wrong bytes,
-slow drip, endless body, 429 with ``Retry-After``, 500s, redirect loops, 404s.
-``POST /_dev/behaviour {"cid": CID | null, "mode": MODE, "retry_after": N}`` switches it.
+slow drip, endless body, 429 with ``Retry-After``, 500s, redirect loops, 404s, or the right
+answer after a delay (``slow``, keeping work in flight for crash tests).
+``POST /_dev/behaviour {"cid": CID | null, "mode": MODE, "retry_after": N, "delay_s": S}``
+switches it.
 
 Run: ``python -m indexer.metadata.devgateway --dir tests/fixtures/demo/ipfs --port 8080``.
 """
@@ -45,6 +47,7 @@ MODES = (
     "error500",
     "redirect_loop",
     "not_found",
+    "slow",
 )
 RAW = "application/vnd.ipld.raw"
 
@@ -55,6 +58,7 @@ class Behaviour:
     retry_after: int = 1
     # After this many misbehaving answers the CID is served normally (0 = forever).
     times: int = 0
+    delay_s: float = 1.0  # how long `slow` waits before answering
 
 
 class BlockStore:
@@ -106,11 +110,17 @@ class DevGateway:
         )
 
     def set_behaviour(
-        self, cid: str | None, mode: str, *, retry_after: int = 1, times: int = 0
+        self,
+        cid: str | None,
+        mode: str,
+        *,
+        retry_after: int = 1,
+        times: int = 0,
+        delay_s: float = 1.0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; one of {', '.join(MODES)}")
-        b = Behaviour(mode, retry_after, times)
+        b = Behaviour(mode, retry_after, times, delay_s)
         if cid is None:
             self.default = b
         else:
@@ -158,6 +168,8 @@ class DevGateway:
             )
         if b.mode == "error500":
             return Response("internal error\n", status_code=500)
+        if b.mode == "slow":
+            await asyncio.sleep(b.delay_s)
         if b.mode == "redirect_loop":
             hop = "2" if request.query_params.get("hop") == "1" else "1"
             params = dict(request.query_params) | {"hop": hop}
@@ -217,6 +229,7 @@ class DevGateway:
                 str(payload.get("mode", "ok")),
                 retry_after=int(payload.get("retry_after", 1)),
                 times=int(payload.get("times", 0)),
+                delay_s=float(payload.get("delay_s", 1.0)),
             )
         except (ValueError, MetadataError, AttributeError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
