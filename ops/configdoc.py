@@ -119,7 +119,8 @@ MEANINGS: dict[str, str] = {
     "metadata.per_host_rate_per_s": "Request rate per remote host (Retry-After still wins).",
     "metadata.backoff_initial_s": "First retry delay of a failed job.",
     "metadata.backoff_max_s": "Longest retry delay.",
-    "metadata.lease_s": "How long a worker owns a job before another may take it.",
+    "metadata.lease_s": "How long a live worker owns a job before another may take it (a"
+    " worker that died loses its jobs at once: its presence lock ends with its connection).",
     "metadata.poll_interval_s": "Idle poll interval of a worker.",
 }
 

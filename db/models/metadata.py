@@ -1,8 +1,10 @@
 """Token metadata: the resolution job queue, the content cache and the per-URI result.
 
 - ``metadata_jobs``: one row per (uri, subject). Workers claim due rows with
-  ``FOR UPDATE SKIP LOCKED``; a claimed row's ``next_attempt_at`` is its lease expiry, so a
-  job whose worker died is simply due again when the lease runs out.
+  ``FOR UPDATE SKIP LOCKED``; a claimed row's ``next_attempt_at`` is its lease expiry, and
+  ``lease_owner`` names the advisory lock its worker process holds while it lives, so a job
+  whose worker died is due again at once (its lock is gone), or at the latest when the lease
+  runs out.
 - ``metadata_documents``: verified documents keyed by the CID of their bytes. Content
   addressing makes an entry true forever, so it is never invalidated.
 - ``metadata_uris``: which document a URI resolved to (refresh replaces it for mutable URIs).
@@ -74,6 +76,9 @@ class MetadataJob(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Random per claim: a worker whose lease expired cannot overwrite its successor's result.
     lease_token: Mapped[str | None] = mapped_column(Text)
+    # The claiming process's advisory lock (pg_advisory_lock(queue.OWNER_LOCK_CLASS, owner)):
+    # when no session holds it any more, the job is claimable before its lease expires.
+    lease_owner: Mapped[int | None] = mapped_column(Integer)
     cid: Mapped[str | None] = mapped_column(Text)
     last_reason: Mapped[str | None] = mapped_column(Text)
     last_error: Mapped[str | None] = mapped_column(Text)

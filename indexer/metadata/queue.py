@@ -6,27 +6,117 @@ resolved before. Workers ``claim`` due jobs in batches with ``FOR UPDATE SKIP LO
 claim sets ``next_attempt_at`` to the lease expiry, so a job whose worker died is due again
 afterwards without any sweeper. A batch is stored with ``finish``: one statement for the
 content cache, one for the jobs (and their notifications), whatever the batch size.
+
+A worker process also holds a session advisory lock for as long as it lives (``Presence``)
+and stamps its claims with that lock's number (``lease_owner``). PostgreSQL drops the lock the
+moment the process's connection closes (``kill -9``, OOM, a crash), so the other workers see
+its running jobs as orphaned and claim them at once instead of waiting out the lease; the lease
+still bounds the wait when the owner lives but hangs or its host vanished without closing its
+socket (TCP keepalives then end the lock session within about 25 s).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import json
+import os
 import secrets
+import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import tenacity
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from db.channels import METADATA
+from db.leader import KEEPALIVE_OPTIONS
+from db.session import to_libpq_url
 from indexer.metadata.cid import raw_cid
 from indexer.metadata.errors import MetadataError, ResolutionFailed
 from indexer.metadata.resolver import Resolution
 from indexer.metadata.uri import DataTarget, IpfsTarget, parse_uri
 
 MAX_ERROR_CHARS = 2000
+# First key of the two-key advisory locks (pg_advisory_lock(int4, int4)) workers hold: derived
+# by hashing so it cannot meet another application's hand-picked keys; positive, as pg_locks
+# shows it as an oid.
+OWNER_LOCK_CLASS = int.from_bytes(hashlib.sha256(b"recchain.metadata.worker").digest()[:4]) >> 1
+
+
+def owner_label() -> str:
+    """`application_name` of a presence session: which process owns a job shows in
+    pg_stat_activity (joined to pg_locks on the job's `lease_owner`)."""
+    return f"recchain-metadata:{socket.gethostname()}:{os.getpid()}"[:63]
+
+
+class Presence:
+    """This process's advisory lock: held on a connection of its own for as long as the process
+    lives, its second key is the ``lease_owner`` of every job the process claims."""
+
+    def __init__(self, url: str, *, check_interval_s: float = 2.0) -> None:
+        self.url = url
+        self.check_interval_s = check_interval_s
+        self.owner: int | None = None
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._checked = 0.0
+        # The worker loops of a process share it: one of them (re)acquires, the others wait,
+        # or each would take a number of its own and drop the others' with their connections.
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> int:
+        """The owner number, (re)acquiring the lock when its connection was lost; raises the
+        connection error while the database cannot be reached."""
+        async with self._lock:
+            return await self._current()
+
+    async def _current(self) -> int:
+        now = time.monotonic()
+        if self._conn is not None and not self._conn.closed:
+            if now - self._checked < self.check_interval_s and self.owner is not None:
+                return self.owner
+            try:
+                await self._conn.execute("SELECT 1")
+                self._checked = now
+                assert self.owner is not None
+                return self.owner
+            except psycopg.Error:
+                await self.aclose()
+        conn = await psycopg.AsyncConnection.connect(
+            to_libpq_url(self.url),
+            autocommit=True,
+            application_name=owner_label(),
+            options=KEEPALIVE_OPTIONS,
+            connect_timeout=10,
+        )
+        try:
+            # Keep the number across reconnects when possible (jobs claimed before the loss are
+            # then recognised as ours again); a number held by someone else is replaced.
+            candidate = self.owner or secrets.randbelow(2**31 - 1) + 1
+            while True:
+                cur = await conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", (OWNER_LOCK_CLASS, candidate)
+                )
+                row = await cur.fetchone()
+                if row and row[0]:
+                    break
+                candidate = secrets.randbelow(2**31 - 1) + 1
+        except BaseException:
+            await conn.close()
+            raise
+        self._conn, self.owner, self._checked = conn, candidate, now
+        return candidate
+
+    async def aclose(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +302,7 @@ async def requeue_for_refresh(
             """
             UPDATE metadata_jobs
             SET status = 'queued', attempts = 0, next_attempt_at = now(), updated_at = now(),
-                lease_token = NULL, lease_expires_at = NULL
+                lease_token = NULL, lease_expires_at = NULL, lease_owner = NULL
             WHERE subject_kind = :kind
               AND (CAST(:ids AS bigint[]) IS NULL OR subject_id = ANY(CAST(:ids AS bigint[])))
               AND (CAST(:uri AS text) IS NULL OR uri = :uri)
@@ -223,16 +313,31 @@ async def requeue_for_refresh(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+# A running job is orphaned when its lease ran out, or when no session holds its owner's lock
+# any more (the owning process died): both make it claimable.
+_ORPHANED = f"""
+    status = 'running' AND (
+        next_attempt_at <= now()
+        OR (lease_owner IS NOT NULL AND lease_owner NOT IN (
+            SELECT l.objid::bigint FROM pg_locks l
+            WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+              AND l.classid::bigint = {OWNER_LOCK_CLASS}
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        ))
+    )
+"""
+
+
 async def expire_poison(session: AsyncSession, *, max_attempts: int) -> int:
-    """Jobs whose leases keep expiring (a poison job that kills its worker every time) become
-    permanent instead of looping forever."""
+    """Jobs whose workers keep dying on them (a poison job that kills its worker every time)
+    become permanent instead of looping forever."""
     result = await session.execute(
         text(
-            """
+            f"""
             UPDATE metadata_jobs
             SET status = 'permanent', last_reason = 'lease_expired', updated_at = now(),
                 finished_at = now(), last_error = 'worker lease expired on every attempt'
-            WHERE status = 'running' AND next_attempt_at <= now() AND attempts >= :max
+            WHERE {_ORPHANED} AND attempts >= :max
             """
         ),
         {"max": max_attempts},
@@ -240,22 +345,31 @@ async def expire_poison(session: AsyncSession, *, max_attempts: int) -> int:
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-# A job found running with an expired lease may be what killed its last worker: it is
-# claimed alone (when it heads the queue) or left for a later claim, so that a poison job
-# cannot use up the attempts of the jobs that happened to share its batch.
+# A job found orphaned may be what killed its last worker: it is claimed alone, so that a
+# poison job cannot use up the attempts of the jobs that happened to share its batch. Orphans
+# head the queue (their work was already under way), so a dead worker's jobs are taken first.
 _CLAIM = text(
-    """
-    WITH due AS MATERIALIZED (
-        SELECT id, status, next_attempt_at FROM metadata_jobs
-        WHERE status IN ('queued', 'running', 'failed') AND next_attempt_at <= now()
+    f"""
+    WITH orphans AS MATERIALIZED (
+        SELECT id, status, '-infinity'::timestamptz AS due_at FROM metadata_jobs
+        WHERE {_ORPHANED}
+        ORDER BY next_attempt_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), fresh AS MATERIALIZED (
+        SELECT id, status, next_attempt_at AS due_at FROM metadata_jobs
+        WHERE status IN ('queued', 'failed') AND next_attempt_at <= now()
         ORDER BY next_attempt_at
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
+    ), due AS (
+        SELECT * FROM orphans UNION ALL SELECT * FROM fresh
     ), head AS (
-        SELECT id, status FROM due ORDER BY next_attempt_at, id LIMIT 1
+        SELECT id, status FROM due ORDER BY due_at, id LIMIT 1
     )
     UPDATE metadata_jobs j
     SET status = 'running', attempts = j.attempts + 1, lease_token = :token,
+        lease_owner = CAST(:owner AS integer),
         next_attempt_at = now() + make_interval(secs => :lease),
         lease_expires_at = now() + make_interval(secs => :lease),
         updated_at = now()
@@ -270,14 +384,24 @@ _CLAIM = text(
 
 
 async def claim(
-    session: AsyncSession, *, limit: int, lease_s: float, max_attempts: int | None = None
+    session: AsyncSession,
+    *,
+    limit: int,
+    lease_s: float,
+    max_attempts: int | None = None,
+    owner: int | None = None,
 ) -> list[Job]:
     """Take up to ``limit`` due jobs under one lease (``max_attempts`` given: expire poison
-    jobs first)."""
+    jobs first). ``owner`` is the claiming process's ``Presence``: while it lives nobody else
+    takes the jobs before the lease expires; once it is gone they are claimable at once."""
     if max_attempts is not None:
         await expire_poison(session, max_attempts=max_attempts)
     token = secrets.token_hex(8)
-    rows = (await session.execute(_CLAIM, {"limit": limit, "token": token, "lease": lease_s})).all()
+    rows = (
+        await session.execute(
+            _CLAIM, {"limit": limit, "token": token, "lease": lease_s, "owner": owner}
+        )
+    ).all()
     return [Job(r.id, r.uri, r.subject_kind, r.subject_id, r.attempts, token) for r in rows]
 
 
@@ -417,7 +541,7 @@ _FINISH = text(
             next_attempt_at = CASE WHEN x.status = 'done' THEN j.next_attempt_at
                                    ELSE now() + make_interval(secs => x.delay) END,
             finished_at = CASE WHEN x.status = 'failed' THEN NULL ELSE now() END,
-            updated_at = now(), lease_token = NULL, lease_expires_at = NULL
+            updated_at = now(), lease_token = NULL, lease_expires_at = NULL, lease_owner = NULL
         FROM x WHERE j.id = x.id AND j.lease_token = x.token
         RETURNING j.id, j.status
     )

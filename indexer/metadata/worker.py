@@ -41,11 +41,16 @@ def _internal(job: q.Job, exc: Exception) -> MetadataError:
 
 class Worker:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], resolver: Resolver, settings: Settings
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        resolver: Resolver,
+        settings: Settings,
+        presence: q.Presence | None = None,
     ) -> None:
         self.sessions = sessions
         self.resolver = resolver
         self.s = settings.metadata
+        self.presence = presence
         self._last_sweep = -POISON_SWEEP_S
 
     async def step(self) -> int:
@@ -53,12 +58,14 @@ class Worker:
         number of REC checks done instead)."""
         now = time.monotonic()
         sweep = now - self._last_sweep > POISON_SWEEP_S
+        owner = await self.presence.current() if self.presence is not None else None
         async with self.sessions() as session, session.begin():
             jobs = await q.claim(
                 session,
                 limit=self.s.batch_size,
                 lease_s=self.s.lease_s,
                 max_attempts=self.s.max_attempts if sweep else None,
+                owner=owner,
             )
             # In the claim's transaction: no BEGIN and COMMIT of its own.
             hits = await q.cached_many(session, jobs) if jobs else {}
@@ -214,7 +221,9 @@ async def run_workers(
     )
     sessions = session_factory(eng)
     resolver = Resolver.create(settings.metadata)
-    workers = [Worker(sessions, resolver, settings) for _ in range(max(1, n))]
+    # One presence per process: every loop's claims die with the process, together.
+    presence = q.Presence(eng.url.render_as_string(hide_password=False))
+    workers = [Worker(sessions, resolver, settings, presence) for _ in range(max(1, n))]
     tasks = [asyncio.create_task(w.loop(stop_event)) for w in workers]
     tasks.append(asyncio.create_task(_sample_depth(sessions, stop_event)))
     try:
@@ -227,5 +236,6 @@ async def run_workers(
         for t in tasks:
             t.cancel()
         await resolver.aclose()
+        await presence.aclose()
         if own_engine:
             await eng.dispose()

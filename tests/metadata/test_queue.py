@@ -412,3 +412,71 @@ async def test_a_job_that_kills_every_worker_becomes_permanent(engine: AsyncEngi
         assert await q.claim(s, limit=1, lease_s=30, max_attempts=3) == []
     job = (await _jobs(sessions))["data:,poison"]
     assert job["status"] == "permanent" and job["last_reason"] == "lease_expired"
+
+
+async def test_jobs_of_a_dead_owner_are_claimable_at_once(db_url: str, engine: AsyncEngine) -> None:
+    """A claim names its process's presence lock; while that lock is held nobody else takes
+    the jobs before the lease runs out, and once its session is gone (here ended by
+    pg_terminate_backend, as a kill -9 ends it) they are taken at once and claimed alone."""
+    sessions = session_factory(engine)
+    await _enqueue(sessions, *(f"data:,owned-{i}" for i in range(3)))
+    mine, theirs = q.Presence(db_url, check_interval_s=0.0), q.Presence(db_url)
+    try:
+        owner = await mine.current()
+        async with sessions() as s, s.begin():
+            claimed = await q.claim(s, limit=10, lease_s=300, owner=owner)
+        assert len(claimed) == 3
+        async with sessions() as s, s.begin():
+            assert await q.claim(s, limit=10, lease_s=300, owner=await theirs.current()) == []
+            pid = (
+                await s.execute(
+                    text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                        " AND classid::bigint = :c AND objid::bigint = :o AND objsubid = 2"
+                    ),
+                    {"c": q.OWNER_LOCK_CLASS, "o": owner},
+                )
+            ).scalar_one()
+            await s.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        sizes = []
+        for _ in range(4):
+            async with sessions() as s, s.begin():
+                got = await q.claim(s, limit=10, lease_s=300, owner=await theirs.current())
+                sizes.append(len(got))
+        assert sizes == [1, 1, 1, 0]
+        # The old owner notices, reconnects by itself and takes its old number back (free).
+        assert await mine.current() == owner
+        async with sessions() as s:
+            held = await s.execute(
+                text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                    " AND classid::bigint = :c AND objid::bigint = :o AND pid <> :p"
+                ),
+                {"c": q.OWNER_LOCK_CLASS, "o": owner, "p": pid},
+            )
+            assert held.scalar_one() == 1
+    finally:
+        await mine.aclose()
+        await theirs.aclose()
+
+
+async def test_the_loops_of_a_process_share_one_presence(db_url: str) -> None:
+    presence = q.Presence(db_url)
+    try:
+        owners = await asyncio.gather(*(presence.current() for _ in range(8)))
+        assert len(set(owners)) == 1
+        import psycopg
+
+        from db.session import to_libpq_url
+
+        async with await psycopg.AsyncConnection.connect(to_libpq_url(db_url)) as conn:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND classid::bigint = %s AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())",
+                (q.OWNER_LOCK_CLASS,),
+            )
+            row = await cur.fetchone()
+            assert row is not None and row[0] == 1
+    finally:
+        await presence.aclose()
