@@ -53,6 +53,22 @@ class Block:
         )
 
 
+@strawberry.type(
+    description="Something keeping the indexed chain from advancing (ops/RUNBOOK.md, Chain held)."
+)
+class ChainHold:
+    kind: str = strawberry.field(
+        description="`refused_block` (a block refused as corrupt or unstorable; its descendants"
+        " wait for the genuine copy), `deep_fork` (a fork beyond the finality horizon) or"
+        " `body_too_large` (a payload over the indexer's size limit)."
+    )
+    reason: str = strawberry.field(description="Why, as the indexer recorded it.")
+    block_height: int | None = strawberry.field(description="Height of the block it concerns.")
+    block_hash: str | None = strawberry.field(description="Index hash of the block it concerns.")
+    since: datetime = strawberry.field(description="When it first happened.")
+    attempts: int = strawberry.field(description="Times the source delivered it meanwhile.")
+
+
 @strawberry.type(description="Where the answer stands on the chain.")
 class Meta:
     block: Block | None = strawberry.field(
@@ -71,11 +87,31 @@ class Meta:
         " seconds (0 = caught up; sampled every second); null when the API reads the primary"
         " or the primary cannot be reached."
     )
+    hold: ChainHold | None = strawberry.field(
+        description="The oldest open hold of the chain; null while nothing holds it."
+    )
 
 
 def _replica_lag(ctx: Context) -> float | None:
     replica = getattr(ctx.hub, "replica", None)
     return None if replica is None else replica.lag_seconds
+
+
+async def _hold(ctx: Context) -> ChainHold | None:
+    row = await ctx.reader.one(
+        "SELECT kind, reason, block_height, index_block_hash, first_seen, attempts"
+        " FROM chain_holds WHERE resolved_at IS NULL ORDER BY first_seen LIMIT 1"
+    )
+    if row is None:
+        return None
+    return ChainHold(
+        kind=row["kind"],
+        reason=row["reason"],
+        block_height=row["block_height"],
+        block_hash=row["index_block_hash"],
+        since=row["first_seen"],
+        attempts=int(row["attempts"]),
+    )
 
 
 async def load_meta(ctx: Context, block: BlockInput | None) -> Meta:
@@ -90,6 +126,7 @@ async def load_meta(ctx: Context, block: BlockInput | None) -> Meta:
             lag_seconds=None,
             tip_height=None,
             replica_lag_seconds=_replica_lag(ctx),
+            hold=await _hold(ctx),
         )
     tip_block = Block.from_row(tip)
     answer = tip_block
@@ -110,4 +147,5 @@ async def load_meta(ctx: Context, block: BlockInput | None) -> Meta:
         lag_seconds=lag,
         tip_height=tip_block.height,
         replica_lag_seconds=_replica_lag(ctx),
+        hold=await _hold(ctx),
     )

@@ -20,6 +20,14 @@ SKIPPED_EVENTS = Counter(
     "Watched events stored but not applied: a shape or event kind the handlers do not understand",
     ["contract"],
 )
+HOLDS = Gauge(
+    "recchain_indexer_holds",
+    "Open holds of the chain (chain_holds) by kind: refused_block, deep_fork, body_too_large",
+    ["kind"],
+)
+ORPHANS = Gauge(
+    "recchain_indexer_orphan_blocks", "Blocks stored whose parent has not arrived (waiting)"
+)
 LEADER = Gauge("recchain_indexer_leader", "1 while this process holds the indexer leader lock")
 OBSERVER_REQUESTS = Counter(
     "recchain_indexer_observer_requests_total",

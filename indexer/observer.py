@@ -1,8 +1,18 @@
-"""The stacks-node event-observer server (STACKS.md §1).
+"""The stacks-node event-observer server.
 
-Delivery is at-least-once, so: answer 200 only after the request is committed; a duplicate is a
-no-op that answers 200; a malformed payload is stored with its reason and answered 400 (never
-half-applied); a body over `indexer.max_body_bytes` is answered 413 without being read whole.
+The node stores each payload, sends it until it is answered 200 (any other answer, 4xx
+included, is retried with a growing delay) and does not process blocks meanwhile. So: answer 200
+only after the request is committed; a duplicate is a no-op that answers 200. Refusals are
+decided so that none repeats forever unrecorded (ops/RUNBOOK.md "Chain held" has the table):
+
+- a malformed payload is stored with its reason and answered 400 (never half-applied); the same
+  payload again is answered 200 `{"result": "rejected"}`: it is recorded, and the node moves on
+  (a refused block then holds the chain until its genuine copy arrives);
+- a fork beyond `indexer.finality_depth` is recorded and answered 409 every time: the chain is
+  held deliberately until the horizon is raised;
+- a body over `indexer.max_body_bytes` is answered 413 without being read whole, every time,
+  and recorded as a hold until the limit is raised.
+
 Requests are applied one at a time (the node sends them in order and waits for each answer).
 """
 
@@ -17,27 +27,39 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from indexer import metrics
-from indexer.pipeline import OBSERVER_PATHS, Indexer, Request
+from indexer.pipeline import OBSERVER_PATHS, Indexer, Outcome, Request
 
 log = logging.getLogger("recchain.indexer.observer")
 
 
 class BodyTooLarge(Exception):
-    pass
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size  # declared, or read before giving up
 
 
 async def _read_body(request: HttpRequest, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+        raise BodyTooLarge(int(declared))
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLarge(size)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _reply(outcome: Outcome) -> JSONResponse:
+    if outcome.ok:
+        return JSONResponse({"result": outcome.status})
+    if outcome.status == "held":
+        return JSONResponse({"error": outcome.reason, "held": True}, status_code=409)
+    if outcome.repeat:  # recorded when it first came: let the node move on
+        return JSONResponse({"result": "rejected", "error": outcome.reason})
+    return JSONResponse({"error": outcome.reason}, status_code=400)
 
 
 def create_app(indexer: Indexer, max_body_bytes: int) -> Starlette:
@@ -53,25 +75,28 @@ def create_app(indexer: Indexer, max_body_bytes: int) -> Starlette:
         path = request.url.path
         try:
             body = await _read_body(request, max_body_bytes)
-        except BodyTooLarge:
+        except BodyTooLarge as exc:
             metrics.ERRORS.labels("payload").inc()
-            return JSONResponse({"error": f"body exceeds {max_body_bytes} bytes"}, status_code=413)
+            async with lock:
+                try:
+                    await indexer.hold_body(path, exc.size, max_body_bytes)
+                except Exception:  # the answer is 413 either way; the node retries
+                    log.exception("could not record the oversized body on %s", path)
+            error = f"body exceeds indexer.max_body_bytes ({max_body_bytes} bytes)"
+            return JSONResponse({"error": error, "held": True}, status_code=413)
+        refused = None
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             text = body.decode("utf-8", errors="replace")
-            async with lock:
-                await indexer.store_rejected(Request(path, text), "body is not UTF-8")
-            return JSONResponse({"error": "body is not UTF-8"}, status_code=400)
+            refused = "body is not UTF-8"
         async with lock:
             try:
-                (outcome,) = await indexer.process([Request(path, text)])
+                (outcome,) = await indexer.process([Request(path, text, refused=refused)])
             except Exception as exc:  # a failure of ours, not of the payload: the node retries
                 log.exception("observer request on %s failed", path)
                 return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
-        if not outcome.ok:
-            return JSONResponse({"error": outcome.reason}, status_code=400)
-        return JSONResponse({"result": outcome.status})
+        return _reply(outcome)
 
     routes = [Route(p, handle, methods=["POST"]) for p in sorted(OBSERVER_PATHS)]
     return Starlette(routes=routes)

@@ -16,6 +16,15 @@ nothing exists below the root, and a sibling of the root (another block at that 
 forks there are ordinary on a real chain) is a root too: when its branch grows higher than the
 tip, everything from the root's height up is rolled back and the new branch applied.
 
+Refusals: a payload that cannot be interpreted is stored with its reason (`raw_requests.error`)
+and answered `rejected`; the same payload met again is interpreted again (it is never remembered
+as what it claims to be, so a fixed decoder, or the genuine copy of a block, gets through) and,
+refused again, answered `rejected` with `repeat` set. Rows PostgreSQL refuses (`UNSTORABLE`)
+refuse their request alone, the rest of its batch being redone request by request. A refused
+block the chain needs, a fork beyond the finality horizon (`held`: recorded, nothing after it
+processed) and a body over the size limit open a row of `chain_holds`, resolved in the commit
+that removes its cause.
+
 Writes are staged first (`_seal`: every row formatted as a binary COPY stream, the checkpoint
 position, the NOTIFY payload) and then sent (`_write`), so the CPU work of a batch is done before
 its first statement. Catch-up (`process_ahead`, used by `recchain replay`) overlaps the two: while
@@ -48,9 +57,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from db.channels import BLOCKS
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
+from db.models.chain import HOLD_KINDS
 from db.session import create_engine
 from indexer import metrics
-from indexer.block import Block, BlockHeader, Event, Tx, parse_new_block
+from indexer.block import Block, BlockHeader, Event, Tx, parse_header, parse_new_block
 from indexer.errors import EventSchemaError, FinalityError, PayloadError
 from indexer.handlers import HANDLERS, Ctx, MetadataJob, apply_events
 from indexer.schema import SCHEMAS, decode_event
@@ -103,16 +113,21 @@ class Request:
     # the Block, or the PayloadError text that parsing raised.
     parsed: Block | str | None = None
     digest: bytes | None = None  # sha256 of the payload, if already computed (`payload_hash`)
+    # Refused before interpretation (e.g. a body that is not UTF-8): stored with this reason.
+    refused: str | None = None
 
 
 @dataclass(slots=True)
 class Outcome:
-    status: str  # applied | stored | orphan | duplicate | ignored | rejected
+    # applied | stored | orphan | duplicate | ignored | rejected | held
+    status: str
     reason: str | None = None
+    # `rejected` again: the same payload was refused before (and is recorded already).
+    repeat: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.status != "rejected"
+        return self.status not in ("rejected", "held")
 
 
 @dataclass(slots=True)
@@ -121,6 +136,18 @@ class _Known:
     parent: str
     canonical: bool
     orphan: bool
+
+
+@dataclass(slots=True)
+class _Hold:
+    """A row of `chain_holds` to open (or count one more attempt of)."""
+
+    kind: str
+    reason: str
+    path: str
+    block_hash: str | None = None
+    height: int | None = None
+    raw_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -139,6 +166,10 @@ class _Batch:
     events: int = 0
     ignored: int = 0  # blocks below indexer.start_height
     hashes: set[bytes] = field(default_factory=set)  # payloads stored by this batch
+    cleared: list[int] = field(default_factory=list)  # refused raw requests accepted now
+    holds: list[_Hold] = field(default_factory=list)
+    stored: list[str] = field(default_factory=list)  # blocks written by this batch
+    paths: set[str] = field(default_factory=set)  # event paths accepted by this batch
 
 
 @dataclass(slots=True)
@@ -156,6 +187,12 @@ class _Commit:
     events: int
     fork_heights: list[int]
     tip_time: int | None
+    source: str | None  # the replay position's key (`Indexer.source`)
+    cleared: list[int]
+    holds: list[_Hold]
+    stored: list[str]
+    paths: set[str]
+    open_holds: dict[str, int] | None = None  # after the commit, when holds were involved
 
 
 class _Serial(Exception):
@@ -178,6 +215,7 @@ class _Writer:
         self._engine: AsyncEngine | None = None
         self.pending: asyncio.Future[_Commit] | None = None
         self.hashes: set[bytes] = set()  # payload hashes of the batch in flight
+        self.requests: Sequence[Request] = ()  # the batch in flight, to redo it if it fails
 
     def run(self, coro: Any) -> asyncio.Future[Any]:
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
@@ -254,6 +292,11 @@ class Indexer:
         self._writer: _Writer | None = None
         self._ahead = False  # inside `process_ahead`: paths needing in-flight rows bail out
         self._carry: Carry | None = None
+        # The key under which request positions are committed (`recchain replay` names its
+        # archive); None: positions are not kept.
+        self.source: str | None = None
+        self._open_holds: dict[str, int] = {}
+        self.late_rejected = 0  # requests of a batch already answered, refused on a redo
 
     @property
     def pg(self) -> psycopg.AsyncConnection[Any]:
@@ -286,23 +329,57 @@ class Indexer:
         self._has_relay = bool((await cur.fetchone())[0])  # type: ignore[index]
         cur = await self.pg.execute("SELECT count(*) FROM blocks WHERE orphan")
         self._db_orphans = int((await cur.fetchone())[0])  # type: ignore[index]
+        self._open_holds = await _count_holds(self.pg)
+        _show_holds(self._open_holds)
+        metrics.ORPHANS.set(self._db_orphans)
         await load_column_types(self.pg, ["raw_requests", "blocks", *CHAIN_COLUMNS, *COLUMNS])
 
     async def position(self) -> int | None:
+        """The last request position committed under `source` (None: nothing yet)."""
+        if self.source is None:
+            return None
         await self._begin()
         cur = await self.pg.execute(
-            "SELECT position FROM checkpoints WHERE name = %s", (CHECKPOINT,)
+            "SELECT position FROM replay_positions WHERE source = %s", (self.source,)
         )
         row = await cur.fetchone()
         await self.conn.commit()
-        return None if row is None else row[0]
+        return None if row is None else int(row[0])
 
     # ------------------------------------------------------------------ entry point
     async def process(self, requests: Sequence[Request]) -> list[Outcome]:
         """Apply `requests` in one transaction. Bad input is stored with its reason and
-        answered as `rejected`; any other failure rolls everything back and raises."""
+        answered as `rejected`; a fork beyond the finality horizon is `held` (recorded, not
+        applied, and so are the requests after it); any other failure rolls everything back and
+        raises."""
         if self._writer is not None:
             await self._drain()  # a batch in flight must commit first
+        try:
+            return await self._process_plain(requests)
+        except FinalityError as exc:
+            if len(requests) > 1:
+                return await self._one_by_one(requests)
+            return [await self._hold(requests[0], exc)]
+        except UNSTORABLE as exc:
+            if len(requests) > 1:
+                return await self._one_by_one(requests)
+            return [await self._refuse(requests[0], f"cannot be stored: {_first_line(exc)}")]
+
+    async def _one_by_one(self, requests: Sequence[Request]) -> list[Outcome]:
+        """A batch that failed as a whole, request by request: the culprit is refused or held
+        alone and the others commit. Nothing after a held request is processed, so that a rerun
+        (of a replay) starts again from it."""
+        outcomes: list[Outcome] = []
+        for i, request in enumerate(requests):
+            (outcome,) = await self.process([request])
+            outcomes.append(outcome)
+            if outcome.status == "held":
+                rest = "not processed: an earlier request of its batch is held"
+                outcomes += [Outcome("held", rest) for _ in requests[i + 1 :]]
+                break
+        return outcomes
+
+    async def _process_plain(self, requests: Sequence[Request]) -> list[Outcome]:
         batch = _Batch()
         self._absent.clear()
         self._carry = None  # this path reads the database, which is then up to date
@@ -312,8 +389,8 @@ class Indexer:
             commit = self._seal(batch)
             await self._write(commit, self.conn, self.pg)
             await self.conn.commit()
-        except BaseException:
-            await self._reset()
+        except BaseException as exc:
+            await self._reset(count=not isinstance(exc, (FinalityError, *UNSTORABLE)))
             raise
         self._log_ignored(batch)
         self.last_events = batch.events
@@ -377,26 +454,42 @@ class Indexer:
             raise
         finally:
             self._ahead = False
+        # One batch in flight: the carry and dedup cover exactly that one.
+        if await self._drain():  # redone request by request: this batch was staged on it
+            await self._reset(count=False)
+            return await self.process(requests)
         self._log_ignored(batch)
         self.last_events = batch.events
         self._carry = commit.carry
-        await self._drain()  # one batch in flight: the carry and dedup cover exactly that one
         writer.hashes = batch.hashes
+        writer.requests = requests
         writer.pending = writer.run(self._commit_on_writer(writer, commit))
         return outcomes
 
-    async def _drain(self) -> None:
+    async def _drain(self) -> bool:
+        """Wait for the batch in flight. True when PostgreSQL refused its rows
+        (`UNSTORABLE`) and it was redone request by request, refusing the culprit alone; the
+        outcomes already returned for it then undercount the refusals (`late_rejected`)."""
         writer = self._writer
         if writer is None or writer.pending is None:
-            return
+            return False
         pending, writer.pending = writer.pending, None
+        requests, writer.requests = writer.requests, ()
         try:
             self._committed(await pending)
+        except UNSTORABLE:
+            self._carry = None
+            writer.hashes = set()
+            await self._reset(count=False)
+            redone = await self._one_by_one(requests)
+            self.late_rejected += sum(1 for o in redone if o.status == "rejected")
+            return True
         except BaseException:
             self._carry = None
             raise
         finally:
             writer.hashes = set()
+        return False
 
     async def _commit_on_writer(self, writer: _Writer, commit: _Commit) -> _Commit:
         """Runs on the writer's loop; reads nothing the caller's thread changes."""
@@ -440,6 +533,10 @@ class Indexer:
             )  # fmt: skip
 
     def _committed(self, commit: _Commit) -> None:
+        if commit.open_holds is not None:
+            self._open_holds = commit.open_holds
+            _show_holds(commit.open_holds)
+        metrics.ORPHANS.set(self._db_orphans)
         metrics.BLOCKS.inc(commit.blocks)
         metrics.EVENTS.inc(commit.events)
         if commit.tip is not None:
@@ -449,28 +546,77 @@ class Indexer:
         for depth in commit.fork_heights:
             metrics.FORK_DEPTH.observe(depth)
 
-    async def store_rejected(self, request: Request, reason: str) -> None:
-        """Keep a payload that could not be processed, for inspection (own transaction)."""
+    async def _refuse(self, request: Request, reason: str) -> Outcome:
+        """Refuse a request whose rows the database would not take (a value beyond a column,
+        say): stored with the reason like any refused payload."""
+        request.digest = request.digest or payload_hash(request.payload)
+        request.refused = reason
+        # The payload itself may be what PostgreSQL refuses (a NUL character in text): it is
+        # kept readable, under the hash of what was received.
+        request.payload = request.payload.replace("\x00", "\ufffd")
+        (outcome,) = await self._process_plain([request])
+        return outcome
+
+    async def _hold(self, request: Request, exc: FinalityError) -> Outcome:
+        """Record a fork beyond the finality horizon once (the payload, with the reason, and a
+        `deep_fork` hold counting the attempts), apply nothing and keep the position before it,
+        so the node's retry, or a rerun, meets it again: it is applied once the horizon is
+        raised."""
+        reason = f"held: {exc}"
+        digest = request.digest or payload_hash(request.payload)
+        header = _header_of(request)
         await self._begin()
-        await self.pg.execute(
-            "INSERT INTO raw_requests (received_at, event_path, payload, payload_hash, error) "
-            "VALUES (coalesce(%s, now()), %s, %s, %s, %s) ON CONFLICT (payload_hash) DO NOTHING",
-            (
-                request.received_at,
-                request.path,
-                request.payload,
-                payload_hash(request.payload),
-                reason,
-            ),
+        try:
+            cur = await self.pg.execute(
+                "INSERT INTO raw_requests (received_at, event_path, payload, payload_hash, error) "
+                "VALUES (coalesce(%s, now()), %s, %s, %s, %s) ON CONFLICT (payload_hash) DO "
+                "UPDATE SET error = EXCLUDED.error RETURNING id",
+                (request.received_at, request.path, request.payload, digest, reason),
+            )
+            raw_id = (await cur.fetchone())[0]  # type: ignore[index]
+            hold = _Hold("deep_fork", str(exc), request.path, *header, raw_id=raw_id)
+            await _open_holds(self.pg, [hold])
+            self._open_holds = await _count_holds(self.pg)
+            await self.conn.commit()
+        except BaseException:
+            await self._reset()
+            raise
+        _show_holds(self._open_holds)
+        metrics.ERRORS.labels("finality").inc()
+        log.error("%s; the chain is held until the horizon allows it", reason)
+        return Outcome("held", reason)
+
+    async def hold_body(self, path: str, size: int, limit: int) -> None:
+        """Record a body over `indexer.max_body_bytes` (not read, so not stored) as a hold:
+        the node is answered 413 and retries until the limit is raised."""
+        reason = (
+            f"a body of at least {size} bytes on {path} exceeds indexer.max_body_bytes ({limit})"
         )
-        await self.conn.commit()
+        await self._begin()
+        try:
+            await _open_holds(self.pg, [_Hold("body_too_large", reason, path)])
+            self._open_holds = await _count_holds(self.pg)
+            await self.conn.commit()
+        except BaseException:
+            await self._reset()
+            raise
+        _show_holds(self._open_holds)
 
     async def _process(self, batch: _Batch, requests: Sequence[Request]) -> list[Outcome]:
         hashes = [r.digest or payload_hash(r.payload) for r in requests]
         cur = await self.pg.execute(
-            "SELECT payload_hash FROM raw_requests WHERE payload_hash = ANY(%b)", (hashes,)
+            "SELECT payload_hash, id, error FROM raw_requests WHERE payload_hash = ANY(%b)",
+            (hashes,),
         )
-        seen = {bytes(row[0]) for row in await cur.fetchall()}
+        seen: set[bytes] = set()
+        # A refused payload is not remembered as what it claims to be: met again, it is
+        # interpreted again (a fixed decoder or a raised horizon may accept it now).
+        refused: dict[bytes, int] = {}
+        for digest, known_id, known_error in await cur.fetchall():
+            if known_error is None:
+                seen.add(bytes(digest))
+            else:
+                refused[bytes(digest)] = known_id
         if self._writer is not None:
             seen.update(h for h in hashes if h in self._writer.hashes)  # not committed yet
         cur = await self.pg.execute(
@@ -495,20 +641,29 @@ class Indexer:
                 block = await self._interpret(batch, request)
             except PayloadError as exc:
                 error = str(exc)
-                metrics.ERRORS.labels("payload").inc()
-            batch.raw_rows.append(
-                (
-                    raw_id,
-                    request.received_at or datetime.now(UTC),
-                    request.path,
-                    request.payload,
-                    digest,
-                    error,
+            again = refused.get(digest)
+            if again is None:
+                batch.raw_rows.append(
+                    (
+                        raw_id,
+                        request.received_at or datetime.now(UTC),
+                        request.path,
+                        request.payload,
+                        digest,
+                        error,
+                    )
                 )
-            )
+            elif error is None:
+                batch.cleared.append(again)
+                raw_id = again
             if error is not None:
-                outcomes.append(Outcome("rejected", error))
-            elif block is None:
+                if again is None:  # counted (and alerted on) once
+                    metrics.ERRORS.labels("payload").inc()
+                await self._hold_refused(batch, request, error, raw_id if again is None else again)
+                outcomes.append(Outcome("rejected", error, repeat=again is not None))
+                continue
+            batch.paths.add(request.path)
+            if block is None:
                 outcomes.append(Outcome("stored"))
             else:
                 outcomes.append(Outcome("applied"))
@@ -527,7 +682,21 @@ class Indexer:
             outcomes[i] = await self._on_block(batch, block, raw_id)
         return outcomes
 
+    async def _hold_refused(self, batch: _Batch, request: Request, error: str, raw_id: int) -> None:
+        """A refused block the chain needs (above the tip, not stored) holds it: its
+        descendants wait as orphans until the genuine copy arrives."""
+        if request.path != "/new_block":
+            return
+        block_hash, height = _header_of(request)
+        if block_hash is None or height is None or (self.tip and height <= self.tip[1]):
+            return
+        if await self._known_block(block_hash) is not None:
+            return
+        batch.holds.append(_Hold("refused_block", error, request.path, block_hash, height, raw_id))
+
     async def _interpret(self, batch: _Batch, request: Request) -> Block | None:
+        if request.refused is not None:
+            raise PayloadError(request.refused)
         if isinstance(request.parsed, Block):
             return request.parsed
         if isinstance(request.parsed, str):
@@ -924,6 +1093,7 @@ class Indexer:
             if known.orphan:
                 self._db_orphans += 1
         stage_copy(steps, "blocks", _BLOCK_COLS, block_rows)
+        batch.stored.extend(batch.new_blocks)
         batch.new_blocks = {}
         carry = batch.cache.stage(steps)
         if self._has_relay and batch.mined:
@@ -989,6 +1159,11 @@ class Indexer:
             events=batch.events,
             fork_heights=batch.fork_heights,
             tip_time=self._tip_time,
+            source=self.source,
+            cleared=batch.cleared,
+            holds=batch.holds,
+            stored=batch.stored,
+            paths=batch.paths,
         )
 
     async def _write(
@@ -998,17 +1173,33 @@ class Indexer:
         await send(pg, commit.steps)
         if (commit.jobs or commit.refresh) and self.enqueue_metadata:
             await self._metadata(conn, commit.jobs, commit.refresh)
-        tip_hash, tip_height = commit.tip if commit.tip else (None, 0)
-        await pg.execute(
-            "INSERT INTO checkpoints (name, index_block_hash, block_height, position, updated_at) "
-            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT (name) DO UPDATE SET "
-            "index_block_hash = EXCLUDED.index_block_hash, block_height = "
-            "EXCLUDED.block_height, position = coalesce(EXCLUDED.position, checkpoints.position), "
-            "updated_at = now()",
-            (CHECKPOINT, tip_hash, tip_height, commit.position),
-        )
+        await self._checkpoint(pg, commit)
+        if commit.cleared:
+            await pg.execute(
+                "UPDATE raw_requests SET error = NULL WHERE id = ANY(%s)", (commit.cleared,)
+            )
+        if commit.holds or self._open_holds:
+            commit.open_holds = await _settle_holds(pg, commit)
         if commit.notify is not None:
             await pg.execute("SELECT pg_notify(%s, %s)", (BLOCKS, commit.notify))
+
+    async def _checkpoint(self, pg: psycopg.AsyncConnection[Any], commit: _Commit) -> None:
+        """The tip, and the source's position, in the batch's own transaction."""
+        tip_hash, tip_height = commit.tip if commit.tip else (None, 0)
+        await pg.execute(
+            "INSERT INTO checkpoints (name, index_block_hash, block_height, updated_at) "
+            "VALUES (%s, %s, %s, now()) ON CONFLICT (name) DO UPDATE SET "
+            "index_block_hash = EXCLUDED.index_block_hash, block_height = "
+            "EXCLUDED.block_height, updated_at = now()",
+            (CHECKPOINT, tip_hash, tip_height),
+        )
+        if commit.source is not None and commit.position is not None:
+            await pg.execute(
+                "INSERT INTO replay_positions (source, position, updated_at) "
+                "VALUES (%s, %s, now()) ON CONFLICT (source) DO UPDATE SET "
+                "position = EXCLUDED.position, updated_at = now()",
+                (commit.source, commit.position),
+            )
 
     async def _metadata(
         self,
@@ -1036,6 +1227,73 @@ class Indexer:
             log.error("metadata enqueue failed (%s); block data committed without it", exc)
 
 
+# What PostgreSQL refuses to store whatever the retry: a value beyond its column, a NUL in text,
+# a duplicate key inside one payload, an index entry over its size limit. The block is refused
+# (recorded, `rejected`), never answered 500 on every retry of the node.
+UNSTORABLE = (psycopg.DataError, psycopg.IntegrityError, psycopg.errors.ProgramLimitExceeded)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+def _header_of(request: Request) -> tuple[str | None, int | None]:
+    """The block a `/new_block` payload names, when its header can be read at all."""
+    if isinstance(request.parsed, Block):
+        return request.parsed.hash, request.parsed.height
+    try:
+        header = parse_header(json.loads(request.payload))
+    except (PayloadError, ValueError, TypeError, AttributeError, RecursionError):
+        return None, None
+    return header.index_block_hash, header.block_height
+
+
+_OPEN_HOLD = (
+    "INSERT INTO chain_holds (kind, reason, event_path, index_block_hash, block_height, "
+    "raw_request_id) VALUES (%s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (kind, event_path, (coalesce(index_block_hash, ''))) WHERE resolved_at IS NULL "
+    "DO UPDATE SET attempts = chain_holds.attempts + 1, last_seen = now(), "
+    "reason = EXCLUDED.reason, "
+    "raw_request_id = coalesce(EXCLUDED.raw_request_id, chain_holds.raw_request_id)"
+)
+
+
+async def _open_holds(pg: psycopg.AsyncConnection[Any], holds: Sequence[_Hold]) -> None:
+    """Open each hold, or count one more attempt of the same open one."""
+    async with pg.cursor() as cur:
+        await cur.executemany(
+            _OPEN_HOLD,
+            [(h.kind, h.reason[:2000], h.path, h.block_hash, h.height, h.raw_id) for h in holds],
+        )
+
+
+async def _settle_holds(pg: psycopg.AsyncConnection[Any], commit: _Commit) -> dict[str, int]:
+    """Open the batch's holds and resolve those whose cause is gone: the block they wait for
+    is stored, the tip passed a refused block's height without it (its branch lost), or a body
+    of that path was accepted (the limit was raised). Returns the open ones by kind."""
+    if commit.holds:
+        await _open_holds(pg, commit.holds)
+    await pg.execute(
+        "UPDATE chain_holds SET resolved_at = now() WHERE resolved_at IS NULL AND ("
+        "index_block_hash = ANY(%s) OR (kind = 'refused_block' AND block_height < %s) "
+        "OR (kind = 'body_too_large' AND event_path = ANY(%s)))",
+        (commit.stored, commit.tip[1] if commit.tip else 0, sorted(commit.paths)),
+    )
+    return await _count_holds(pg)
+
+
+async def _count_holds(pg: psycopg.AsyncConnection[Any]) -> dict[str, int]:
+    cur = await pg.execute(
+        "SELECT kind, count(*) FROM chain_holds WHERE resolved_at IS NULL GROUP BY kind"
+    )
+    return {str(kind): int(n) for kind, n in await cur.fetchall()}
+
+
+def _show_holds(counts: dict[str, int]) -> None:
+    for kind in HOLD_KINDS:
+        metrics.HOLDS.labels(kind).set(counts.get(kind, 0))
+
+
 def decode_watched(ev: Event) -> None:
     """`decode_event`, except that an event the handlers do not understand (a foreign contract's
     print that is not one of our tuples, an NFT id that is not a uint, a new event kind or field
@@ -1051,6 +1309,23 @@ def decode_watched(ev: Event) -> None:
     if ev.kind is not None and ev.kind not in HANDLERS:
         ev.value = None
         ev.skipped = f"event kind {ev.kind[:80]!r} has no handler"
+        return
+    texts = _TEXT_FIELDS.get(ev.kind) if ev.kind is not None else None
+    if texts:
+        value = ev.value
+        for name in texts:
+            text = value[name]
+            if text is not None and "\x00" in text:
+                value[name] = text.replace("\x00", "\ufffd")
+
+
+# A string-utf8 may hold U+0000, which PostgreSQL text cannot: anyone calling a contract with one
+# would otherwise make its block unstorable, and the genuine block is that same block. The
+# handlers store U+FFFD instead; `events.raw_value` keeps the exact value.
+_TEXT_FIELDS = {
+    kind: tuple(name for name, code in schema.items() if code.startswith("S"))
+    for kind, schema in SCHEMAS.items()
+}
 
 
 _warned: set[tuple[str, str]] = set()

@@ -3,15 +3,19 @@
 Catch-up mode commits batches of up to `indexer.catchup_batch_blocks` requests, as a pipeline of
 three stages on two cores: a thread parses batch N+2, the event loop applies batch N+1 in memory
 (`Indexer.process_ahead`), and the indexer's writer thread sends and commits batch N on its own
-connection while PostgreSQL works. The checkpoint's `position` (the last request id committed)
-commits with each batch's rows, so a restarted replay skips what is already in, and the
-payload-hash dedup makes any overlap a no-op: kill -9 at any point loses and duplicates nothing.
+connection while PostgreSQL works. The archive's position (the last request id committed, in
+`replay_positions` under `archive_key`) commits with each batch's rows, so a restarted replay
+skips what is already in, and the payload-hash dedup makes any overlap a no-op: kill -9 at any
+point loses and duplicates nothing. A payload refused earlier is interpreted again (so a stored
+poison block is applied once a fixed release reads it). A held request (a fork beyond the
+finality horizon) stops the replay before it: a rerun, once the horizon allows it, goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import sys
 import time
 from collections import deque
@@ -38,6 +42,7 @@ class ReplayStats:
     events: int = 0
     rejected: int = 0
     seconds: float = 0.0
+    held: str | None = None  # why the replay stopped at a held request (rerun to go on)
 
 
 def _parse_ts(text: str) -> datetime | None:
@@ -184,6 +189,16 @@ def _rare_collections() -> Iterator[None]:
         gc.unfreeze()
 
 
+def archive_key(path: Path, payload_format: PayloadFormat = "auto") -> str | None:
+    """What names an archive in `replay_positions`: its first request (id, path, payload).
+    A growing archive and a later export of the same requests keep it, so a rerun skips what
+    is committed; a different file (a one-row poison block) has its own position."""
+    for r in read_requests(path, payload_format):
+        digest = hashlib.sha256(f"{r.id}\t{r.path}\t{r.payload}".encode()).hexdigest()
+        return f"replay:{digest[:32]}"
+    return None
+
+
 async def replay_file(
     engine: AsyncEngine,
     settings: Settings,
@@ -204,6 +219,7 @@ async def replay_file(
     async with engine.connect() as conn:
         indexer = Indexer(conn, settings, enqueue_metadata=enqueue_metadata)
         await indexer.start()
+        indexer.source = archive_key(path, payload_format)
         done = await indexer.position() or 0
 
         def requests() -> Iterator[Request]:
@@ -231,15 +247,21 @@ async def replay_file(
                         outcomes = await indexer.process(batch)
                     else:
                         outcomes = await indexer.process_ahead(batch)
-                    stats.requests += len(batch)
-                    stats.rejected += sum(1 for o in outcomes if not o.ok)
                     for request, outcome in zip(batch, outcomes, strict=True):
+                        if outcome.status == "held":
+                            stats.held = outcome.reason
+                            break
+                        stats.requests += 1
+                        stats.rejected += not outcome.ok
                         if outcome.status == "applied" and request.path == "/new_block":
                             stats.blocks += 1
                     stats.events += indexer.last_events
                     bar.update(stats)
+                    if stats.held is not None:  # what follows waits for it: stop here
+                        break
         finally:
             await indexer.stop_ahead()  # the last batch commits (or its failure is raised) here
+        stats.rejected += indexer.late_rejected
     bar.close(stats)
     stats.seconds = time.monotonic() - started
     return stats

@@ -54,8 +54,10 @@ MEANINGS: dict[str, str] = {
     "indexer.listen_host": "Bind address of the event-observer server.",
     "indexer.listen_port": "Port of the event-observer server (`[[events_observer]] endpoint`).",
     "indexer.api_url": "Stacks Blockchain API base URL for the `api` source.",
-    "indexer.max_body_bytes": "Largest observer payload accepted.",
-    "indexer.finality_depth": "Blocks below the tip that are final; deeper forks are refused.",
+    "indexer.max_body_bytes": "Largest observer payload accepted; a larger one is answered 413 and "
+    "holds the chain until this is raised.",
+    "indexer.finality_depth": "Blocks below the tip that are final; a deeper fork holds the chain "
+    "(answered 409, recorded) until this is raised.",
     "indexer.start_height": "First block indexed (the root); lower blocks are stored, not applied; "
     "a sibling of the root replaces it if its branch wins.",
     "indexer.catchup_batch_blocks": "Most blocks per transaction while catching up (the first"

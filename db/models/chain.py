@@ -7,7 +7,9 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -121,10 +123,62 @@ class Checkpoint(Base):
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     index_block_hash: Mapped[str | None] = mapped_column(Text)
     block_height: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
-    # Source position (e.g. the last replayed request id), so a restart skips committed input.
-    position: Mapped[int | None] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+class ReplayPosition(Base):
+    """How far `recchain replay` got in one archive (the last request id committed), committed
+    with the data, so a restarted replay skips it; keyed by the archive's first request."""
+
+    __tablename__ = "replay_positions"
+
+    source: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
+HOLD_KINDS = ("refused_block", "deep_fork", "body_too_large")
+
+
+class ChainHold(Base):
+    """Something that keeps the chain from advancing, recorded once (`attempts` counts repeats)
+    and resolved by the indexer when its cause is gone: `refused_block` (a block refused as
+    corrupt or unstorable; its descendants wait as orphans for the genuine copy), `deep_fork` (a
+    fork beyond `indexer.finality_depth`; the node is answered non-200 and retries), or
+    `body_too_large` (a body over `indexer.max_body_bytes`; likewise)."""
+
+    __tablename__ = "chain_holds"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    event_path: Mapped[str] = mapped_column(Text, nullable=False)
+    index_block_hash: Mapped[str | None] = mapped_column(Text)
+    block_height: Mapped[int | None] = mapped_column(Integer)
+    raw_request_id: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("1"))
+    first_seen: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    last_seen: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('refused_block', 'deep_fork', 'body_too_large')", name="kind"),
+        Index(
+            "ux_chain_holds_open",
+            "kind",
+            "event_path",
+            text("coalesce(index_block_hash, '')"),
+            unique=True,
+            postgresql_where=text("resolved_at IS NULL"),
+        ),
     )
 
 

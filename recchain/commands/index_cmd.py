@@ -37,15 +37,17 @@ def _replay(args: argparse.Namespace) -> int:
                 parse_workers=args.parse_workers,
                 payload_format=args.payload_format,
             )
-        summary = {
+        summary: dict[str, object] = {
             "requests": stats.requests,
             "blocks": stats.blocks,
             "events": stats.events,
             "rejected": stats.rejected,
             "seconds": round(stats.seconds, 3),
         }
+        if stats.held is not None:
+            summary["held"] = stats.held
         print(json.dumps(summary), file=sys.stderr)
-        return 0
+        return 3 if stats.held is not None else 0
 
     return asyncio.run(run())
 

@@ -7,6 +7,7 @@ import json
 import random
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
@@ -86,22 +87,37 @@ async def test_fork_inside_one_catch_up_batch(db_url: str, server_url: str) -> N
     await assert_equals_canonical_replay(db_url, server_url, delivered)
 
 
-async def test_fork_beyond_finality_is_refused(db_url: str) -> None:
-    from indexer.errors import FinalityError
-
+@pytest.mark.parametrize("ahead", [False, True], ids=["tip", "catch-up"])
+async def test_fork_beyond_finality_is_held_until_the_horizon_allows_it(
+    db_url: str, server_url: str, ahead: bool
+) -> None:
     chain = Chain(seed=13)
     main = chain.grow(None, 6, "main")
-    side = chain.grow(main[0]["index_block_hash"], 7, "side")
+    side = chain.grow(main[0]["index_block_hash"], 7, "side")  # heights 2..8, wins at 7
     await run_requests(db_url, [to_requests(main)])
     before = snapshot(db_url)
     strict = Settings(database_url=SecretStr(db_url), indexer=IndexerSettings(finality_depth=3))
-    try:
-        await run_requests(db_url, [to_requests(side)], settings=strict)
-    except FinalityError as exc:
-        assert "finality horizon" in str(exc)
-    else:
-        raise AssertionError("a fork deeper than the horizon must be refused")
+    outcomes = await run_requests(db_url, [to_requests(side)], settings=strict, ahead=ahead)
+    # The siblings at or below the tip are kept; the one that would roll 5 blocks back is held,
+    # and nothing after it is processed.
+    assert [o.status for o in outcomes] == ["applied"] * 5 + ["held", "held"]
+    assert "finality horizon" in (outcomes[5].reason or "")
     assert snapshot(db_url) == before
+    holds = "SELECT kind, index_block_hash, attempts, resolved_at IS NULL FROM chain_holds"
+    assert query(db_url, holds) == [("deep_fork", side[5]["index_block_hash"], 1, True)]
+    # The node retries: still held, counted, recorded once.
+    again = await run_requests(db_url, [to_requests(side[5:6])], settings=strict)
+    assert [o.status for o in again] == ["held"]
+    assert query(db_url, holds) == [("deep_fork", side[5]["index_block_hash"], 2, True)]
+    stored = "SELECT count(*) FROM raw_requests WHERE strpos(error, 'held:') = 1"
+    assert query(db_url, stored) == [(1,)]
+    # The operator raises the horizon: the retry applies the fork and resolves the hold.
+    wide = Settings(database_url=SecretStr(db_url), indexer=IndexerSettings(finality_depth=10))
+    done = await run_requests(db_url, [to_requests(side[5:])], settings=wide)
+    assert [o.status for o in done] == ["applied", "applied"]
+    assert query(db_url, "SELECT count(*) FROM chain_holds WHERE resolved_at IS NULL") == [(0,)]
+    assert query(db_url, "SELECT count(*) FROM raw_requests WHERE error IS NOT NULL") == [(0,)]
+    await assert_equals_canonical_replay(db_url, server_url, main + side)
 
 
 @st.composite

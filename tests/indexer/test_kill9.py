@@ -55,9 +55,7 @@ async def test_kill9_at_random_points_loses_and_duplicates_nothing(
     with psycopg.connect(to_libpq_url(db_url), autocommit=True) as watch:
 
         def position() -> int | None:
-            row = watch.execute(
-                "SELECT position FROM checkpoints WHERE name = 'indexer'"
-            ).fetchone()
+            row = watch.execute("SELECT max(position) FROM replay_positions").fetchone()
             return None if row is None else row[0]
 
         for _ in range(KILL_POINTS):

@@ -11,7 +11,6 @@ from pydantic import SecretStr
 
 from db.session import create_engine, engine_scope
 from indexer.api_source import ApiSource
-from indexer.errors import FinalityError
 from indexer.pipeline import Indexer
 from indexer.replay import replay_file
 from indexer.tsv import write_requests
@@ -109,7 +108,7 @@ async def test_a_sibling_of_the_root_replaces_it_when_its_branch_wins(
         assert query(db_url, same) == query(clean, same)
 
 
-async def test_a_fork_at_the_root_beyond_the_horizon_is_refused(db_url: str) -> None:
+async def test_a_fork_at_the_root_beyond_the_horizon_is_held(db_url: str) -> None:
     chain = Chain(seed=55)
     main = chain.grow(None, 8, "main")
     side = chain.grow(main[3]["index_block_hash"], 6, "side")  # its root at 5, tip 10
@@ -119,9 +118,13 @@ async def test_a_fork_at_the_root_beyond_the_horizon_is_refused(db_url: str) -> 
     )
     await run_requests(db_url, [to_requests(main)], settings=strict)
     before = snapshot(db_url)
-    with pytest.raises(FinalityError, match="finality horizon"):
-        await run_requests(db_url, [to_requests(side)], settings=strict)
+    outcomes = await run_requests(db_url, [to_requests(side)], settings=strict)
+    held = [o for o in outcomes if o.status == "held"]
+    assert held and "finality horizon" in (held[0].reason or "")
     assert snapshot(db_url) == before
+    assert query(db_url, "SELECT kind FROM chain_holds WHERE resolved_at IS NULL") == [
+        ("deep_fork",)
+    ]
 
 
 async def test_api_source_backfills_from_start_height(db_url: str, server_url: str) -> None:
