@@ -325,6 +325,8 @@ class Indexer:
         )
         row = await cur.fetchone()
         self.tip = (row[0], row[1]) if row else None
+        if self.tip is not None:  # from the start, not only after the next block
+            metrics.TIP.set(self.tip[1])
         cur = await self.pg.execute("SELECT to_regclass('relay_txs') IS NOT NULL")
         self._has_relay = bool((await cur.fetchone())[0])  # type: ignore[index]
         cur = await self.pg.execute("SELECT count(*) FROM blocks WHERE orphan")

@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import gc
 import hashlib
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -33,6 +32,7 @@ from indexer.block import Block
 from indexer.pipeline import Indexer, Request, parse_block_request, payload_hash
 from indexer.tsv import PayloadFormat, count_lines, read_requests
 from recchain.config import Settings
+from recchain.progress import StatusLine
 
 
 @dataclass(slots=True)
@@ -43,6 +43,13 @@ class ReplayStats:
     rejected: int = 0
     seconds: float = 0.0
     held: str | None = None  # why the replay stopped at a held request (rerun to go on)
+    # Requests an earlier run had committed (at or below the checkpoint): not applied again.
+    skipped: int = 0
+    # (request id, event path, reason) of rejected requests, the first MAX_REJECTIONS of them.
+    rejections: list[tuple[int | None, str, str]] = field(default_factory=list)
+
+
+MAX_REJECTIONS = 1000
 
 
 def _parse_ts(text: str) -> datetime | None:
@@ -53,42 +60,43 @@ def _parse_ts(text: str) -> datetime | None:
 
 
 class Progress:
-    """A one-line progress bar on stderr: requests, blocks/s, events/s, ETA."""
+    """A progress bar on stderr: requests, blocks/s, events/s, ETA. It is a
+    `recchain.progress.StatusLine`: redrawn in place on a terminal, out of the way of log
+    lines; on a pipe or a file, a whole line now and then."""
 
     def __init__(
-        self, total: int | None, stream: TextIO = sys.stderr, enabled: bool = True
+        self, total: int | None, stream: TextIO | None = None, enabled: bool = True
     ) -> None:
         self.total = None if total is None else max(total, 1)  # None: unknown (a gzipped file)
-        self.stream = stream
+        self.line = StatusLine(stream, enabled=enabled)
         self.enabled = enabled
         self.start = time.monotonic()
         self.last = 0.0
+
+    def _text(self, stats: ReplayStats) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        rate = stats.requests / elapsed
+        speed = f"{stats.blocks / elapsed:,.0f} blocks/s {stats.events / elapsed:,.0f} events/s"
+        if self.total is None:
+            return f"{stats.requests} req {speed}"
+        eta = (self.total - stats.requests) / rate if rate > 0 else float("inf")
+        width = 30
+        filled = int(width * min(stats.requests / self.total, 1.0))
+        return (
+            f"[{'#' * filled}{'.' * (width - filled)}] {stats.requests}/{self.total} req "
+            f"{speed} ETA {eta:,.0f}s"
+        )
 
     def update(self, stats: ReplayStats, force: bool = False) -> None:
         now = time.monotonic()
         if not self.enabled or (not force and now - self.last < 0.5):
             return
         self.last = now
-        elapsed = max(now - self.start, 1e-9)
-        rate = stats.requests / elapsed
-        speed = f"{stats.blocks / elapsed:,.0f} blocks/s {stats.events / elapsed:,.0f} events/s"
-        if self.total is None:
-            self.stream.write(f"\r{stats.requests} req {speed}   ")
-            self.stream.flush()
-            return
-        eta = (self.total - stats.requests) / rate if rate > 0 else float("inf")
-        width = 30
-        filled = int(width * min(stats.requests / self.total, 1.0))
-        self.stream.write(
-            f"\r[{'#' * filled}{'.' * (width - filled)}] {stats.requests}/{self.total} req "
-            f"{speed} ETA {eta:,.0f}s   "
-        )
-        self.stream.flush()
+        self.line.show(self._text(stats))
 
     def close(self, stats: ReplayStats) -> None:
         if self.enabled:
-            self.update(stats, force=True)
-            self.stream.write("\n")
+            self.line.close(self._text(stats))
 
 
 def _batches(
@@ -226,6 +234,7 @@ async def replay_file(
             for r in read_requests(path, payload_format):
                 if r.id <= done:
                     stats.requests += 1  # committed by an earlier run
+                    stats.skipped += 1
                     continue
                 yield Request(r.path, r.payload, _parse_ts(r.received_at), r.id)
 
@@ -255,6 +264,9 @@ async def replay_file(
                         stats.rejected += not outcome.ok
                         if outcome.status == "applied" and request.path == "/new_block":
                             stats.blocks += 1
+                        elif not outcome.ok and len(stats.rejections) < MAX_REJECTIONS:
+                            reason = outcome.reason or "rejected"
+                            stats.rejections.append((request.position, request.path, reason))
                     stats.events += indexer.last_events
                     bar.update(stats)
                     if stats.held is not None:  # what follows waits for it: stop here

@@ -20,7 +20,21 @@ async def _serve_observer(indexer: Indexer, settings: Settings) -> None:
 
     from indexer.observer import create_app
     from recchain.httpserver import server_config
+    from recchain.listen import Listener, check_free
 
+    # Checked only now that this process leads: a standby waits for the leader's port.
+    check_free(
+        [
+            Listener(
+                "the indexer's event observer",
+                settings.indexer.listen_host,
+                settings.indexer.listen_port,
+                "indexer.listen_port",
+                hint="--listen HOST:PORT or RECCHAIN_INDEXER__LISTEN_PORT=PORT",
+                host_setting="indexer.listen_host",
+            )
+        ]
+    )
     app = create_app(indexer, settings.indexer.max_body_bytes)
     config = server_config(
         app,
@@ -34,7 +48,7 @@ async def _serve_observer(indexer: Indexer, settings: Settings) -> None:
 
 async def run_indexer(settings: Settings, source: str, replay_file: str | None = None) -> int:
     url = database_url(settings)
-    start_http_server(settings.indexer.metrics_port)
+    start_http_server(settings.indexer.metrics_port, addr=settings.indexer.metrics_host)
 
     async def work() -> int:
         async with engine_scope(url, pool_size=2) as engine:

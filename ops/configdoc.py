@@ -62,6 +62,8 @@ MEANINGS: dict[str, str] = {
     "a sibling of the root replaces it if its branch wins.",
     "indexer.catchup_batch_blocks": "Most blocks per transaction while catching up (the first"
     " batches ramp up to it, the last ones are halved).",
+    "indexer.metrics_host": "Bind address of the indexer's `/metrics` server (0.0.0.0 in the"
+    " container image's env files, for Prometheus).",
     "indexer.metrics_port": "Prometheus `/metrics` port of the indexer.",
     "api.host": "Bind address of the GraphQL server.",
     "api.port": "Port of the GraphQL server (also `/metrics`, `/healthz`, `/readyz`).",
@@ -100,7 +102,6 @@ MEANINGS: dict[str, str] = {
     "relay.max_body_bytes": "Largest request body.",
     "relay.rate_limit_per_minute": "Submissions per client per minute.",
     "relay.max_concurrency": "Concurrent requests handled.",
-    "relay.metrics_port": "Reserved metrics port (the relay serves `/metrics` on `relay.port`).",
     "metadata.kubo_rpc_url": "Local Kubo RPC (`/api/v0/cat`), tried first.",
     "metadata.gateways": "Trustless IPFS gateways, in priority order (verified block by block).",
     "metadata.allow_https": "Resolve plain `https://` token URIs.",
@@ -111,7 +112,8 @@ MEANINGS: dict[str, str] = {
     "metadata.workers": "Worker loops per process (each resolves up to `batch_size` at once).",
     "metadata.batch_size": "Jobs a worker claims, resolves concurrently and stores together.",
     "metadata.per_host_concurrency": "Concurrent requests per remote host.",
-    "metadata.metrics_port": "Prometheus `/metrics` port of the metadata workers.",
+    "metadata.metrics_host": "Bind address of the metadata workers' `/metrics` server.",
+    "metadata.metrics_port": "Prometheus `/metrics` port of the metadata workers (0 = none).",
     "metadata.path_gateways": "Path gateways, used only when bytes can be checked against the CID.",
     "metadata.https_allowed_hosts": (
         "Hosts allowed for plain https URIs (empty = any public host); only listed hosts may "
@@ -202,6 +204,11 @@ def render() -> str:
         "- Relay `GET /healthz`: the process is up and its database answers.",
         "- Indexer: liveness = `/metrics` on `indexer.metrics_port`; readiness = the observer",
         "  port is open, which only the leader (the holder of the advisory lock) does.",
+        "",
+        "Every listener binds loopback (`127.0.0.1`) unless its host setting says otherwise",
+        "(`api.host`, `relay.host`, `indexer.listen_host`, `indexer.metrics_host`,",
+        "`metadata.metrics_host`); the container env files and the Kubernetes ConfigMap set",
+        "`0.0.0.0` where another container or the kubelet must reach them.",
     ]
     return "\n".join(lines)
 

@@ -74,6 +74,8 @@ class IndexerSettings(BaseModel):
     # ingest`); up to three batches are in memory at once (one committing on the writer, one
     # being applied, one parsed ahead).
     catchup_batch_blocks: int = 1000
+    # Loopback by default: metrics are for the local scraper (containers set 0.0.0.0).
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9153
 
 
@@ -138,7 +140,6 @@ class RelaySettings(BaseModel):
     max_body_bytes: int = 512 * 1024
     rate_limit_per_minute: int = 120
     max_concurrency: int = 32
-    metrics_port: int = 9155
 
 
 class MetadataSettings(BaseModel):
@@ -156,6 +157,7 @@ class MetadataSettings(BaseModel):
     # the queue's round trips are shared (the per-host limits still apply to every request).
     batch_size: int = Field(default=16, ge=1)
     per_host_concurrency: int = 4
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9154
     # Path gateways (`/ipfs/CID` returning file bytes) are used only when the bytes can be
     # checked against the CID; `gateways` above are trustless (verified block by block).

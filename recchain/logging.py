@@ -36,6 +36,7 @@ from typing import Any, TextIO
 from pydantic import SecretStr
 
 from recchain.config import Settings
+from recchain.progress import paused
 
 REDACTED = "***"
 
@@ -267,6 +268,11 @@ class _StderrHandler(logging.StreamHandler):
     def stream(self, value: TextIO) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        # A progress bar drawn on the same terminal makes way, so the two never share a line.
+        with paused(self.stream):
+            super().emit(record)
+
 
 def configure_logging(settings: Settings, stream: TextIO | None = None) -> logging.Handler:
     """Install the one root handler (idempotent: replaces handlers from a previous call)."""
@@ -284,6 +290,8 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> loggi
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
-    # Per-request lines from the HTTP client would be noise at INFO.
-    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))
+    # Per-request lines from the HTTP client, and Alembic's plugin set-up on every command that
+    # reads the migration scripts, would be noise at INFO.
+    for name in ("httpx", "alembic.runtime.plugins"):
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
     return handler

@@ -296,10 +296,10 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = bench_sub.add_parser("ingest", help="catch-up ingestion throughput vs plain COPY")
-    p.add_argument("--events", type=int, default=100_000)
-    p.add_argument("--txs-per-block", type=int, default=10)
+    p.add_argument("--events", type=int, default=100_000, help="watched events to generate")
+    p.add_argument("--txs-per-block", type=int, default=10, help="transactions per block")
     p.add_argument("--batch", type=int, default=None, help="requests per transaction")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--parse-workers", type=int, default=0, help="see `recchain replay`")
     p.add_argument(
         "--fresh-chain", action="store_true", help="regenerate the chain even if one is cached"

@@ -258,10 +258,12 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("query", help="API latency per query family, requests/s, ratio to SQL")
-    p.add_argument("--certificates", type=int, default=1_000_000)
+    p.add_argument(
+        "--certificates", type=int, default=1_000_000, help="certificates in the generated data"
+    )
     p.add_argument("--samples", type=int, default=300, help="requests per family")
     p.add_argument("--seconds", type=float, default=10.0, help="throughput run length")
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--concurrency", type=int, default=32, help="requests in flight at once")
     p.add_argument(
         "--throughput",
         default="certificate",
@@ -269,5 +271,5 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--database", default=None, help="database name (default per size)")
     p.add_argument("--reuse", action="store_true", help="reuse an existing generated database")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(handler=run)

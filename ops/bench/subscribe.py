@@ -775,10 +775,15 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("subscribe", help="concurrent subscribers and change-to-delivery latency")
-    p.add_argument("--clients", type=int, default=1000)
-    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--clients", type=int, default=1000, help="websocket clients")
+    p.add_argument("--rounds", type=int, default=5, help="changes pushed and timed")
     p.add_argument("--procs", type=int, default=2, help="client processes")
-    p.add_argument("--protocol", choices=[*PROTOCOLS, "mixed"], default="graphql-transport-ws")
+    p.add_argument(
+        "--protocol",
+        choices=[*PROTOCOLS, "mixed"],
+        default="graphql-transport-ws",
+        help="websocket subprotocol of the clients (mixed: half each)",
+    )
     p.add_argument(
         "--no-deflate", action="store_true", help="do not offer permessage-deflate (browsers do)"
     )
@@ -798,6 +803,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--per-socket", type=int, default=100, help="--listings: operations a socket")
     p.add_argument("--changes", type=int, default=10, help="--listings: listings changed a round")
-    p.add_argument("--database", default="recchain_bench_subscribe")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--database", default="recchain_bench_subscribe", help="database name to create and use"
+    )
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(handler=run)

@@ -1,5 +1,9 @@
 """`recchain bench <name>`: each benchmark module in BENCH_MODULES registers its own sub-command
-with `register(bench_subparsers)`; add a module name here to add a benchmark."""
+with `register(bench_subparsers)`; add a module name here to add a benchmark.
+
+The benchmark modules import most of the system, so they are loaded only when `bench` is the
+command being parsed (`CommandParser.defer`), never for `recchain --help` or another command.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +17,8 @@ BENCH_MODULES: tuple[str, ...] = (
 )
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("bench", help="benchmarks (report figures; see ops/bench)")
-    bench_sub = p.add_subparsers(dest="bench", metavar="BENCH")
+def _add_benchmarks(p: argparse.ArgumentParser) -> None:
+    bench_sub = p.add_subparsers(dest="bench", metavar="BENCH", title="benchmarks")
     bench_sub.required = True
     for name in BENCH_MODULES:
         try:
@@ -25,3 +28,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                 continue  # not written yet / optional
             raise
         module.register(bench_sub)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks (report figures; see ops/bench)",
+        description="Benchmarks against a real PostgreSQL; figures and how to read them are in "
+        "ops/bench/README.md.",
+    )
+    defer = getattr(p, "defer", None)
+    if defer is not None:
+        defer(_add_benchmarks)
+    else:
+        _add_benchmarks(p)

@@ -10,16 +10,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-import psycopg
-
-from db.session import database_url, to_libpq_url
+if TYPE_CHECKING:
+    import psycopg
 
 MAX_MONTHS = 1200
 
 
 def _connect() -> psycopg.Connection:
-    return psycopg.connect(to_libpq_url(database_url()), autocommit=True)
+    import psycopg
+
+    from db.session import database_url, to_libpq_url
+    from recchain.commands.failures import check_database
+
+    url = database_url()
+    check_database(url)
+    return psycopg.connect(to_libpq_url(url), autocommit=True)
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -78,5 +85,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st.add_argument("--reference", help="the regulation or registry rule it follows")
     st.set_defaults(handler=_set)
     rm = cmds.add_parser("remove", help="delete a boundary's rule (its certificates never expire)")
-    rm.add_argument("boundary")
+    rm.add_argument("boundary", help="market boundary whose rule is removed")
     rm.set_defaults(handler=_remove)

@@ -3,29 +3,39 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import logging
 import sys
 from pathlib import Path
 
-from db.session import database_url, engine_scope
-from recchain.config import get_settings
-
-log = logging.getLogger("recchain.indexer")
+from recchain.commands.failures import CommandError
 
 
 def _replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from db.session import database_url, engine_scope
+    from indexer.errors import PayloadError
     from indexer.replay import replay_file
+    from indexer.tsv import check_file
+    from recchain.commands.failures import check_database
+    from recchain.config import get_settings
 
     settings = get_settings()
     path = Path(args.file)
     if not path.is_file():
-        print(f"replay: no such file: {path}", file=sys.stderr)
-        return 2
+        raise CommandError(f"replay: no such file: {path}", 2)
+    try:
+        # The whole file first: a malformed line must not leave half a recording indexed.
+        check_file(path)
+    except PayloadError as exc:
+        raise CommandError(f"replay: {path}: {exc}; nothing was indexed", 2) from exc
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"replay: {path} is not UTF-8 text: {exc}", 2) from exc
+    url = database_url(settings)
+    check_database(url)
 
     async def run() -> int:
-        async with engine_scope(database_url(settings), pool_size=2) as engine:
+        async with engine_scope(url, pool_size=2) as engine:
             stats = await replay_file(
                 engine,
                 settings,
@@ -37,11 +47,30 @@ def _replay(args: argparse.Namespace) -> int:
                 parse_workers=args.parse_workers,
                 payload_format=args.payload_format,
             )
+        if stats.skipped:
+            print(
+                f"replay: skipped {stats.skipped} request(s) already indexed by an earlier run "
+                f"(at or below its checkpoint); {stats.requests - stats.skipped} applied now",
+                file=sys.stderr,
+            )
+        for request_id, event_path, reason in stats.rejections:
+            print(
+                f"replay: request {request_id} ({event_path}) rejected: {reason}", file=sys.stderr
+            )
+        if stats.rejected > len(stats.rejections):
+            print(
+                f"replay: ... and {stats.rejected - len(stats.rejections)} more rejected "
+                "(each is kept in raw_requests with its reason)",
+                file=sys.stderr,
+            )
+        if stats.held is not None:
+            print(f"replay: stopped at a held request: {stats.held}", file=sys.stderr)
         summary: dict[str, object] = {
             "requests": stats.requests,
             "blocks": stats.blocks,
             "events": stats.events,
             "rejected": stats.rejected,
+            "skipped": stats.skipped,
             "seconds": round(stats.seconds, 3),
         }
         if stats.held is not None:
@@ -53,21 +82,50 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from db.session import database_url
     from indexer.run import run_indexer
+    from recchain.commands.failures import check_database
+    from recchain.config import get_settings
+    from recchain.listen import Listener, check_free
 
     settings = get_settings()
     source = args.source or settings.indexer.source
     if args.listen:
         host, _, port = args.listen.rpartition(":")
+        try:
+            settings.indexer.listen_port = int(port)
+        except ValueError:
+            raise CommandError(f"--listen {args.listen!r}: expected HOST:PORT", 2) from None
         settings.indexer.listen_host = host or settings.indexer.listen_host
-        settings.indexer.listen_port = int(port)
     if args.url:
         settings.indexer.api_url = args.url
+    check_database(database_url(settings))
+    # The observer port is checked when this process leads (indexer.run): a standby on the same
+    # host waits for the leader's port to be free.
+    check_free(
+        [
+            Listener(
+                "the indexer's metrics",
+                settings.indexer.metrics_host,
+                settings.indexer.metrics_port,
+                "indexer.metrics_port",
+                host_setting="indexer.metrics_host",
+            )
+        ]
+    )
     return asyncio.run(run_indexer(settings, source, replay_file=args.file))
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("replay", help="apply a recorded observer TSV (id, time, path, payload)")
+    p = sub.add_parser(
+        "replay",
+        help="apply a recorded observer TSV (id, time, path, payload)",
+        description="Index a 4-column observer TSV (id, receive_timestamp, event_path, payload), "
+        "the stacks-blockchain-api event_observer_requests export, plain or gzipped. The file is "
+        "checked whole first; a run resumes after the requests an earlier run committed.",
+    )
     p.add_argument("file", help="4-column TSV of observer requests (.tsv or .tsv.gz)")
     p.add_argument(
         "--payload-format",
@@ -89,9 +147,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(handler=_replay)
 
-    p = sub.add_parser("index", help="follow the chain and write the database")
-    p.add_argument("--source", choices=["observer", "api", "replay"], default=None)
-    p.add_argument("--listen", help="HOST:PORT of the event-observer server (observer source)")
-    p.add_argument("--url", help="Stacks Blockchain API base URL (api source)")
+    p = sub.add_parser(
+        "index",
+        help="follow the chain and write the database",
+        description="Follow the chain: as the stacks-node's event observer, or a Stacks "
+        "Blockchain API, or a TSV paced as live. One process leads (the others wait as standbys).",
+    )
+    p.add_argument(
+        "--source",
+        choices=["observer", "api", "replay"],
+        default=None,
+        help="where blocks come from (default: indexer.source)",
+    )
+    p.add_argument(
+        "--listen",
+        help="HOST:PORT of the event-observer server (observer source; default: "
+        "indexer.listen_host:indexer.listen_port)",
+    )
+    p.add_argument(
+        "--url", help="Stacks Blockchain API base URL (api source; default: indexer.api_url)"
+    )
     p.add_argument("--file", help="TSV to follow (replay source)")
     p.set_defaults(handler=_index)

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import signal
 import sys
 
-from recchain.config import get_settings
-
 
 def _fetch(args: argparse.Namespace) -> int:
+    import asyncio
+
     from indexer.metadata.errors import MetadataError, ResolutionFailed
     from indexer.metadata.resolver import Resolver
+    from recchain.config import get_settings
 
     settings = get_settings()
 
@@ -62,12 +62,16 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _retry(args: argparse.Namespace) -> int:
+    import asyncio
+
     from db.session import database_url, engine_scope, session_factory
     from indexer.metadata.queue import retry
+    from recchain.commands.failures import check_database
 
     if args.job_id is None and not args.all_failed:
         print("give a JOB_ID or --all-failed", file=sys.stderr)
         return 2
+    check_database(database_url())
 
     async def run() -> int:
         async with (
@@ -83,12 +87,18 @@ def _retry(args: argparse.Namespace) -> int:
 
 
 def _work(args: argparse.Namespace) -> int:
+    import asyncio
+
     from prometheus_client import start_http_server
 
+    from db.session import database_url
     from indexer.metadata.worker import run_workers
+    from recchain.commands.failures import check_database
+    from recchain.config import get_settings
 
     settings = get_settings()
     n = args.workers or settings.metadata.workers
+    check_database(database_url(settings))
 
     async def run() -> int:
         stop = asyncio.Event()
@@ -98,7 +108,9 @@ def _work(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
         if settings.metadata.metrics_port:
             try:
-                start_http_server(settings.metadata.metrics_port, addr="127.0.0.1")
+                start_http_server(
+                    settings.metadata.metrics_port, addr=settings.metadata.metrics_host
+                )
             except OSError as exc:  # metrics are worth a warning, not a refusal to work
                 print(f"metrics port {settings.metadata.metrics_port}: {exc}", file=sys.stderr)
         print(f"{n} metadata worker(s) running", file=sys.stderr)
@@ -109,12 +121,16 @@ def _work(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("metadata", help="token metadata: fetch, retry, run workers")
+    p = sub.add_parser(
+        "metadata",
+        help="token metadata: fetch, retry, run workers",
+        description="SIP-016 token metadata from IPFS, verified against its CID.",
+    )
     msub = p.add_subparsers(dest="metadata_command", metavar="SUBCOMMAND")
     msub.required = True
 
     f = msub.add_parser("fetch", help="resolve and verify one URI, print the document")
-    f.add_argument("uri")
+    f.add_argument("uri", help="token URI: ipfs://CID[/path] (or https:// when allowed)")
     f.add_argument(
         "--gateway", action="append", help="trustless gateway URL (repeatable; replaces config)"
     )
@@ -122,10 +138,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     f.set_defaults(handler=_fetch)
 
     r = msub.add_parser("retry", help="queue failed jobs again now")
-    r.add_argument("job_id", nargs="?", type=int, metavar="JOB_ID")
+    r.add_argument("job_id", nargs="?", type=int, metavar="JOB_ID", help="the job to queue again")
     r.add_argument("--all-failed", action="store_true", help="every failed and permanent job")
     r.set_defaults(handler=_retry)
 
     w = msub.add_parser("work", help="run metadata workers until interrupted")
-    w.add_argument("--workers", type=int, default=0, help="default: settings")
+    w.add_argument(
+        "--workers", type=int, default=0, help="worker loops (default: metadata.workers)"
+    )
     w.set_defaults(handler=_work)

@@ -9,9 +9,11 @@ from typing import Any
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from graphql_api.app import create_app
+    from graphql_api.app import api_database_url, create_app
+    from recchain.commands.failures import check_database
     from recchain.config import get_settings
     from recchain.httpserver import server_config
+    from recchain.listen import Listener, check_free
 
     settings = get_settings()
     overrides: dict[str, Any] = {}
@@ -21,6 +23,20 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["port"] = args.port
     if overrides:
         settings = settings.model_copy(update={"api": settings.api.model_copy(update=overrides)})
+    setting = "api.read_database_url" if settings.api.read_database_url else "DATABASE_URL"
+    check_database(api_database_url(settings), setting=setting)
+    check_free(
+        [
+            Listener(
+                "the API",
+                settings.api.host,
+                settings.api.port,
+                "api.port",
+                hint="--port PORT or RECCHAIN_API__PORT=PORT",
+                host_setting="api.host",
+            )
+        ]
+    )
     app = create_app(settings)
     config = server_config(
         app,
@@ -28,6 +44,8 @@ def _serve(args: argparse.Namespace) -> int:
         port=settings.api.port,
         settings=settings.http,
         log_level=settings.log_level.lower(),
+        # uvicorn's own logging config would bypass the project's (scrubbing) handler.
+        log_config=None,
         ws_ping_interval=20,
         ws_per_message_deflate=settings.api.ws_compression,
         # A websocket frame is held to the same bound as an HTTP body.
@@ -39,7 +57,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     parser = sub.add_parser(
-        "serve", help="serve the GraphQL API (HTTP and websocket subscriptions)"
+        "serve",
+        help="serve the GraphQL API (HTTP and websocket subscriptions)",
+        description="The GraphQL API on /graphql (queries, websocket subscriptions, the GraphiQL "
+        "IDE in a browser), with /healthz, /readyz, /metrics and /retirement-statement.csv.",
     )
     parser.add_argument("--host", default=None, help="bind address (default: api.host)")
     parser.add_argument("--port", type=int, default=None, help="port (default: api.port)")

@@ -7,23 +7,7 @@ import json
 import sys
 from typing import Any
 
-from stacks import c32, clarity
-from stacks.c32 import AddressError
-from stacks.clarity import ClarityDecodeError, ClarityEncodeError, ClarityJsonError
-from stacks.transactions import (
-    TransactionDecodeError,
-    decode_transaction_hex,
-    transaction_json,
-    verify_signatures,
-)
-
-_INPUT_ERRORS = (
-    ClarityDecodeError,
-    ClarityEncodeError,
-    ClarityJsonError,
-    TransactionDecodeError,
-    AddressError,
-)
+# `stacks` is imported by the handlers only: building the CLI's parser must stay cheap.
 
 
 def _arg(value: str) -> str:
@@ -41,6 +25,8 @@ def _print_json(obj: Any) -> None:
 
 
 def _decode_value(args: argparse.Namespace) -> int:
+    from stacks import clarity
+
     value = clarity.decode_hex(_arg(args.hex))
     if args.json:
         _print_json(clarity.to_json(value))
@@ -72,6 +58,8 @@ def _readable(obj: dict[str, Any]) -> str:
 
 
 def _encode_value(args: argparse.Namespace) -> int:
+    from stacks import clarity
+
     try:
         obj = json.loads(_arg(args.json_value))
     except json.JSONDecodeError as exc:
@@ -81,6 +69,8 @@ def _encode_value(args: argparse.Namespace) -> int:
 
 
 def _decode_tx(args: argparse.Namespace) -> int:
+    from stacks.transactions import decode_transaction_hex, transaction_json, verify_signatures
+
     tx = decode_transaction_hex(_arg(args.hex))
     check = verify_signatures(tx)
     described = transaction_json(tx, check)
@@ -125,6 +115,8 @@ def _decode_tx(args: argparse.Namespace) -> int:
 
 
 def _address_decode(args: argparse.Namespace) -> int:
+    from stacks import c32
+
     parsed = c32.parse_principal(_arg(args.address))
     out = {
         "version": parsed.version,
@@ -143,6 +135,8 @@ def _address_decode(args: argparse.Namespace) -> int:
 
 
 def _address_encode(args: argparse.Namespace) -> int:
+    from stacks import c32
+
     text = _arg(args.hash160)
     try:
         raw = bytes.fromhex(text[2:] if text.startswith("0x") else text)
@@ -154,9 +148,19 @@ def _address_encode(args: argparse.Namespace) -> int:
 
 def _guarded(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
+        from stacks.c32 import AddressError
+        from stacks.clarity import ClarityDecodeError, ClarityEncodeError, ClarityJsonError
+        from stacks.transactions import TransactionDecodeError
+
         try:
             return int(fn(args))
-        except _INPUT_ERRORS as exc:
+        except (
+            ClarityDecodeError,
+            ClarityEncodeError,
+            ClarityJsonError,
+            TransactionDecodeError,
+            AddressError,
+        ) as exc:
             return _fail(str(exc))
 
     return run
@@ -185,15 +189,15 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser("decode-tx", help="decode a raw transaction and check its signatures")
     p.add_argument("hex", help="raw transaction hex, or - for stdin")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the decoded transaction as JSON")
     p.set_defaults(handler=_guarded(_decode_tx))
 
     p = cmds.add_parser("address", help="decode or encode c32check addresses")
     acts = p.add_subparsers(dest="address_command", metavar="decode|encode")
     acts.required = True
     a = acts.add_parser("decode", help="ADDR[.contract] to version and hash160")
-    a.add_argument("address")
-    a.add_argument("--json", action="store_true")
+    a.add_argument("address", help="c32check address, optionally .contract-name, or -")
+    a.add_argument("--json", action="store_true", help="machine-readable output")
     a.set_defaults(handler=_guarded(_address_decode))
     a = acts.add_parser("encode", help="version and hash160 to an address")
     a.add_argument("version", type=_version, help="22 SP, 20 SM, 26 ST, 21 SN")
