@@ -58,5 +58,7 @@ format: $(PY_STAMP)
 demo-chain: $(NODE_STAMP)
 	cd contracts && npm run record:demo
 
+## Stop the embedded PostgreSQL (it keeps running between runs) and remove what the install made.
 clean:
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m recchain.cli dev --stop-db; fi
 	rm -rf $(VENV) contracts/node_modules graphql_api/ide_assets .pytest_cache .mypy_cache .ruff_cache
