@@ -104,3 +104,21 @@ def test_the_indexer_reports_the_database_tip_at_once_on_loopback_only(db_url: s
         with socket.socket() as sock:
             sock.settimeout(5)
             assert sock.connect_ex(("127.0.0.2", metrics_port)) != 0
+
+
+def test_a_clients_typo_is_answered_but_not_logged_as_an_error(db_url: str) -> None:
+    port = free_port()
+    env = recchain_env(
+        DATABASE_URL=to_libpq_url(db_url), RECCHAIN_API__PORT=str(port), RECCHAIN_LOG_LEVEL="DEBUG"
+    )
+    base = f"http://127.0.0.1:{port}"
+    with _process(["serve"], env) as proc:
+        _get(proc, f"{base}/healthz")
+        for query in ("{ _metaa { block { height } } }", "{ _meta { block { height } "):
+            body = httpx.post(f"{base}/graphql", json={"query": query}, timeout=30).json()
+            assert body["errors"], body  # the client is told
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert "Cannot query field '_metaa'" in log  # logged, at a lower level
+    assert [line for line in log.splitlines() if " ERROR " in line] == []
+    assert "Traceback" not in log
