@@ -260,6 +260,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        hub.launch()
         if replica is not None:
             replica.start()
         try:

@@ -41,8 +41,10 @@ SEP = (",", ":")
 SLICE = 500
 
 # Root fields whose stream depends on the arguments alone. `relayStatus` starts with the current
-# status for each new subscriber, so a late joiner cannot share an already running stream.
+# status for each new subscriber, so a late joiner cannot share an already running stream; for
+# the same reason neither can a resumed subscription (it starts with what its client missed).
 SHAREABLE_FIELDS = frozenset({"blocks", "listingUpdates", "certificateEvents"})
+RESUME_ARGUMENTS = frozenset({"afterHash", "afterHeight"})
 
 # Set inside a shared stream's task: the hub counts that stream's members as its subscribers.
 CURRENT: contextvars.ContextVar[SharedStream | None] = contextvars.ContextVar(
@@ -106,7 +108,12 @@ def shareable(query: str, operation_name: str | None, max_tokens: int) -> bool:
     if len(operations) != 1 or operations[0].operation != OperationType.SUBSCRIPTION:
         return False
     selections = operations[0].selection_set.selections
-    return all(isinstance(s, FieldNode) and s.name.value in SHAREABLE_FIELDS for s in selections)
+    return all(
+        isinstance(s, FieldNode)
+        and s.name.value in SHAREABLE_FIELDS
+        and not any(a.name.value in RESUME_ARGUMENTS for a in s.arguments or ())
+        for s in selections
+    )
 
 
 class SharedStream:

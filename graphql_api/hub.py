@@ -27,6 +27,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
@@ -41,6 +43,8 @@ from graphql_api.replica import Replica, insert_lsn
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
+# Each API process's LISTEN connection, as pg_stat_activity shows it on the primary.
+LISTEN_NAME = f"recchain-api-listen:{socket.gethostname()}:{os.getpid()}"[:63]
 
 # A subscriber's own first items, read once the dispatcher reaches them.
 Initial = Callable[[Reader], Awaitable[list[Any]]]
@@ -53,6 +57,9 @@ class Sink:
     queue: asyncio.Queue[Any]
     shared: SharedStream | None
     last: str | None = None
+    # Until its first read is done, a subscriber takes no pushes: that read comes after them in
+    # the dispatcher's order, so it already shows what they would have brought.
+    starting: bool = False
 
     def put(self, item: Any) -> None:
         if self.queue.full():  # a slow consumer loses its oldest update, never blocks others
@@ -145,13 +152,18 @@ class Hub:
             for sink in t.sinks
         )
 
-    async def start(self) -> None:
-        """Open the LISTEN connection (once); returns when it is listening."""
+    def launch(self) -> None:
+        """Start listening (once), without waiting: at application start-up, so every process
+        holds its LISTEN connection before its first subscriber."""
         if self._dispatcher is None or self._dispatcher.done():
             self._dispatcher = asyncio.create_task(self._dispatch(), name="recchain-api-dispatch")
         if self._task is None or self._task.done():
             self._listening.clear()
             self._task = asyncio.create_task(self._listen(), name="recchain-api-listen")
+
+    async def start(self) -> None:
+        """Listening (once); returns when the LISTEN connection is up."""
+        self.launch()
         await asyncio.wait_for(self._listening.wait(), timeout=10)
 
     async def stop(self) -> None:
@@ -174,7 +186,7 @@ class Hub:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self.listen_url, autocommit=True
+                    self.listen_url, autocommit=True, application_name=LISTEN_NAME
                 ) as conn:
                     self._conn = conn
                     await conn.execute(f"LISTEN {BLOCKS}")
@@ -238,6 +250,7 @@ class Hub:
             *(s.read(self.reader()) for s in starts), return_exceptions=True
         )
         for start, items in zip(starts, results, strict=True):
+            start.sink.starting = False
             if start.sink not in start.topic.sinks:
                 continue  # gone meanwhile
             if isinstance(items, BaseException):
@@ -276,7 +289,7 @@ class Hub:
                     if mark is None:
                         mark = marks[id(item)] = kind.fingerprint(item)
                     for sink in list(topic.sinks):
-                        if sink.last != mark:
+                        if sink.last != mark and not sink.starting:
                             sink.last = mark
                             sink.put(item)
 
@@ -304,13 +317,17 @@ class Hub:
         if topic is None:
             topic = self.topics[key] = Topic(key, kind, args)
             kind.add(topic)
-        sink = Sink(asyncio.Queue(QUEUE_SIZE), CURRENT.get())
+        sink = Sink(asyncio.Queue(QUEUE_SIZE), CURRENT.get(), starting=initial is not None)
         topic.sinks[sink] = None
         if sink.shared is None:  # a shared stream counts its own members
             metrics.SUBSCRIPTIONS.inc()
         try:
             if initial is not None:
-                lsn = await self.replica.primary_lsn() if self.replica is not None else None
+                try:
+                    lsn = await self.replica.primary_lsn() if self.replica is not None else None
+                except Exception:
+                    sink.starting = False
+                    raise
                 self._queue(Start(sink, topic, initial, lsn), 0)
             yield sink.queue
         finally:

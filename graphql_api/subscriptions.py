@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Iterable
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import strawberry
 from strawberry.types import Info
@@ -19,6 +19,7 @@ from strawberry.types import Info
 from db.channels import BLOCKS, RELAY
 from graphql_api.context import Context
 from graphql_api.db import Reader
+from graphql_api.errors import BadUserInput, BlockNotFound, LimitExceeded
 from graphql_api.extras import RelayedTransaction, relayed_transaction
 from graphql_api.hub import Kind, Topic, fingerprint
 from graphql_api.meta import BLOCK_COLUMNS, Block
@@ -115,6 +116,137 @@ class BlocksKind(Kind):
         return fingerprint([item.block and item.block.hash, item.rolled_back])
 
 
+def _listing_change(r: Any) -> str:
+    """The update kind from a listing's row and the `_ps`/`_pb`/`_pp`/`_new` of the version it
+    is compared with."""
+    if r["_new"]:
+        return "created"
+    if r["_ps"] != r["status"]:
+        return STATUS_KIND.get(r["status"], "updated")
+    if r["_pb"] != r["bid_count"]:
+        return "bid"
+    if r["_pp"] != r["price"]:
+        return "priceChanged"
+    return "updated"
+
+
+# -- resuming: what a client missed since the last thing it saw ----------------------------------
+
+
+async def _tip_height(reader: Reader) -> int:
+    row = await reader.one("SELECT max(block_height) AS h FROM blocks WHERE canonical")
+    return int(row["h"]) if row is not None and row["h"] is not None else 0
+
+
+async def _resume_height(reader: Reader, after: int) -> int:
+    """Checks `afterHeight` against the chain; the tip height."""
+    if after < 0:
+        raise BadUserInput("afterHeight must be >= 0")
+    tip = await _tip_height(reader)
+    if after > tip:
+        raise BlockNotFound(f"afterHeight {after} is above the indexed tip", latest=tip)
+    return tip
+
+
+def _too_far(what: str, cap: int) -> LimitExceeded:
+    return LimitExceeded(
+        f"{what}: more than {cap} to resume; read the current state with queries and"
+        " subscribe without it",
+        limit="resume",
+        max=cap,
+    )
+
+
+async def blocks_since(reader: Reader, after_hash: str, cap: int) -> list[BlockEvent]:
+    """Every canonical block above the last one the client saw. If a fork removed that block,
+    the first event names the client's blocks that are gone (`rolledBack`)."""
+    orphaned: list[str] = []
+    at = after_hash.lower()
+    while True:
+        row = await reader.one(
+            f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE index_block_hash = :h", {"h": at}
+        )
+        if row is None:
+            raise BlockNotFound(f"afterHash: block {after_hash} is unknown")
+        if row["canonical"]:
+            break
+        orphaned.append(at)
+        if len(orphaned) > cap:
+            raise _too_far("afterHash", cap)
+        at = row["parent_index_block_hash"]
+    rows = await reader.all(
+        f"SELECT {BLOCK_COLUMNS} FROM blocks WHERE canonical AND block_height > :f"
+        " ORDER BY block_height LIMIT :n",
+        {"f": int(row["block_height"]), "n": cap + 1},
+    )
+    if len(rows) > cap:
+        raise _too_far("afterHash", cap)
+    events = [BlockEvent(block=Block.from_row(r), rolled_back=[]) for r in rows]
+    if orphaned:
+        if not events:  # the fork point is the tip
+            events = [BlockEvent(block=Block.from_row(row), rolled_back=[])]
+        events[0].rolled_back = orphaned
+    return events
+
+
+async def listings_since(reader: Reader, where: Any, after: int, cap: int) -> list[ListingUpdate]:
+    """One update per listing matching `where` whose state changed above `after`: its state
+    now, and the kind of change against its state at `after` (not each step in between)."""
+    tip = await _resume_height(reader, after)
+    entity = ENTITIES["Listing"]
+    params: dict[str, Any] = {"h": after, "n": cap + 1}
+    match = SqlWhere(entity, None, params).compile(where, "cur") if where is not None else "TRUE"
+    rows = await reader.all(
+        "SELECT cur.*, prev.status AS _ps, prev.price AS _pp, prev.bid_count AS _pb,"
+        " prev.vid IS NULL AS _new FROM listings cur"
+        " LEFT JOIN LATERAL (SELECT p.* FROM listings p WHERE p.listing_id = cur.listing_id"
+        " AND p.block_from <= :h AND (p.block_to IS NULL OR p.block_to > :h) LIMIT 1) prev"
+        f" ON TRUE WHERE cur.block_to IS NULL AND cur.block_from > :h AND {match}"
+        " ORDER BY cur.listing_id LIMIT :n",
+        params,
+    )
+    if len(rows) > cap:
+        raise _too_far("afterHeight", cap)
+    return [
+        ListingUpdate(
+            kind=_listing_change(r),
+            listing_id=int(r["listing_id"]),
+            block_height=tip,
+            listing=entity.from_row(r, None),
+        )
+        for r in rows
+    ]
+
+
+async def certificate_since(
+    reader: Reader, token_id: int, after: int, cap: int
+) -> list[CertificateEvent]:
+    """One event with every custody change of the certificate above `after` and its state now,
+    if anything changed."""
+    tip = await _resume_height(reader, after)
+    cert = await reader.one(
+        "SELECT * FROM certificates WHERE token_id = :t AND block_to IS NULL", {"t": token_id}
+    )
+    transfers = await reader.all(
+        "SELECT * FROM transfers WHERE token_id = :t AND block_height > :h"
+        " ORDER BY block_height, event_index LIMIT :n",
+        {"t": token_id, "h": after, "n": cap + 1},
+    )
+    if len(transfers) > cap:
+        raise _too_far("afterHeight", cap)
+    if not transfers and (cert is None or int(cert["block_from"]) <= after):
+        return []
+    return [
+        CertificateEvent(
+            kind=",".join(dict.fromkeys(t["kind"] for t in transfers)) or "updated",
+            token_id=token_id,
+            block_height=tip,
+            certificate=ENTITIES["Certificate"].from_row(cert, None) if cert else None,
+            transfers=[ENTITIES["Transfer"].from_row(t, None) for t in transfers],
+        )
+    ]
+
+
 def _listing_keys(where: Any) -> list[int] | None:
     """The listing ids a filter selects when it filters on ids alone, else None."""
     if where is None:
@@ -208,18 +340,7 @@ class ListingsKind(Kind):
                 kind, listing = "rolledBack", None
             else:
                 listing = entity.from_row(r, None)
-                if rolled:
-                    kind = "rolledBack"
-                elif r["_new"]:
-                    kind = "created"
-                elif r["_ps"] != r["status"]:
-                    kind = STATUS_KIND.get(r["status"], "updated")
-                elif r["_pb"] != r["bid_count"]:
-                    kind = "bid"
-                elif r["_pp"] != r["price"]:
-                    kind = "priceChanged"
-                else:
-                    kind = "updated"
+                kind = "rolledBack" if rolled else _listing_change(r)
             lid = int(r["_id"])
             out[lid] = ListingUpdate(
                 kind=kind, listing_id=lid, block_height=height, listing=listing
@@ -359,10 +480,33 @@ async def _pushes(ctx: Context, queue: Any) -> AsyncGenerator[Any, None]:
 
 @strawberry.type
 class Subscription:
-    @strawberry.subscription(description="Every new canonical tip and every fork rollback.")
-    async def blocks(self, info: Ctx) -> AsyncGenerator[BlockEvent, None]:
+    @strawberry.subscription(
+        description="Every new canonical tip and every fork rollback. With `afterHash`, first"
+        " every canonical block the client missed."
+    )
+    async def blocks(
+        self,
+        info: Ctx,
+        after_hash: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Resume: the hash of the last block received (from this or another"
+                " API process). First pushed: one event per canonical block above it, in order,"
+                " the first naming in `rolledBack` those of the client's blocks a fork removed;"
+                " then the live events. At most `max_page_size` blocks (else LIMIT_EXCEEDED)."
+            ),
+        ] = None,
+    ) -> AsyncGenerator[BlockEvent, None]:
         ctx = info.context
-        async with ctx.hub.subscribe(BlocksKind, "blocks") as queue:
+        cap = ctx.settings.api.max_page_size
+        initial = None
+        if after_hash is not None:
+            hash_ = after_hash
+
+            async def initial(reader: Reader) -> list[Any]:
+                return list(await blocks_since(reader, hash_, cap))
+
+        async with ctx.hub.subscribe(BlocksKind, "blocks", None, initial) as queue:
             async for item in _pushes(ctx, queue):
                 yield item
 
@@ -374,22 +518,56 @@ class Subscription:
         self,
         info: Ctx,
         where: ListingFilter | None = None,  # type: ignore[valid-type]
+        after_height: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Resume: the height of the last block received. First pushed: one"
+                " update per matching listing that changed above it (its state now, `kind`"
+                " against its state at that height); then the live updates. At most"
+                " `max_page_size` listings (else LIMIT_EXCEEDED)."
+            ),
+        ] = None,
     ) -> AsyncGenerator[ListingUpdate, None]:
         ctx = info.context
         key = "listings:" + json.dumps(strawberry.asdict(where) if where else None, default=str)
         if where is not None:
             # A bad filter is refused now, not on the first change.
             SqlWhere(ENTITIES["Listing"], None, {}).compile(where, "cur")
-        async with ctx.hub.subscribe(ListingsKind, key, where) as queue:
+        initial = None
+        if after_height is not None:
+            after, cap = after_height, ctx.settings.api.max_page_size
+
+            async def initial(reader: Reader) -> list[Any]:
+                return list(await listings_since(reader, where, after, cap))
+
+        async with ctx.hub.subscribe(ListingsKind, key, where, initial) as queue:
             async for item in _pushes(ctx, queue):
                 yield item
 
     @strawberry.subscription(description="Changes to one certificate (custody, status, fork).")
     async def certificate_events(
-        self, info: Ctx, token_id: int
+        self,
+        info: Ctx,
+        token_id: int,
+        after_height: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Resume: the height of the last block received. First pushed, if"
+                " the certificate changed above it: one event with every custody change since"
+                " and its state now; then the live events."
+            ),
+        ] = None,
     ) -> AsyncGenerator[CertificateEvent, None]:
         ctx = info.context
-        async with ctx.hub.subscribe(CertificatesKind, f"cert:{token_id}", token_id) as queue:
+        initial = None
+        if after_height is not None:
+            after, cap = after_height, ctx.settings.api.max_page_size
+
+            async def initial(reader: Reader) -> list[Any]:
+                return list(await certificate_since(reader, token_id, after, cap))
+
+        key = f"cert:{token_id}"
+        async with ctx.hub.subscribe(CertificatesKind, key, token_id, initial) as queue:
             async for item in _pushes(ctx, queue):
                 yield item
 

@@ -20,6 +20,14 @@ class LiveChain:
         self.tip = GENESIS
         self.blocks: list[dict[str, Any]] = []
 
+    def fork(self, parent: dict[str, Any], label: str) -> None:
+        """Build further blocks on `parent` (an earlier block), named by `label`: a competing
+        branch, which wins once it is longer. Its blocks should carry no market operations
+        (the market model follows one branch only)."""
+        self.height = int(parent["block_height"])
+        self.tip = parent["index_block_hash"]
+        self.label = label
+
     def make(self, txs: list[list[dict[str, Any]]]) -> dict[str, Any]:
         """The next block on the tip carrying `txs` (each a list of events), not yet indexed."""
         block = new_block(self.height + 1, self.tip, self.label, txs)
