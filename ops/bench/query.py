@@ -54,7 +54,8 @@ def prepare(server_url: str, name: str, certificates: int, reuse: bool) -> tuple
     return url, populate(to_libpq_url(url), certificates)
 
 
-def start_api(url: str, port: int) -> subprocess.Popen[bytes]:
+def start_api(url: str, port: int, **settings: str) -> subprocess.Popen[bytes]:
+    """`recchain serve` on `url`; `settings` are further `RECCHAIN_*` variables."""
     env = {
         **os.environ,
         "RECCHAIN_DATABASE_URL": url,
@@ -63,6 +64,7 @@ def start_api(url: str, port: int) -> subprocess.Popen[bytes]:
         # Every simulated client (`bench subscribe` holds thousands) comes from loopback.
         "RECCHAIN_HTTP__MAX_CONNECTIONS_PER_CLIENT": str(10**6),
         "RECCHAIN_LOG_LEVEL": "WARNING",
+        **settings,
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "recchain.cli", "serve", "--port", str(port)], env=env

@@ -15,6 +15,11 @@ Two sources of changes:
   to the event observer -> pushed to each subscriber (parse, write, commit, NOTIFY, the API's
   query, fan-out).
 
+`--replica` starts its own primary + hot standby pair (ops/pgcluster.py, fsync on) and runs
+the same rounds twice: with the API reading the primary, then with it reading the standby (LISTEN
+on the primary, each push after the standby replayed the block's commit); the report has both,
+and how long notifications waited for the standby.
+
 `--listings N` measures many distinct topics instead: N listings are seeded, every subscriber
 socket carries `--per-socket` operations `listingUpdates(where: {listingId: i})` with distinct
 ids (N topics in all), and each round commits a block changing `--changes` random listings;
@@ -384,6 +389,19 @@ class Observer:
             self.proc.kill()
 
 
+def _replica_waits(port: int) -> dict[str, float]:
+    """How long the API's notifications waited for the standby (its histogram's sum/count)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    values = {}
+    for line in text.splitlines():
+        for name in ("sum", "count"):
+            if line.startswith(f"recchain_api_replica_wait_seconds_{name} "):
+                values[name] = float(line.split()[1])
+    count = values.get("count", 0.0)
+    mean = values.get("sum", 0.0) / count if count else 0.0
+    return {"waits": count, "mean_ms": round(mean * 1000, 2)}
+
+
 def _subscriber_gauge(port: int) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
     for line in text.splitlines():
@@ -392,10 +410,12 @@ def _subscriber_gauge(port: int) -> float:
     return 0.0
 
 
-def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
+def bench(args: argparse.Namespace, url: str, read_url: str | None = None) -> dict[str, Any]:
     raise_fd_limit()
     port = free_port()
-    api = start_api(url, port)
+    extra = {"RECCHAIN_API__READ_DATABASE_URL": read_url} if read_url else {}
+    extra["RECCHAIN_API__MAX_SUBSCRIPTIONS_PER_CLIENT"] = str(max(1000, args.clients))
+    api = start_api(url, port, **extra)
     observer = Observer(url) if args.tip else None
     ctx = mp.get_context("spawn")
     pipes: list[Connection] = []
@@ -455,6 +475,7 @@ def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
         api_cpu = cpu_seconds(api.pid) - api_cpu0
         idx_cpu = (cpu_seconds(observer.proc.pid) - idx_cpu0) if observer else None
         api_rss = _rss_mb(api.pid)
+        waits = _replica_waits(port) if read_url else None
         time.sleep(0.5)  # stragglers of the last round
         latencies: list[float] = []
         client_cpu = 0.0
@@ -487,6 +508,8 @@ def bench(args: argparse.Namespace, url: str) -> dict[str, Any]:
 
         return {
             "mode": "tip (observer POST -> push)" if observer else "commit -> push",
+            "reads": "hot standby" if read_url else "primary",
+            "replica_wait": waits,
             "clients": args.clients,
             "held": held,
             "connect_errors": errors,
@@ -743,7 +766,34 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
+def with_replica(args: argparse.Namespace) -> dict[str, Any]:
+    """The same run twice on one primary + hot standby pair (ops/pgcluster.py, durable
+    settings): the API reading the primary, then the API reading the standby."""
+    from ops.pgcluster import PgCluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        raise SystemExit("--replica needs PostgreSQL's server binaries and pg_basebackup")
+    cluster = PgCluster(bindir, durable=True).start()
+    primary = "postgresql+psycopg" + cluster.primary_dsn(args.database)[len("postgresql") :]
+    standby = "postgresql+psycopg" + cluster.standby_dsn(args.database)[len("postgresql") :]
+    try:
+        reports = {}
+        for name, read_url in (("without_replica", None), ("with_replica", standby)):
+            cluster.drop_database(args.database)
+            cluster.create_database(args.database)
+            upgrade(primary)
+            cluster.wait_replayed()
+            reports[name] = bench(args, primary, read_url)
+        return reports
+    finally:
+        cluster.stop()
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.replica:
+        print(json.dumps(with_replica(args), indent=2))
+        return 0
     url = _prepare(args.database)
     if args.listings:
         listing_report = bench_listings(args, url)
@@ -803,6 +853,12 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--per-socket", type=int, default=100, help="--listings: operations a socket")
     p.add_argument("--changes", type=int, default=10, help="--listings: listings changed a round")
+    p.add_argument(
+        "--replica",
+        action="store_true",
+        help="start a primary + hot standby pair and run twice: API reading the primary, then"
+        " the standby",
+    )
     p.add_argument(
         "--database", default="recchain_bench_subscribe", help="database name to create and use"
     )
