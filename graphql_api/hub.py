@@ -142,6 +142,9 @@ class Hub:
         self._listening = asyncio.Event()
         self._inbox: list[Batch | Start] = []
         self._wake = asyncio.Event()
+        # The newest block notification whose pushes are out: how far this process follows.
+        self.notified_height: int | None = None
+        self.notified_hash: str | None = None
 
     @property
     def subscriber_count(self) -> int:
@@ -274,6 +277,15 @@ class Hub:
         if not isinstance(payload, dict):
             log.warning("ignoring a notification on %s that is not an object", channel)
             return
+        try:
+            await self._recompute(channel, payload)
+        finally:
+            if channel == BLOCKS and isinstance(payload.get("height"), int):
+                self.notified_height = payload["height"]
+                self.notified_hash = payload.get("hash")
+                metrics.NOTIFIED_HEIGHT.set(payload["height"])
+
+    async def _recompute(self, channel: str, payload: dict[str, Any]) -> None:
         kinds = [k for k in self.kinds.values() if channel in k.channels and k.topics]
         results = await asyncio.gather(
             *(k.compute(self.reader(), channel, payload) for k in kinds), return_exceptions=True

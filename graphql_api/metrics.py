@@ -36,3 +36,7 @@ NOTIFICATIONS_PENDING = Gauge(
     "recchain_api_notifications_pending",
     "Notifications received from the primary whose pushes are not computed yet",
 )
+NOTIFIED_HEIGHT = Gauge(
+    "recchain_api_notified_height",
+    "Height of the newest block notification this process has computed its pushes for",
+)

@@ -60,3 +60,12 @@ class LiveChain:
 
     def transfer(self, token_id: int) -> list[dict[str, Any]]:
         return self.market.transfer(self.rng, token_id)
+
+
+async def caught_up(hub: Any, chain: LiveChain) -> None:
+    """Until the API's hub has dispatched the notification of the chain's tip, so that a
+    subscription made now gets only later blocks live (a notification still on its way would
+    otherwise be pushed to it, correctly but not as the test expects)."""
+    from tests.graphql_api.wsclient import wait_for
+
+    await wait_for(lambda: hub.notified_hash == chain.tip, "the hub to dispatch the tip")

@@ -20,7 +20,7 @@ from db.session import to_libpq_url
 from graphql_api.app import create_app
 from recchain.config import ApiSettings, Settings
 from tests.graphql_api.conftest import start_server
-from tests.graphql_api.livechain import LiveChain
+from tests.graphql_api.livechain import LiveChain, caught_up
 from tests.graphql_api.wsclient import Subscriber, wait_for
 from tests.pgcluster import PgCluster, ReplicaDb
 
@@ -99,6 +99,7 @@ async def test_every_subscription_pushes_the_new_block_read_from_the_standby(
 ) -> None:
     chain = LiveChain(replica_db.primary)
     await chain.add(chain.setup_and_mint(tokens=1))
+    await caught_up(replica_api.hub, chain)
     token = 1
     blocks = await Subscriber.connect(replica_api.ws_url)
     await blocks.subscribe(BLOCKS)
@@ -145,6 +146,7 @@ async def test_a_push_waits_for_the_standby_and_is_never_sent_stale(
 ) -> None:
     chain = LiveChain(replica_db.primary)
     await chain.add(chain.setup_and_mint(tokens=1))
+    await caught_up(replica_api.hub, chain)
     blocks = await Subscriber.connect(replica_api.ws_url)
     await blocks.subscribe(BLOCKS)
     listings = await Subscriber.connect(replica_api.ws_url)
@@ -182,6 +184,7 @@ async def test_lag_is_visible_and_readiness_fails_past_the_bound(
 ) -> None:
     chain = LiveChain(replica_db.primary)
     await chain.add(chain.setup_and_mint(tokens=1))
+    await caught_up(replica_api.hub, chain)
     ready = await replica_api.http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     blocks = await Subscriber.connect(replica_api.ws_url)
@@ -225,6 +228,7 @@ async def test_relay_status_starts_from_a_standby_as_new_as_the_primary(
 ) -> None:
     chain = LiveChain(replica_db.primary)
     await chain.add(chain.setup_and_mint(tokens=1))
+    await caught_up(replica_api.hub, chain)
     pending = chain.make([chain.transfer(1)])
     txid = pending["transactions"][0]["txid"]
     pg_cluster.pause_replay()

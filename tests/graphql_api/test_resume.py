@@ -10,7 +10,7 @@ import pytest
 
 from graphql_api.app import create_app
 from tests.graphql_api.conftest import Api, api_settings, start_server
-from tests.graphql_api.livechain import LiveChain
+from tests.graphql_api.livechain import LiveChain, caught_up
 from tests.graphql_api.wsclient import LEGACY_WS, TRANSPORT_WS, Subscriber, wait_for
 
 BLOCKS = """subscription($after: String) { blocks(afterHash: $after) {
@@ -38,6 +38,7 @@ async def test_blocks_resume_after_the_last_hash_seen_then_go_live(
     chain = LiveChain(db_url)
     for _ in range(4):
         await chain.add([])
+    await caught_up(hub(api), chain)
     seen = chain.blocks[1]
     sub = await Subscriber.connect(api.ws_url, protocol)
     await sub.subscribe(BLOCKS, {"after": seen["index_block_hash"]})
@@ -70,6 +71,7 @@ async def test_a_resume_from_an_orphaned_block_names_what_the_fork_removed(
     chain.fork(main[0], "side")
     side = [chain.make([]) for _ in range(3)]
     await chain.index(*side)
+    await caught_up(hub(api), chain)
     sub = await Subscriber.connect(api.ws_url)
     await sub.subscribe(BLOCKS, {"after": main[2]["index_block_hash"]})
     first = await sub.next()
@@ -93,6 +95,7 @@ async def test_listing_and_certificate_subscriptions_resume_with_the_net_change(
     await chain.add([chain.list_token(1)])  # 2: listing 1
     await chain.add([chain.list_token(2)])  # 3: listing 2
     await chain.add([chain.buy(1)])  # 4: listing 1 sold
+    await caught_up(hub(api), chain)
     buyer = chain.market.owners[1]
 
     since2 = await Subscriber.connect(api.ws_url)

@@ -245,6 +245,12 @@ async def test_a_subscriber_of_a_killed_replica_resumes_on_the_other(scaleout: S
     chain = LiveChain(db.primary)
     await chain.add(chain.setup_and_mint(tokens=2))  # 1
     await chain.add([chain.list_token(1)])  # 2: listing 1
+
+    def followed() -> bool:
+        return all(s.metric("recchain_api_notified_height ") == 2 for s in scaleout.serves)
+
+    # Both have pushed block 2 already: what the client subscribes to next is live only.
+    await asyncio.to_thread(until, followed, "both processes to follow the chain")
     me = client_address()
     client = await Client.connect(scaleout.proxy.ws_url, me)
 
