@@ -3,7 +3,8 @@
 The print tuples carry an entity's full state after the change, so handlers never call the chain;
 native nft/ft/stx events are kept in `events` (they duplicate what the tuples say). Custody
 changes become `transfers` rows with kinds mint / transfer / escrow / release / sale / split /
-retire / revoke.
+retire / revoke (docs/domain.md): a release to the buyer of a `sale` is the `sale` transfer, with
+its price and currency.
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ class Ctx:
     cache: EntityCache
     block: Block
     block_time: datetime | None
-    # (txid) -> the sale tuple seen earlier in the same transaction: its release is a sale.
-    sales: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (txid, token id) -> the transaction's `sale` tuple. The marketplace prints it after the
+    # release it pays for, so `apply_events` collects the block's sales before any handler runs.
+    sales: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     jobs: list[MetadataJob] = field(default_factory=list)
     refresh: list[tuple[str, list[int] | None]] = field(default_factory=list)
 
@@ -149,6 +151,7 @@ async def report(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
     rid = v["report-id"]
     prev = await ctx.cache.get(ctx.conn, "generation_reports", rid)
     attested = ev.kind == "report-attested"
+    revoked = ev.kind == "report-revoked"
     ctx.cache.put(
         "generation_reports",
         {
@@ -165,6 +168,9 @@ async def report(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
             "submitted_txid": ev.txid if prev is None else prev["submitted_txid"],
             "attested_height": ctx.h if attested else prev and prev["attested_height"],
             "attested_txid": ev.txid if attested else prev and prev["attested_txid"],
+            "revoked_by": v["revoked-by"],
+            "revoked_height": ctx.h if revoked else prev and prev["revoked_height"],
+            "reason": v["reason"] or None,
         },
         ctx.h,
     )
@@ -193,6 +199,10 @@ def _cert_row(v: dict[str, Any], ev: Event, ctx: Ctx) -> dict[str, Any]:
         "expires_at": None,
         "revoked_height": None,
         "revocation_reason": None,
+        "split_height": None,
+        "split_txid": None,
+        "split_at": None,
+        "revoked_by": None,
     }
 
 
@@ -218,8 +228,8 @@ async def _update_cert(ctx: Ctx, token_id: int, **changes: Any) -> dict[str, Any
 @on("certificate-transferred")
 async def transferred(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
     await _update_cert(ctx, v["token-id"], owner=v["recipient"], status=v["status"])
-    sale = ctx.sales.get(ev.txid)
-    is_sale = sale is not None and v["kind"] == "release" and sale["token-id"] == v["token-id"]
+    sale = ctx.sales.get((ev.txid, v["token-id"]))
+    is_sale = sale is not None and v["kind"] == "release" and sale["buyer"] == v["recipient"]
     ctx.fact(
         "transfers",
         ev,
@@ -243,6 +253,7 @@ async def split(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
         row = dict(parent) if parent is not None else None
         if row is None:
             continue
+        # The child keeps the original issuance (issued_*) and records its own split.
         row.update(
             token_id=child["token-id"],
             wh=child["wh"],
@@ -251,7 +262,9 @@ async def split(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
             parent_token_id=v["parent-id"],
             status="active",
             owner=v["owner"],
-            issued_txid=ev.txid,
+            split_height=ctx.h,
+            split_txid=ev.txid,
+            split_at=ctx.block_time,
         )
         ctx.cache.put("certificates", row, ctx.h)
         ctx.fact(
@@ -267,7 +280,7 @@ async def split(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
 @on("certificate-retired")
 async def retired(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
     await _update_cert(ctx, v["token-id"], status="retired", owner=v["owner"])
-    sale = ctx.sales.get(ev.txid)
+    sale = ctx.sales.get((ev.txid, v["token-id"]))
     ctx.fact(
         "transfers", ev, token_id=v["token-id"], sender=v["owner"], recipient=v["owner"],
         kind="retire",
@@ -298,7 +311,12 @@ async def retired(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
 @on("certificate-revoked")
 async def revoked(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
     await _update_cert(
-        ctx, v["token-id"], status="revoked", revoked_height=ctx.h, revocation_reason=v["reason"]
+        ctx,
+        v["token-id"],
+        status="revoked",
+        revoked_height=ctx.h,
+        revocation_reason=v["reason"],
+        revoked_by=v["verifier"],
     )
     ctx.fact(
         "transfers", ev, token_id=v["token-id"], sender=v["owner"], recipient=v["owner"],
@@ -377,7 +395,6 @@ async def bid_placed(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
 
 @on("sale")
 async def sale(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
-    ctx.sales[ev.txid] = v
     await _update_listing(ctx, v["listing-id"], status=v["status"], buyer=v["buyer"])
     cert = await ctx.cache.get(ctx.conn, "certificates", v["token-id"])
     ctx.fact(
@@ -407,6 +424,9 @@ async def metadata_update(ctx: Ctx, ev: Event, v: dict[str, Any]) -> None:
 
 
 async def apply_events(ctx: Ctx) -> None:
+    for ev in ctx.block.events:
+        if ev.kind == "sale" and isinstance(ev.value, dict):
+            ctx.sales[(ev.txid, ev.value["token-id"])] = ev.value
     for ev in ctx.block.events:
         if ev.kind is None or not isinstance(ev.value, dict):
             continue

@@ -26,8 +26,8 @@ _FACILITY = {
 }  # fmt: skip
 _REPORT = {
     "report-id": "U", "actor": "P", "facility-id": "U", "period-start": "U", "period-end": "U",
-    "wh": "U", "evidence-hash": "X?", "submitter": "P", "verifier": "P?", "status": "S",
-    "reason": "S", "token-id": "U?", "submitted-at": "U", "updated-at": "U",
+    "wh": "U", "evidence-hash": "X?", "submitter": "P", "verifier": "P?", "revoked-by": "P?",
+    "status": "S", "reason": "S", "token-id": "U?", "submitted-at": "U", "updated-at": "U",
 }  # fmt: skip
 _CERTIFICATE = {
     "token-id": "U", "owner": "P", "facility-id": "U", "report-id": "U", "period-start": "U",

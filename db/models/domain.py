@@ -1,4 +1,4 @@
-"""The REC domain (../DOMAIN.md), normalised. Entity tables are block-range versioned
+"""The REC domain (docs/domain.md), normalised. Entity tables are block-range versioned
 (`Versioned`); fact tables are append-only rows tied to the block that produced them.
 
 Units: energy in Wh (bigint), periods half-open `[start, end)` as timestamptz, money in the
@@ -77,8 +77,8 @@ class Facility(Versioned, Base):
         JSONB, nullable=False, server_default=text("'{}'::jsonb")
     )
     metadata_uri: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(Text, nullable=False)  # pending|active|suspended|retired
-    verifier: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, nullable=False)  # pending|active|suspended|terminated
+    verifier: Mapped[str | None] = mapped_column(Text)  # of the latest status decision
     registered_height: Mapped[int] = mapped_column(Integer, nullable=False)
     registered_txid: Mapped[str | None] = mapped_column(Text)
 
@@ -99,6 +99,7 @@ class GenerationReport(Versioned, Base):
     wh: Mapped[int] = mapped_column(BigInteger, nullable=False)
     evidence_hash: Mapped[str | None] = mapped_column(Text)  # 0x-hex sha256 of meter data
     submitter: Mapped[str] = mapped_column(Text, nullable=False)
+    # The verifier that attested (or rejected) it; a revocation leaves it as it was.
     verifier: Mapped[str | None] = mapped_column(Text)
     # submitted | attested | minted | rejected | withdrawn | revoked
     status: Mapped[str] = mapped_column(Text, nullable=False)
@@ -106,6 +107,9 @@ class GenerationReport(Versioned, Base):
     submitted_txid: Mapped[str | None] = mapped_column(Text)
     attested_height: Mapped[int | None] = mapped_column(Integer)
     attested_txid: Mapped[str | None] = mapped_column(Text)
+    revoked_by: Mapped[str | None] = mapped_column(Text)
+    revoked_height: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)  # of a rejection or revocation
 
     __table_args__ = (
         _current("generation_reports", "report_id"),
@@ -131,12 +135,18 @@ class Certificate(Versioned, Base):
     serial_end: Mapped[int] = mapped_column(BigInteger, nullable=False)
     metadata_uri: Mapped[str | None] = mapped_column(Text)
     parent_token_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The original mint, also for split children (the contract's `issued-at`)...
     issued_height: Mapped[int] = mapped_column(Integer, nullable=False)
     issued_txid: Mapped[str | None] = mapped_column(Text)
     issued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_height: Mapped[int | None] = mapped_column(Integer)
     revocation_reason: Mapped[str | None] = mapped_column(Text)
+    # ...and the split that created a child (NULL for a minted certificate).
+    split_height: Mapped[int | None] = mapped_column(Integer)
+    split_txid: Mapped[str | None] = mapped_column(Text)
+    split_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         _current("certificates", "token_id"),
@@ -166,7 +176,7 @@ class Listing(Versioned, Base):
     bid_count: Mapped[int] = mapped_column(Integer, nullable=False, server_default=text("0"))
     start_height: Mapped[int] = mapped_column(Integer, nullable=False)
     end_height: Mapped[int | None] = mapped_column(Integer)  # expiry / auction end
-    # active | sold | cancelled | expired | settled-unsold
+    # active | sold | cancelled | expired
     status: Mapped[str] = mapped_column(Text, nullable=False)
     buyer: Mapped[str | None] = mapped_column(Text)
     created_txid: Mapped[str | None] = mapped_column(Text)
@@ -199,7 +209,8 @@ class Transfer(_Fact, Base):
     token_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     sender: Mapped[str | None] = mapped_column(Text)  # NULL on mint
     recipient: Mapped[str | None] = mapped_column(Text)  # NULL on burn
-    # mint | transfer | sale | escrow | release | split | retire | revoke | burn
+    # mint | transfer | escrow | release (back to the seller) | sale (to a buyer) | split | retire
+    # | revoke
     kind: Mapped[str] = mapped_column(Text, nullable=False)
     price: Mapped[Decimal | None] = mapped_column(Amount)
     currency: Mapped[str | None] = mapped_column(Text)

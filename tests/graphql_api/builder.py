@@ -345,8 +345,9 @@ class Chain:
                 serial_start=serial,
                 serial_end=serial + wh,
                 parent_token_id=token,
-                issued_height=self.height,
-                issued_txid=tx,
+                split_height=self.height,
+                split_txid=tx,
+                split_at=self.tip.time,
             )
             serial += wh
             self.put("certificates", child, **values)
