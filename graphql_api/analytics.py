@@ -1,8 +1,10 @@
-"""Domain queries answered in SQL (DOMAIN.md "What users ask"): ownership history, holdings,
-search, the retirement statement, compliance checks and market statistics."""
+"""Domain queries answered in SQL (docs/domain.md, "The questions"): ownership history and
+serial provenance, holdings, search, the retirement statement, compliance checks and market
+statistics."""
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -11,7 +13,7 @@ import strawberry
 from strawberry.types import Info
 
 from graphql_api.context import BlockInput, Context
-from graphql_api.errors import BadUserInput
+from graphql_api.errors import BadUserInput, LimitExceeded, NotAvailable
 from graphql_api.query import ENTITIES, Connection, SqlWhere, check_first, live, paginate
 from graphql_api.scalars import BigDecimal, BigInt
 from graphql_api.types import Certificate, Facility, Listing, Retirement, Transfer, mwh
@@ -77,11 +79,17 @@ HOLDING_DIMS = {
 }
 
 
-@strawberry.type(description="What an owner held at a block (escrowed listings included).")
+@strawberry.type(
+    description="What an owner held at a block. One owner at a time: a listed certificate is"
+    " its seller's (status listed) while the marketplace escrows it, never the marketplace's;"
+    " so the holdings of all owners sum to the Wh in existence."
+)
 class Holdings:
     owner: str = strawberry.field(description="The owner principal.")
     at_height: int | None = strawberry.field(description="The block (null = current).")
-    total_wh: BigInt = strawberry.field(description="Energy held (split parents excluded), Wh.")
+    total_wh: BigInt = strawberry.field(
+        description="Energy held, every status (split parents no longer exist), Wh."
+    )
     breakdown: list[Breakdown] = strawberry.field(
         description="Energy by status, vintage, energy source, technology and market boundary."
     )
@@ -91,16 +99,122 @@ class Holdings:
 
 
 def _holdings_condition(at: int | None, params: dict[str, Any]) -> str:
-    """Certificates of `:owner` at `at`, counting its escrowed (listed) ones as held.
+    """Certificates of `:owner` at `at`: those it holds that no active listing escrows, and
+    those its active listings escrow. A certificate is escrowed exactly while its listing is
+    active (both change in one transaction), so the marketplace, which holds the escrowed ones,
+    owns none of them.
 
     The escrowed tokens are an init-plan array, so both arms of the OR stay index scans.
     """
     c_live = live("c", True, at, params)
     l_live = live("l", True, at, params)
+    e_live = live("e", True, at, params)
     return (
-        f"{c_live} AND c.status <> 'split' AND (c.owner = :owner OR c.token_id = ANY(ARRAY("
+        f"{c_live} AND c.status <> 'split' AND ((c.owner = :owner AND NOT EXISTS (SELECT 1"
+        f" FROM listings e WHERE e.token_id = c.token_id AND {e_live} AND e.status = 'active'))"
+        " OR c.token_id = ANY(ARRAY("
         f"SELECT l.token_id FROM listings l WHERE l.seller = :owner AND {l_live}"
         " AND l.status = 'active')))"
+    )
+
+
+def _lineage(at: int | None, params: dict[str, Any], anchor: str = "c.token_id = :tok") -> str:
+    """`lineage(root, token_id, cap)`: each certificate matching `anchor` (its `root`) and its
+    split ancestors; an ancestor's history counts up to the split that created its descendant
+    (`cap`), which ends its life anyway."""
+    c_live, p_live = live("c", True, at, params), live("p", True, at, params)
+    return (
+        "WITH RECURSIVE lineage(root, token_id, parent_token_id, split_height, cap) AS ("
+        " SELECT c.token_id, c.token_id, c.parent_token_id, c.split_height, 2147483647"
+        f" FROM certificates c WHERE {anchor} AND {c_live}"
+        " UNION ALL SELECT l.root, p.token_id, p.parent_token_id, p.split_height,"
+        " coalesce(l.split_height, 2147483647)"
+        " FROM certificates p JOIN lineage l ON p.token_id = l.parent_token_id"
+        f" WHERE {p_live})"
+    )
+
+
+# -- serial provenance (query 6) --------------------------------------------------------------
+
+MAX_PIECES = 1000
+
+
+@strawberry.type(description="The part of a serial interval that one certificate holds.")
+class ProvenancePiece:
+    serial_start: BigInt = strawberry.field(description="First serial of the part (inclusive).")
+    serial_end: BigInt = strawberry.field(description="End serial of the part (exclusive).")
+    wh: BigInt = strawberry.field(description="Energy of the part, Wh.")
+    certificate: Certificate = strawberry.field(
+        description="The certificate holding it (its report carries evidence and attestation)."
+    )
+    history: list[Transfer] = strawberry.field(
+        description="Its custody changes, its split ancestors' included, oldest first."
+    )
+
+
+@strawberry.type(description="Query 6 for a serial interval: who held each part of it, and how.")
+class SerialProvenance:
+    serial_start: BigInt = strawberry.field(description="The interval asked for (inclusive).")
+    serial_end: BigInt = strawberry.field(description="The interval's end (exclusive).")
+    at_height: int | None = strawberry.field(description="The block (null = current).")
+    covered_wh: BigInt = strawberry.field(
+        description="Wh of the interval held by certificates (serials never issued are not)."
+    )
+    pieces: list[ProvenancePiece] = strawberry.field(
+        description="The certificates that exist at the block and overlap the interval, by serial."
+    )
+
+
+async def serial_provenance(ctx: Context, start: int, end: int, at: int | None) -> SerialProvenance:
+    if not 0 <= start < end:
+        raise BadUserInput("serialStart must be >= 0 and below serialEnd")
+    params: dict[str, Any] = {"s": start, "e": end}
+    rows = await ctx.reader.all(
+        f"SELECT c.* FROM certificates c WHERE {live('c', True, at, params)}"
+        " AND c.status <> 'split' AND c.serial_start < :e AND c.serial_end > :s"
+        f" ORDER BY c.serial_start LIMIT {MAX_PIECES + 1}",
+        params,
+    )
+    if len(rows) > MAX_PIECES:
+        raise LimitExceeded(
+            f"the interval spans more than {MAX_PIECES} certificates; ask for a narrower one",
+            max=MAX_PIECES,
+        )
+    hparams: dict[str, Any] = {"toks": [r["token_id"] for r in rows]}
+    t_live = live("t", False, at, hparams)
+    transfers = (
+        await ctx.reader.all(
+            _lineage(at, hparams, "c.token_id = ANY(:toks)")
+            + " SELECT t.*, l.root AS _root FROM transfers t JOIN lineage l ON"
+            f" t.token_id = l.token_id AND t.block_height <= l.cap WHERE {t_live}"
+            " ORDER BY l.root, t.block_height, t.event_index, t.id",
+            hparams,
+        )
+        if rows
+        else []
+    )
+    te, ce = ENTITIES["Transfer"], ENTITIES["Certificate"]
+    by_root: dict[int, list[Transfer]] = {}
+    for t in transfers:
+        by_root.setdefault(t["_root"], []).append(te.from_row(t, at))
+    pieces = []
+    for r in rows:
+        lo, hi = max(start, int(r["serial_start"])), min(end, int(r["serial_end"]))
+        pieces.append(
+            ProvenancePiece(
+                serial_start=lo,
+                serial_end=hi,
+                wh=hi - lo,
+                certificate=ce.from_row(r, at),
+                history=by_root.get(r["token_id"], []),
+            )
+        )
+    return SerialProvenance(
+        serial_start=start,
+        serial_end=end,
+        at_height=at,
+        covered_wh=sum(p.wh for p in pieces),
+        pieces=pieces,
     )
 
 
@@ -124,7 +238,9 @@ class StatementLine:
     mwh: BigDecimal = strawberry.field(description="Energy, MWh.")
 
 
-@strawberry.type(description="Retirements for a beneficiary over a period (DOMAIN query 1).")
+@strawberry.type(
+    description="Retirements for a beneficiary over a period (query 1 of docs/domain.md)."
+)
 class RetirementStatement:
     beneficiary: str = strawberry.field(description="Beneficiary name or principal.")
     total_wh: BigInt = strawberry.field(description="Total retired, Wh.")
@@ -223,7 +339,7 @@ class Scope2Exception:
     )
 
 
-@strawberry.type(description="RE100 commissioning test (DOMAIN query 3).")
+@strawberry.type(description="RE100 commissioning test (query 3 of docs/domain.md).")
 class Re100Result:
     total_wh: BigInt = strawberry.field(description="Retired Wh considered.")
     eligible_wh: BigInt = strawberry.field(
@@ -232,7 +348,7 @@ class Re100Result:
     share: float = strawberry.field(description="eligibleWh / totalWh (0 when nothing retired).")
 
 
-@strawberry.type(description="One CDP roll-up cell (DOMAIN query 4).")
+@strawberry.type(description="One CDP roll-up cell (query 4 of docs/domain.md).")
 class CdpRow:
     consumption_country: str | None = strawberry.field(description="Country of consumption.")
     energy_source: str | None = strawberry.field(description="Energy source.")
@@ -243,7 +359,7 @@ class CdpRow:
     mwh: BigDecimal = strawberry.field(description="Retired MWh.")
 
 
-@strawberry.type(description="Two records that must never coexist (DOMAIN query 7).")
+@strawberry.type(description="Two records that must never coexist (query 7 of docs/domain.md).")
 class Conflict:
     kind: str = strawberry.field(
         description="overlapping_serials | overlapping_issuance | retired_twice."
@@ -252,11 +368,43 @@ class Conflict:
     second_id: BigInt = strawberry.field(description="The conflicting one.")
 
 
-@strawberry.type(description="Issued vs retired vs active energy of a facility and vintage.")
+@strawberry.enum(description="How `issuanceSummary` groups a facility's certificates.")
+class IssuanceGrouping(enum.Enum):
+    VINTAGE = "vintage"
+    MONTH = "month"
+    GENERATION_PERIOD = "generation_period"
+
+
+# Period of each grouping: [start, end) of the vintage year, of the generation month, or the
+# certificate's own generation period.
+ISSUANCE_PERIODS = {
+    IssuanceGrouping.VINTAGE: (
+        "make_timestamptz(c.vintage, 1, 1, 0, 0, 0, 'UTC')",
+        "make_timestamptz(c.vintage + 1, 1, 1, 0, 0, 0, 'UTC')",
+    ),
+    IssuanceGrouping.MONTH: (
+        "date_trunc('month', c.period_start, 'UTC')",
+        "date_trunc('month', c.period_start, 'UTC') + interval '1 month'",
+    ),
+    IssuanceGrouping.GENERATION_PERIOD: ("c.period_start", "c.period_end"),
+}
+
+
+@strawberry.type(
+    description="Issued vs active, listed, retired and revoked energy of a facility in a period."
+)
 class IssuanceRow:
     facility_id: int = strawberry.field(description="Facility.")
-    vintage: int = strawberry.field(description="Vintage.")
-    issued_wh: BigInt = strawberry.field(description="Issued (all live, non-split), Wh.")
+    vintage: int = strawberry.field(description="Vintage (of the period's start).")
+    period_start: datetime = strawberry.field(
+        description="Start of the group's period (inclusive): the vintage year, the generation"
+        " month or the generation period."
+    )
+    period_end: datetime = strawberry.field(description="End of the group's period (exclusive).")
+    issued_wh: BigInt = strawberry.field(
+        description="Issued: every certificate that exists (split parents live on in their"
+        " children), Wh = active + listed + retired + revoked."
+    )
     active_wh: BigInt = strawberry.field(description="Active, Wh.")
     listed_wh: BigInt = strawberry.field(description="Listed (escrowed), Wh.")
     retired_wh: BigInt = strawberry.field(description="Retired, Wh.")
@@ -404,26 +552,46 @@ class ComplianceReport:
         )
         return [Conflict(kind=r["kind"], first_id=r["x"], second_id=r["y"]) for r in rows]
 
-    @strawberry.field(description="Query 10: issued vs retired vs active Wh per facility.")
+    @strawberry.field(
+        description="Query 10: issued vs active, listed, retired and revoked Wh per facility and"
+        " period: per vintage (default), per generation month or per generation period;"
+        " `periodStart`/`periodEnd` keep certificates whose generation starts in [start, end)."
+    )
     async def issuance_summary(
-        self, info: Ctx, facility_id: int | None = None
+        self,
+        info: Ctx,
+        facility_id: int | None = None,
+        group_by: IssuanceGrouping = IssuanceGrouping.VINTAGE,
+        period_start: datetime | None = None,
+        period_end: datetime | None = None,
     ) -> list[IssuanceRow]:
-        params: dict[str, Any] = {"fid": facility_id}
+        for name, value in (("periodStart", period_start), ("periodEnd", period_end)):
+            if value is not None and value.tzinfo is None:
+                raise BadUserInput(f"{name} needs a time zone (e.g. 2025-01-01T00:00:00Z)")
+        if period_start and period_end and period_start >= period_end:
+            raise BadUserInput("periodStart must be before periodEnd")
+        params: dict[str, Any] = {"fid": facility_id, "ps": period_start, "pe": period_end}
+        start, end = ISSUANCE_PERIODS[group_by]
         rows = await info.context.reader.all(
-            "SELECT c.facility_id, c.vintage, sum(c.wh) AS issued,"
+            f"SELECT c.facility_id, {start} AS ps, {end} AS pe, min(c.vintage) AS vintage,"
+            " sum(c.wh) AS issued,"
             " coalesce(sum(c.wh) FILTER (WHERE c.status = 'active'), 0) AS active,"
             " coalesce(sum(c.wh) FILTER (WHERE c.status = 'listed'), 0) AS listed,"
             " coalesce(sum(c.wh) FILTER (WHERE c.status = 'retired'), 0) AS retired,"
             " coalesce(sum(c.wh) FILTER (WHERE c.status = 'revoked'), 0) AS revoked"
             f" FROM certificates c WHERE {live('c', True, self._at, params)}"
             " AND c.status <> 'split' AND (CAST(:fid AS bigint) IS NULL OR c.facility_id = :fid)"
-            " GROUP BY 1, 2 ORDER BY 1, 2",
+            " AND (CAST(:ps AS timestamptz) IS NULL OR c.period_start >= :ps)"
+            " AND (CAST(:pe AS timestamptz) IS NULL OR c.period_start < :pe)"
+            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
             params,
         )
         return [
             IssuanceRow(
                 facility_id=r["facility_id"],
                 vintage=r["vintage"],
+                period_start=r["ps"].astimezone(UTC),
+                period_end=r["pe"].astimezone(UTC),
                 issued_wh=int(r["issued"]),
                 active_wh=int(r["active"]),
                 listed_wh=int(r["listed"]),
@@ -449,8 +617,10 @@ class ComplianceReport:
     @strawberry.field(
         description="Query 9: active and listed certificates whose effective expiry (their own,"
         " else their boundary's rule in `expiry_rules`) falls within `withinDays` after `asOf`"
-        " (default: the report's block time, else now); `includeExpired` adds those already"
-        " past. Filtered by `owner`, not by the report's beneficiary."
+        " (default: the time of the report's block, the chain tip's without `block`; never the"
+        " server's clock, so the answer changes only with the chain); `includeExpired` adds"
+        " those already past. Filtered by `owner` as `holdings` counts (a listed certificate is"
+        " its seller's), not by the report's beneficiary."
     )
     async def expiry_exposure(
         self,
@@ -467,15 +637,18 @@ class ComplianceReport:
             raise BadUserInput(f"withinDays must be between 0 and {MAX_EXPIRY_WINDOW_DAYS}")
         if as_of is not None and as_of.tzinfo is None:
             raise BadUserInput("asOf needs a time zone (e.g. 2026-01-01T00:00:00Z)")
-        if as_of is None and self._at is not None:
+        if as_of is None:
+            # The chain's own clock (the block answered, else the tip), never the machine's:
+            # the answer changes only when the chain does.
             row = await ctx.reader.one(
-                "SELECT block_time FROM blocks WHERE canonical AND block_height = :h",
+                "SELECT coalesce(block_time, burn_block_time) AS t FROM blocks WHERE canonical"
+                " AND (CAST(:h AS integer) IS NULL OR block_height = :h)"
+                " ORDER BY block_height DESC LIMIT 1",
                 {"h": self._at},
             )
-            if row is not None and row["block_time"] is not None:
-                as_of = datetime.fromtimestamp(int(row["block_time"]), UTC)
-        if as_of is None:
-            as_of = datetime.now(UTC)
+            if row is None or row["t"] is None:
+                raise NotAvailable("no block is indexed yet: pass asOf")
+            as_of = datetime.fromtimestamp(int(row["t"]), UTC)
         params: dict[str, Any] = {
             "asof": as_of,
             "days": within_days,
@@ -489,7 +662,7 @@ class ComplianceReport:
             " recchain_certificate_expiry(c.expires_at, c.period_end, f.market_boundary) AS _exp"
             " FROM certificates c JOIN facilities f ON f.facility_id = c.facility_id"
             f" AND {f_live} WHERE {c_live} AND c.status IN ('active', 'listed')"
-            " AND (CAST(:owner AS text) IS NULL OR c.owner = :owner)) s"
+            f" AND (CAST(:owner AS text) IS NULL OR ({_holdings_condition(self._at, params)}))) s"
             " WHERE s._exp < CAST(:asof AS timestamptz) + make_interval(days => :days)"
             " AND (CAST(:expired AS boolean) OR s._exp >= CAST(:asof AS timestamptz))"
         )
@@ -563,11 +736,12 @@ class DepthLevel:
     wh: BigInt = strawberry.field(description="Energy offered, Wh.")
 
 
-@strawberry.type(description="Market statistics of one currency (DOMAIN query 12).")
+@strawberry.type(description="Market statistics of one currency (query 12 of docs/domain.md).")
 class MarketStats:
     currency: str = strawberry.field(description="STX or a SIP-010 contract id.")
     overall: TradeStats = strawberry.field(description="All matching trades.")
     by_energy_source: list[TradeStats] = strawberry.field(description="Per energy source.")
+    by_technology: list[TradeStats] = strawberry.field(description="Per technology (I-REC TC).")
     by_vintage: list[TradeStats] = strawberry.field(description="Per vintage.")
     by_boundary: list[TradeStats] = strawberry.field(description="Per market boundary.")
     daily: list[Candle] = strawberry.field(description="Daily OHLC, oldest first.")
@@ -594,6 +768,7 @@ async def market_stats(
     since: datetime | None,
     until: datetime | None,
     at: int | None,
+    technology: str | None = None,
 ) -> MarketStats:
     params: dict[str, Any] = {"cur": currency}
     conds = ["s.currency = :cur"]
@@ -602,6 +777,7 @@ async def market_stats(
         conds.append("s.block_height <= :_at")
     for name, value, expr in (
         ("es", energy_source, "f.energy_source"),
+        ("tc", technology, "f.technology"),
         ("vin", vintage, "c.vintage"),
         ("mb", boundary, "f.market_boundary"),
         ("since", since, "s.block_time >= "),
@@ -612,7 +788,7 @@ async def market_stats(
             conds.append(f"{expr} :{name}" if expr.endswith(" ") else f"{expr} = :{name}")
     # Attributes as they were at the sale's block.
     base = (
-        "SELECT s.*, c.vintage, f.energy_source, f.market_boundary FROM sales s"
+        "SELECT s.*, c.vintage, f.energy_source, f.technology, f.market_boundary FROM sales s"
         " JOIN certificates c ON c.token_id = s.token_id AND c.block_from <= s.block_height"
         " AND (c.block_to IS NULL OR c.block_to > s.block_height)"
         " LEFT JOIN facilities f ON f.facility_id = c.facility_id"
@@ -620,16 +796,22 @@ async def market_stats(
         " AND (f.block_to IS NULL OR f.block_to > s.block_height)"
         f" WHERE {' AND '.join(conds)}"
     )
+    dims = {
+        "es": "energy_source",
+        "tc": "technology",
+        "vin": "vintage::text",
+        "mb": "market_boundary",
+    }
+    group = " ".join(f"WHEN GROUPING({e}) = 0 THEN '{g}'" for g, e in dims.items())
+    key = " ".join(f"WHEN GROUPING({e}) = 0 THEN {e}" for e in dims.values())
+    sets = ", ".join(f"({e})" for e in dims.values())
     groups = await ctx.reader.all(
-        "SELECT CASE WHEN GROUPING(energy_source) = 0 THEN 'es' WHEN GROUPING(vintage) = 0"
-        " THEN 'vin' WHEN GROUPING(market_boundary) = 0 THEN 'mb' ELSE 'all' END AS g,"
-        " coalesce(energy_source, vintage::text, market_boundary) AS k, count(*) AS n,"
+        f"SELECT CASE {group} ELSE 'all' END AS g, CASE {key} END AS k, count(*) AS n,"
         " coalesce(sum(wh), 0) AS wh, coalesce(sum(price), 0) AS px, coalesce(sum(fee), 0) AS fee"
-        f" FROM ({base}) x GROUP BY GROUPING SETS ((energy_source), (vintage),"
-        " (market_boundary), ()) ORDER BY 1, 2",
+        f" FROM ({base}) x GROUP BY GROUPING SETS ({sets}, ()) ORDER BY 1, 2",
         params,
     )
-    by: dict[str, list[TradeStats]] = {"es": [], "vin": [], "mb": [], "all": []}
+    by: dict[str, list[TradeStats]] = {"es": [], "tc": [], "vin": [], "mb": [], "all": []}
     for r in groups:
         by[r["g"]].append(
             TradeStats(
@@ -670,6 +852,7 @@ async def market_stats(
         currency=currency,
         overall=overall,
         by_energy_source=by["es"],
+        by_technology=by["tc"],
         by_vintage=by["vin"],
         by_boundary=by["mb"],
         daily=[
@@ -924,8 +1107,9 @@ async def hourly_matching(
 @strawberry.type
 class AnalyticsQuery:
     @strawberry.field(
-        description="Every custody change of a token, following splits into the parent's history"
-        " up to the split; oldest first."
+        description="Query 6: every custody change of a token, oldest first; a split child's"
+        " history starts with its ancestors' whole history up to the split (mint, listings,"
+        " escrow, sales, transfers)."
     )
     async def ownership_history(
         self,
@@ -937,19 +1121,10 @@ class AnalyticsQuery:
     ) -> Connection[Transfer]:
         at = await info.context.at(block)
         params: dict[str, Any] = {"tok": token_id}
-        c_live, p_live = live("c", True, at, params), live("p", True, at, params)
-        prefix = (
-            "WITH RECURSIVE lineage(token_id, parent_token_id, issued_height, cap) AS ("
-            " SELECT c.token_id, c.parent_token_id, c.issued_height, 2147483647"
-            f" FROM certificates c WHERE c.token_id = :tok AND {c_live}"
-            " UNION ALL SELECT p.token_id, p.parent_token_id, p.issued_height, l.issued_height"
-            f" FROM certificates p JOIN lineage l ON p.token_id = l.parent_token_id"
-            f" WHERE {p_live})"
-        )
         entity = ENTITIES["Transfer"]
         return await paginate(
             info.context,
-            prefix=prefix,
+            prefix=_lineage(at, params),
             from_sql="transfers t JOIN lineage l ON t.token_id = l.token_id"
             " AND t.block_height <= l.cap",
             alias="t",
@@ -961,6 +1136,16 @@ class AnalyticsQuery:
             after=after,
             build=lambda r: entity.from_row(r, at),
         )
+
+    @strawberry.field(
+        description="Query 6 for a serial interval [serialStart, serialEnd): the certificates"
+        " holding its parts at `block`, each with its provenance (at most 1,000 parts)."
+    )
+    async def serial_provenance(
+        self, info: Ctx, serial_start: BigInt, serial_end: BigInt, block: BlockInput | None = None
+    ) -> SerialProvenance:
+        at = await info.context.at(block)
+        return await serial_provenance(info.context, int(serial_start), int(serial_end), at)
 
     @strawberry.field(description="An owner's certificates at a block (query 8), with totals.")
     async def holdings(
@@ -1052,7 +1237,11 @@ class AnalyticsQuery:
         at = await info.context.at(block)
         return await hourly_matching(info.context, beneficiary, bidding_zone, consumption, at)
 
-    @strawberry.field(description="Query 12: VWAP per MWh, daily OHLC, depth, per group.")
+    @strawberry.field(
+        description="Query 12: VWAP per MWh overall and by technology, energy source, vintage"
+        " and boundary (attributes as at each sale's block), daily OHLC (UTC days), open"
+        " fixed-price depth and fees, in one currency; the filters narrow the trades."
+    )
     async def market_stats(
         self,
         info: Ctx,
@@ -1063,10 +1252,11 @@ class AnalyticsQuery:
         since: datetime | None = None,
         until: datetime | None = None,
         block: BlockInput | None = None,
+        technology: str | None = None,
     ) -> MarketStats:
         at = await info.context.at(block)
         return await market_stats(
-            info.context, currency, energy_source, vintage, boundary, since, until, at
+            info.context, currency, energy_source, vintage, boundary, since, until, at, technology
         )
 
     @strawberry.field(

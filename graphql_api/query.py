@@ -40,6 +40,17 @@ TEXT = {
 _MODULE = sys.modules[__name__]
 
 
+class _Null:
+    """A `null` given explicitly in a filter (an omitted field stays `UNSET`): "is null" for
+    `field`, "is not null" for `field_not`, refused with any other operator."""
+
+    def __repr__(self) -> str:
+        return "null"
+
+
+NULL = _Null()
+
+
 def live(alias: str, versioned: bool, at: int | None, params: dict[str, Any]) -> str:
     """The rows of `alias` valid at height `at` (None = the current state)."""
     if versioned:
@@ -137,7 +148,10 @@ def build_inputs() -> None:
         spec: dict[str, tuple[str, str, str | None]] = {}
         for key in annotations:
             col, suffix = entity.ops.get(key, (key[:-1], "_"))
-            defaults[key] = strawberry.field(default=None, name=to_camel_case(col) + suffix)
+            # No default in the schema: an omitted field is absent, a `null` one is explicit.
+            defaults[key] = strawberry.field(
+                default=strawberry.UNSET, name=to_camel_case(col) + suffix
+            )
             if key in ("and_", "or_"):
                 spec[key[:-1]] = (key, "filters", entity.name)
             elif key in entity.ops:
@@ -148,8 +162,12 @@ def build_inputs() -> None:
                 )
             else:
                 spec[to_camel_case(col) + suffix] = (key, "filter", entity.nested[col][0])
-        defaults["and_"] = strawberry.field(default=None, name="and", description="All of.")
-        defaults["or_"] = strawberry.field(default=None, name="or", description="Any of.")
+        defaults["and_"] = strawberry.field(
+            default=strawberry.UNSET, name="and", description="All of."
+        )
+        defaults["or_"] = strawberry.field(
+            default=strawberry.UNSET, name="or", description="Any of."
+        )
         cls = type(name, (), {"__annotations__": annotations, "__module__": __name__, **defaults})
         setattr(_MODULE, name, cls)
         entity.filter_input = strawberry.input(
@@ -157,7 +175,8 @@ def build_inputs() -> None:
             name=name,
             description=f"Filter on {entity.name}: `field`, `field_not`, `_gt/_gte/_lt/_lte`,"
             " `_in/_not_in`, text `_contains/_contains_nocase/_starts_with`, nested `x_`,"
-            " `and`/`or`.",
+            " `and`/`or`. `field: null` means the field is null, `field_not: null` that it is"
+            " not; `null` with any other operator is refused.",
         )
         setattr(_MODULE, name, entity.filter_input)
         get_object_definition(entity.filter_input, strict=True).from_input = _filter_from_input(
@@ -190,15 +209,17 @@ def _filter_from_input(
     Strawberry's generic conversion resolves the type of every field of an input per value;
     a filter has well over a hundred fields (each defaults to null, so each is present), and
     that cost more than the rest of a list request. graphql-core has already coerced the leaf
-    values; only lists are copied and nested filters converted.
+    values; only lists are copied and nested filters converted. Only the fields given are in
+    `value` (the schema has no defaults for them); an explicit `null` becomes `NULL`.
     """
 
     def from_input(cls: type, value: Mapping[str, Any], ctx: InputContext) -> Any:
         kwargs: dict[str, Any] = {}
         for name, item in value.items():
-            if item is None:
-                continue
             attr, how, target = spec[name]
+            if item is None:
+                kwargs[attr] = NULL
+                continue
             if how == "leaf":
                 kwargs[attr] = item
             elif how == "list":
@@ -234,7 +255,10 @@ class SqlWhere:
             raise BadUserInput("where: nesting deeper than 4 levels")
         clauses: list[str] = []
         for name, value in vars(where).items():
-            if value is None:
+            if value is None or value is strawberry.UNSET:
+                continue
+            if isinstance(value, _Null):
+                clauses.append(self._null(entity, name, alias))
                 continue
             if name == "and_":
                 clauses.extend(self.compile(w, alias, entity, depth + 1) for w in value)
@@ -266,6 +290,23 @@ class SqlWhere:
                     pattern = escaped + "%" if op == "_starts_with" else f"%{escaped}%"
                     clauses.append(f"{ref} {TEXT[op]} {self.bind(pattern)}")
         return "(" + " AND ".join(clauses or ["TRUE"]) + ")"
+
+    @staticmethod
+    def _null(entity: Entity, name: str, alias: str) -> str:
+        col, op = entity.ops.get(name, (name.rstrip("_"), None))
+        if op == "":
+            return f"{alias}.{col} IS NULL"
+        if op == "_not":
+            return f"{alias}.{col} IS NOT NULL"
+        shown = to_camel_case(col) + (op if op is not None else "")
+        if name in ("and_", "or_"):
+            shown = name[:-1]
+        elif op is None:
+            shown += "_"
+        raise BadUserInput(
+            f"where.{shown}: null is only meaningful for `field` (is null) and `field_not`"
+            " (is not null)"
+        )
 
 
 # -- cursors --------------------------------------------------------------------------------

@@ -107,9 +107,12 @@ class Facility(Node):
     public_support: bool = f(description="Received public support.")
     registry_ids: JSON = f(description="External registry ids (I-REC code, meter GSRN...).")
     metadata_uri: str | None = f(description="Metadata URI (ipfs://CID).")
-    status: str = f(description="pending | active | suspended | retired.")
-    verifier: str | None = f(description="Principal of the verifier that approved it.")
-    registered_height: int = f(description="Block height of registration.")
+    status: str = f(description="pending | active | suspended | terminated.")
+    verifier: str | None = f(
+        description="Verifier of the latest status decision (approval, suspension,"
+        " reactivation, termination)."
+    )
+    registered_height: int = f(description="Height of the block that registered it.")
     registered_txid: str | None = f(description="Registration transaction id.")
     _at: At
 
@@ -153,12 +156,17 @@ class GenerationReport(Node):
     wh: BigInt = f(description="Energy generated, Wh.")
     evidence_hash: str | None = f(description="sha256 of the meter data (0x-hex).")
     submitter: str = f(description="Submitting principal.")
-    verifier: str | None = f(description="Attesting verifier principal.")
+    verifier: str | None = f(
+        description="Verifier that attested (or rejected) it; a revocation leaves it unchanged."
+    )
     status: str = f(description="submitted | attested | minted | rejected | withdrawn | revoked.")
     submitted_height: int = f(description="Block height of submission.")
     submitted_txid: str | None = f(description="Submission transaction id.")
     attested_height: int | None = f(description="Block height of attestation.")
     attested_txid: str | None = f(description="Attestation transaction id.")
+    revoked_by: str | None = f(description="Verifier that revoked it (null unless revoked).")
+    revoked_height: int | None = f(description="Block height of the revocation.")
+    reason: str | None = f(description="Reason given with a rejection or revocation.")
     _at: At
 
     @strawberry.field(description="The facility (at the same block).")
@@ -170,11 +178,15 @@ class GenerationReport(Node):
 class Transfer(Node):
     id_: strawberry.Private[int]
     token_id: int = f(description="Certificate token id.")
-    sender: str | None = f(description="Previous holder (null on mint or split-issue).")
-    recipient: str | None = f(description="New holder (null on burn, retire).")
-    kind: str = f(description="mint | transfer | sale | escrow | release | split | retire...")
-    price: BigInt | None = f(description="Sale price in the currency's smallest unit.")
-    currency: str | None = f(description="STX or a SIP-010 contract id.")
+    sender: str | None = f(description="Previous holder (null on mint and on a split child).")
+    recipient: str | None = f(description="New holder (null on a split parent).")
+    kind: str = f(
+        description="mint | transfer (owner to owner) | escrow (seller to marketplace) | release"
+        " (escrow back to the seller) | sale (escrow to a buyer, with price and currency) | split"
+        " | retire | revoke."
+    )
+    price: BigInt | None = f(description="Sale price in the currency's smallest unit (sale).")
+    currency: str | None = f(description="STX or a SIP-010 contract id (sale).")
     txid: str = f(description="Transaction id.")
     block_height: int = f(description="Stacks block height.")
     event_index: int = f(description="Event index within the block.")
@@ -218,7 +230,9 @@ class Listing(Node):
     bid_count: int = f(description="Number of bids.")
     start_height: int = f(description="Block height the listing opened.")
     end_height: int | None = f(description="Expiry or auction end height.")
-    status: str = f(description="active | sold | cancelled | expired | settled-unsold.")
+    status: str = f(
+        description="active | sold | cancelled | expired (an auction settled unsold is expired)."
+    )
     buyer: str | None = f(description="Buyer once sold.")
     created_txid: str | None = f(description="Listing transaction id.")
     _at: At
@@ -324,7 +338,10 @@ class Certificate(Node):
     token_id: int = f(description="NFT token id.")
     facility_id: int = f(description="Facility of origin.")
     report_id: int | None = f(description="Generation report it was minted from.")
-    owner: str = f(description="Current holder (the marketplace while listed).")
+    owner: str = f(
+        description="Holder of the NFT (the marketplace contract while listed; the certificate"
+        " is still its seller's, see `holdings`)."
+    )
     status: str = f(description="active | listed | retired | revoked | split.")
     period_start: datetime = f(description="Generation period start (inclusive).")
     period_end: datetime = f(description="Generation period end (exclusive).")
@@ -334,11 +351,20 @@ class Certificate(Node):
     serial_end: BigInt = f(description="End serial (exclusive).")
     metadata_uri: str | None = f(description="Metadata URI (ipfs://CID).")
     parent_token_id: int | None = f(description="Parent token when it came from a split.")
-    issued_height: int = f(description="Block height of issuance (mint or split).")
-    issued_txid: str | None = f(description="Issuance transaction id.")
-    issued_at: datetime | None = f(description="Issuance time.")
+    issued_height: int = f(
+        description="Height of the block of the original mint (a split child keeps its"
+        " ancestor's; its own creation is `splitHeight`)."
+    )
+    issued_txid: str | None = f(description="Transaction of the original mint.")
+    issued_at: datetime | None = f(description="Time of the original mint.")
+    split_height: int | None = f(
+        description="Height of the split that created it (null for a minted certificate)."
+    )
+    split_txid: str | None = f(description="Transaction of the split that created it.")
+    split_at: datetime | None = f(description="Time of the split that created it.")
     expires_at: datetime | None = f(description="Expiry, if any.")
     revoked_height: int | None = f(description="Block height of revocation.")
+    revoked_by: str | None = f(description="Verifier that revoked it.")
     revocation_reason: str | None = f(description="Reason of revocation.")
     _at: At
 
@@ -426,6 +452,7 @@ register(
             "wh",
             "period_start",
             "issued_height",
+            "split_height",
             "serial_start",
             "owner",
             "status",

@@ -1,6 +1,6 @@
-"""DOMAIN.md query 9, expiry exposure: boundary rules, a certificate's own expiry, the window,
-time travel, the analysts' view and the `recchain expiry` command, against values derived from
-the builder's own record."""
+"""Query 9 (docs/domain.md), expiry exposure: boundary rules, a certificate's own expiry, the
+window, time travel, the chain's clock, the analysts' view and the `recchain expiry` command,
+against values derived from the builder's own record."""
 
 from __future__ import annotations
 
@@ -137,6 +137,19 @@ async def test_time_travel_uses_the_block_time(api: Api, engine: AsyncEngine) ->
     tokens = {c["certificate"]["tokenId"] for c in got["certificates"]}
     assert ids["retired"] in tokens and ids["us"] not in tokens
     assert {c["certificate"]["status"] for c in got["certificates"]} == {"active"}
+
+
+async def test_without_as_of_the_chain_tip_is_the_clock(api: Api, engine: AsyncEngine) -> None:
+    # Before any block there is no chain clock to read.
+    body = await api.query(QUERY, {"days": 30, "expired": False, "first": 10})
+    assert body["errors"][0]["extensions"]["code"] == "NOT_AVAILABLE"
+    chain, _ = scenario()
+    await chain.write(engine)
+    tip = chain.canonical_block(chain.height)
+    first = await _ask(api, days=3660, asOf=None)
+    assert datetime.fromisoformat(first["asOf"]) == tip.time
+    # The same chain, the same answer (the server's clock plays no part).
+    assert await _ask(api, days=3660, asOf=None) == first
 
 
 async def test_bad_input_is_refused(api: Api, engine: AsyncEngine) -> None:

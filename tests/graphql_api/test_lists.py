@@ -88,6 +88,41 @@ async def test_nested_and_or_and_nocase(api: Api, engine: AsyncEngine) -> None:
     assert got == want and got
 
 
+async def test_null_means_is_null_and_field_not_null_is_not_null(
+    api: Api, engine: AsyncEngine
+) -> None:
+    chain = market()
+    token = next(k for (tbl, k) in chain.versions if tbl == "certificates")
+    children = chain.split(token, [400_000, 600_000])
+    await chain.write(engine)
+    everything = {k for (tbl, k) in chain.versions if tbl == "certificates"}
+    q = """query($w: CertificateFilter) { certificates(first: 100, where: $w) {
+        nodes { tokenId } } }"""
+
+    async def ids(where: dict[str, Any]) -> set[int]:
+        data = await api.data(q, {"w": where})
+        return {n["tokenId"] for n in data["certificates"]["nodes"]}
+
+    assert await ids({"parentTokenId_not": None}) == set(children)
+    assert await ids({"parentTokenId": None}) == everything - set(children)
+    assert await ids({"splitHeight_not": None}) == set(children)
+    # Inline, and through a variable given as null; an omitted variable is no condition at all.
+    data = await api.data("{ certificates(first: 100, where: {parentTokenId_not: null}) {"
+                          " nodes { tokenId } } }")  # fmt: skip
+    assert {n["tokenId"] for n in data["certificates"]["nodes"]} == set(children)
+    vq = """query($p: Int) { certificates(first: 100, where: {parentTokenId: $p}) {
+        nodes { tokenId } } }"""
+    by_var = await api.data(vq, {"p": None})
+    assert {n["tokenId"] for n in by_var["certificates"]["nodes"]} == everything - set(children)
+    omitted = await api.data(vq, {})
+    assert {n["tokenId"] for n in omitted["certificates"]["nodes"]} == everything
+    # Null with an operator that has no null meaning is refused, naming the field.
+    for where in ({"wh_gt": None}, {"vintage_in": None}, {"facility_": None}, {"or": None}):
+        body = await api.query(q, {"w": where})
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", where
+        assert "null" in body["errors"][0]["message"]
+
+
 async def test_time_travel_shows_the_owner_at_a_past_block(api: Api, engine: AsyncEngine) -> None:
     chain = market()
     await chain.write(engine)
