@@ -1,4 +1,4 @@
-"""`recchain expiry`: the certificate expiry rules per market boundary (DOMAIN.md query 9).
+"""`recchain expiry`: the certificate expiry rules per market boundary (query 9 of docs/domain.md).
 
 Rules are reference data that operators keep, not chain state; the API and the
 `analytics.certificate_expiry` view apply them when they read, so a change takes effect at once
