@@ -191,7 +191,8 @@ class Market:
         report = {
             "report-id": rid, "actor": account(0), "facility-id": 1, "period-start": start,
             "period-end": start + 3600, "wh": wh, "evidence-hash": some_buf(rid),
-            "submitter": account(1), "verifier": some(account(0)), "status": "minted",
+            "submitter": account(1), "verifier": some(account(0)), "revoked-by": NoneCV(),
+            "status": "minted",
             "reason": StringUtf8CV(""), "token-id": some(tid), "submitted-at": height,
             "updated-at": height,
         }  # fmt: skip
