@@ -35,7 +35,7 @@ async def test_0013_brings_existing_rows_to_the_split_and_revocation_model(
 ) -> None:
     """Rows indexed before 0013: a split child's issuance txid was the split's, and a revoked
     report's verifier was the revoker (the contract overwrote it)."""
-    upgrade(empty_db_url, "0002")
+    upgrade(empty_db_url, "0007")
     engine = create_engine(empty_db_url)
     cert = (
         "INSERT INTO certificates (token_id, facility_id, report_id, owner, status, period_start,"

@@ -2,7 +2,7 @@
 keep the attesting verifier and name the revoking one
 
 Revision ID: 0013
-Revises: 0002
+Revises: 0007
 
 - `certificates.split_height/split_txid/split_at`: the split that created a child (NULL for a
   minted certificate). `issued_height/issued_txid/issued_at` are always the original mint's, as
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | Sequence[str] | None = "0002"
+down_revision: str | Sequence[str] | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
