@@ -51,6 +51,11 @@ class _Null:
 NULL = _Null()
 
 
+def given(where: Any) -> dict[str, Any]:
+    """The fields a filter was given (attribute name -> value, `NULL` for an explicit null)."""
+    return {k: v for k, v in vars(where).items() if v is not None and v is not strawberry.UNSET}
+
+
 def live(alias: str, versioned: bool, at: int | None, params: dict[str, Any]) -> str:
     """The rows of `alias` valid at height `at` (None = the current state)."""
     if versioned:
@@ -254,9 +259,7 @@ class SqlWhere:
         if depth > 4:
             raise BadUserInput("where: nesting deeper than 4 levels")
         clauses: list[str] = []
-        for name, value in vars(where).items():
-            if value is None or value is strawberry.UNSET:
-                continue
+        for name, value in given(where).items():
             if isinstance(value, _Null):
                 clauses.append(self._null(entity, name, alias))
                 continue

@@ -23,7 +23,7 @@ from graphql_api.errors import BadUserInput, BlockNotFound, LimitExceeded
 from graphql_api.extras import RelayedTransaction, relayed_transaction
 from graphql_api.hub import Kind, Topic, fingerprint
 from graphql_api.meta import BLOCK_COLUMNS, Block
-from graphql_api.query import ENTITIES, SqlWhere
+from graphql_api.query import ENTITIES, SqlWhere, given
 from graphql_api.types import Certificate, Listing, Transfer
 
 Ctx = Info[Context, None]
@@ -251,11 +251,11 @@ def _listing_keys(where: Any) -> list[int] | None:
     """The listing ids a filter selects when it filters on ids alone, else None."""
     if where is None:
         return None
-    given = {k: v for k, v in vars(where).items() if v is not None}
-    if set(given) == {"listing_id"}:
-        return [int(given["listing_id"])]
-    if set(given) == {"listing_id_in"}:
-        return [int(i) for i in given["listing_id_in"]]
+    fields = given(where)
+    if set(fields) == {"listing_id"} and isinstance(fields["listing_id"], int):
+        return [fields["listing_id"]]
+    if set(fields) == {"listing_id_in"} and isinstance(fields["listing_id_in"], list):
+        return [int(i) for i in fields["listing_id_in"]]
     return None
 
 
