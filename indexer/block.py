@@ -16,7 +16,7 @@ from typing import Any
 
 from indexer.errors import PayloadError
 from stacks.hashing import sha512_256
-from stacks.transactions import TransactionDecodeError, decode_transaction
+from stacks.transactions import TransactionDecodeError, TxSummary, decode_transaction, summarize
 
 # A flat character class (no nested repetition): this runs on every hex field of every kept event.
 _HEX_BODY = re.compile(r"[0-9a-fA-F]*")
@@ -49,6 +49,9 @@ class Tx:
     status: str
     raw_result: str | None = None
     raw_tx: str | None = None
+    # Sender, called contract and function, fee and nonce, decoded from `raw_tx` by
+    # `check_raw_tx` (stored transactions only; None for a burnchain operation).
+    summary: TxSummary | None = None
 
 
 @dataclass(slots=True)
@@ -161,7 +164,8 @@ def check_raw_tx(tx: Tx, where: str) -> None:
     """Refuse stored transaction bytes that are not the transaction `txid` names: they must be
     hex, hash (SHA-512/256) to the txid and decode as a Stacks transaction. A truncated or
     altered copy is otherwise stored for good, and the genuine block, arriving later with the
-    same index_block_hash, would be taken for a duplicate of it."""
+    same index_block_hash, would be taken for a duplicate of it. The one decode also fills
+    `tx.summary`, the columns analysts query."""
     raw = tx.raw_tx
     if raw == BURNCHAIN_OP_RAW_TX or raw is None:
         return
@@ -173,9 +177,14 @@ def check_raw_tx(tx: Tx, where: str) -> None:
             f"{where}.raw_tx: its {len(data)} bytes hash to 0x{digest}, not to the txid {tx.txid}"
         )
     try:
-        decode_transaction(data)
+        summary = summarize(decode_transaction(data))
     except TransactionDecodeError as exc:
         raise PayloadError(f"{where}.raw_tx: not a Stacks transaction ({exc})") from None
+    # u64 on the wire, bigint in the table: a mined transaction paid its fee, so no real one
+    # comes near the limit, and a payload claiming otherwise is refused here, not at COPY time.
+    if summary.fee > INT8_MAX or summary.nonce > INT8_MAX:
+        raise PayloadError(f"{where}.raw_tx: fee or nonce beyond {INT8_MAX}")
+    tx.summary = summary
 
 
 # The columns' ranges (integer, bigint): a number beyond them is refused as bad input here, not

@@ -103,6 +103,9 @@ _BLOCK_COLS = [
 ]  # fmt: skip
 
 
+_NO_SUMMARY = (None, None, None, None, None)  # a burnchain operation: no Stacks bytes
+
+
 @dataclass(slots=True)
 class Request:
     path: str
@@ -1081,6 +1084,8 @@ class Indexer:
                 (
                     bh, tx.txid, height, tx.tx_index, tx.status, tx.raw_result,
                     bytes.fromhex(tx.raw_tx[2:]) if tx.raw_tx else None, canonical,
+                    *(_NO_SUMMARY if (m := tx.summary) is None else
+                      (m.sender, m.contract_id, m.function_name, m.fee, m.nonce)),
                 )
                 for tx in block.txs
             ]  # fmt: skip

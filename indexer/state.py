@@ -66,7 +66,7 @@ STATE_COLUMNS: dict[str, list[str]] = {
 CHAIN_COLUMNS: dict[str, list[str]] = {
     "transactions": [
         "index_block_hash", "txid", "block_height", "tx_index", "status", "raw_result", "raw_tx",
-        "canonical",
+        "canonical", "sender", "contract_id", "function_name", "fee", "nonce",
     ],
     "events": [
         "index_block_hash", "txid", "event_index", "tx_index", "block_height", "type",

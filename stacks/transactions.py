@@ -520,6 +520,34 @@ def decode_transaction(data: bytes | bytearray | memoryview) -> Transaction:
     return Transaction(version, chain_id, auth, anchor_mode, pc_mode, post_conditions, payload)
 
 
+@dataclass(frozen=True, slots=True)
+class TxSummary:
+    """What an indexer keeps of a transaction beside its bytes: who sent it, what it called, and
+    what it paid. `fee` is what the transaction pays: the sponsor's fee when it is sponsored
+    (the origin's is then 0); `nonce` is the origin's. `contract_id` is the called contract, or
+    the deployed one (`sender.name`); `function_name` is set for contract calls only."""
+
+    sender: str
+    contract_id: str | None
+    function_name: str | None
+    fee: int
+    nonce: int
+
+
+def summarize(tx: Transaction) -> TxSummary:
+    origin = tx.auth.origin
+    payer = tx.auth.sponsor or origin
+    sender = tx.sender_address
+    payload = tx.payload
+    contract_id: str | None = None
+    function_name: str | None = None
+    if isinstance(payload, ContractCallPayload):
+        contract_id, function_name = payload.contract, payload.function_name
+    elif isinstance(payload, SmartContractPayload):
+        contract_id = f"{sender}.{payload.contract_name}"
+    return TxSummary(sender, contract_id, function_name, payer.fee, origin.nonce)
+
+
 def decode_transaction_hex(text: str) -> Transaction:
     body = text[2:] if text[:2] in ("0x", "0X") else text
     try:

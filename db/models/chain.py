@@ -69,7 +69,9 @@ class Block(Base):
 
 
 class Transaction(Base):
-    """Transactions of blocks that touched a watched contract (others are skipped)."""
+    """Transactions of blocks that touched a watched contract (others are skipped). `sender`,
+    `contract_id`, `function_name`, `fee` (what it paid: the sponsor's fee when sponsored) and
+    `nonce` (the origin's) are decoded from `raw_tx` at ingest; NULL for a burnchain operation."""
 
     __tablename__ = "transactions"
 
@@ -87,7 +89,10 @@ class Transaction(Base):
     raw_tx: Mapped[bytes | None] = mapped_column(LargeBinary)
     canonical: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("true"))
 
-    __table_args__ = (Index("ix_transactions_txid", "txid"),)
+    __table_args__ = (
+        Index("ix_transactions_txid", "txid"),
+        Index("ix_transactions_sender", "sender"),  # analysts: what did this address do
+    )
 
 
 class Event(Base):

@@ -14,6 +14,7 @@ from db.session import create_engine, to_libpq_url
 from indexer.pipeline import Indexer, Outcome, Request
 from indexer.state import COLUMNS
 from recchain.config import Settings
+from stacks.transactions import decode_transaction, transaction_json
 
 
 async def run_requests(
@@ -58,3 +59,16 @@ def snapshot(db_url: str) -> dict[str, list[tuple[Any, ...]]]:
 def query(db_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with psycopg.connect(to_libpq_url(db_url)) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+def tx_fields(raw: bytes) -> tuple[Any, ...]:
+    """(sender, contract_id, function_name, fee, nonce) of a transaction as the full decoder's
+    JSON view gives them: the reference for the summary the indexer stores at ingest."""
+    j = transaction_json(decode_transaction(raw))
+    payer = j["sponsor"] or j["origin"]
+    p = j["payload"]
+    contract = p.get("contract")
+    if "smart-contract" in p["kind"]:
+        contract = f"{j['origin']['signer_address']}.{p['contract_name']}"
+    return (j["origin"]["signer_address"], contract, p.get("function_name"), int(payer["fee"]),
+            int(j["origin"]["nonce"]))  # fmt: skip

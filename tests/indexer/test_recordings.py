@@ -21,7 +21,7 @@ from indexer.tsv import write_requests
 from recchain.config import IndexerSettings, Settings
 from tests import recordings
 from tests.indexer.fake_stacks_api import serve
-from tests.indexer.helpers import query
+from tests.indexer.helpers import query, tx_fields
 
 
 def watched_in(reqs: list[tuple[str, str]]) -> list[str]:
@@ -66,6 +66,10 @@ def check(db_url: str, path: Path, reqs: list[tuple[str, str]]) -> None:
     assert query(db_url, "SELECT id, error FROM raw_requests WHERE error IS NOT NULL") == []
     tip = implied.canonical[-1]
     assert query(db_url, "SELECT index_block_hash FROM checkpoints") == [(tip,)]
+    rows = query(db_url, "SELECT raw_tx, sender, contract_id, function_name, fee, nonce FROM "
+                 "transactions")  # fmt: skip
+    for raw, *fields in rows:  # decoded at ingest (burnchain operations have no bytes)
+        assert tuple(fields) == (tx_fields(bytes(raw)) if raw != b"\x00" else (None,) * 5)
 
 
 def cases() -> list[object]:

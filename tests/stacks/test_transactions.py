@@ -15,6 +15,7 @@ from stacks.transactions import (
     decode_transaction,
     decode_transaction_hex,
     encode_transaction,
+    summarize,
     verify_signatures,
 )
 from tests.stacks.vectors import load
@@ -156,3 +157,20 @@ def test_corrupted_transactions_only_raise_decode_errors(base: bytes, data: st.D
             continue
         assert encode_transaction(tx) == candidate
         verify_signatures(tx)  # must report, never raise
+
+
+@pytest.mark.parametrize("vector", load("transactions"), ids=lambda v: v["name"])
+def test_summary_matches_what_stacks_js_built(vector: dict) -> None:
+    """The ingest summary (sender, contract, function, fee paid, nonce) of every vector equals
+    the fields `@stacks/transactions` built it with."""
+    s = summarize(decode_transaction(bytes.fromhex(vector["hex"])))
+    payload = vector["payload"]
+    assert s.sender == vector["origin"]["signer_address"]
+    assert s.nonce == int(vector["origin"]["nonce"])
+    assert s.fee == int((vector["sponsor"] or vector["origin"])["fee"])
+    if payload["kind"] == "contract-call":
+        assert (s.contract_id, s.function_name) == (payload["contract"], payload["function_name"])
+    elif "smart-contract" in payload["kind"]:
+        assert (s.contract_id, s.function_name) == (f"{s.sender}.{payload['contract_name']}", None)
+    else:
+        assert (s.contract_id, s.function_name) == (None, None)
