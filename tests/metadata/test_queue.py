@@ -438,6 +438,15 @@ async def test_jobs_of_a_dead_owner_are_claimable_at_once(db_url: str, engine: A
                 )
             ).scalar_one()
             await s.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        for _ in range(600):  # the backend ends (and its lock with it) soon after the signal
+            async with sessions() as s:
+                gone = await s.execute(
+                    text("SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = :p)"),
+                    {"p": pid},
+                )
+                if gone.scalar_one():
+                    break
+            await asyncio.sleep(0.05)
         sizes = []
         for _ in range(4):
             async with sessions() as s, s.begin():
