@@ -9,6 +9,8 @@ processes run as the unprivileged `postgres` user (or `nobody`). The server bina
 from the machine's PostgreSQL (`/usr/lib/postgresql/*/bin`, `pg_config --bindir`) or from the
 embedded server's install (`find_bindir`; None without `initdb`, `pg_ctl`, `postgres` and
 `pg_basebackup`). `durable=False` (tests) turns fsync off; a benchmark keeps the defaults.
+`standby=False` starts the primary alone: one throw-away server that an outage test stops and
+starts again (`stop_primary`, `start_primary`).
 """
 
 from __future__ import annotations
@@ -85,9 +87,10 @@ def _server_user() -> pwd.struct_passwd | None:
 class PgCluster:
     """A primary and one hot standby on loopback, in a temporary directory."""
 
-    def __init__(self, bindir: Path, durable: bool = False) -> None:
+    def __init__(self, bindir: Path, durable: bool = False, *, standby: bool = True) -> None:
         self.bindir = bindir
         self.durable = durable
+        self.with_standby = standby
         self.user = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="recchain-pgcluster-"))
         self.primary_port = _free_port()
@@ -148,6 +151,8 @@ class PgCluster:
             if not self.durable:
                 conf.write("fsync = off\nfull_page_writes = off\n")
         self._ctl_start(self.primary_dir, self.primary_port)
+        if not self.with_standby:
+            return
         self._run(
             "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres",
             "-D", str(self.standby_dir), "-R", "-X", "stream", "--no-sync",
@@ -175,6 +180,15 @@ class PgCluster:
             "-o", f"-p {port} -k {self.sockets}", "start",
         )  # fmt: skip
         self._started.append(datadir)
+
+    def stop_primary(self, mode: str = "fast") -> None:
+        """Stop the primary, keeping its data: `start_primary()` brings it back on its port
+        (a database that goes away and returns, for outage tests)."""
+        self._run("pg_ctl", "-D", str(self.primary_dir), "-m", mode, "-w", "stop", timeout=60)
+        self._started.remove(self.primary_dir)
+
+    def start_primary(self) -> None:
+        self._ctl_start(self.primary_dir, self.primary_port)
 
     def stop(self) -> None:
         for datadir in reversed(self._started):
@@ -233,7 +247,8 @@ class PgCluster:
         with psycopg.connect(self.primary_dsn(), autocommit=True) as conn:
             tmpl = f' TEMPLATE "{template}"' if template else ""
             conn.execute(f'CREATE DATABASE "{name}"{tmpl}')
-        self.wait_replayed()
+        if self.with_standby:
+            self.wait_replayed()
 
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.primary_dsn(), autocommit=True) as conn:
