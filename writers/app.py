@@ -11,6 +11,7 @@ request headers or keys.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -24,12 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from db.outage import Outage, is_unavailable
 from recchain.config import Settings
 from recchain.ratelimit import Buckets, make_buckets
 from writers import outbox
@@ -38,6 +41,8 @@ from writers.metrics import RelayMetrics
 from writers.policy import AcceptedTx, Policy, parse_body
 
 audit_log = logging.getLogger("recchain.relay.audit")
+log = logging.getLogger("recchain.relay")
+READY_TIMEOUT_S = 2.0
 # Bytes of a submitted transaction an audit line carries: whitelisted contract calls are well
 # under 1 KB, and what a client sends beyond that (up to the body cap) must not make every
 # refusal a line of a megabyte.
@@ -91,9 +96,13 @@ class RelayApi:
         engine: AsyncEngine,
         metrics: RelayMetrics,
         on_accept: Callable[[], None] | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
+        # Shared with the broadcaster and the status listener: one line per outage, whoever
+        # meets it first.
+        self.outage = outage or Outage(log)
         self.policy = Policy.from_settings(settings)
         self.max_body = settings.relay.max_body_bytes
         self.keys = [k.get_secret_value().encode() for k in settings.relay.api_keys]
@@ -157,11 +166,14 @@ class RelayApi:
             body = await self._body(request)
             raw = parse_body(body, request.headers.get("content-type", ""))
             tx = self.policy.check(raw)
-            status, created = await self.accepts.submit(tx, client)
+            status, created = await self._store(tx, client)
         except SubmissionRejected as exc:
             self.metrics.submissions.labels("rejected", exc.reason.code).inc()
             self._audit("rejected", client, raw, None, exc, started)
-            headers = {"retry-after": retry_after} if exc.reason is Reject.RATE_LIMITED else None
+            if exc.reason is Reject.DATABASE_UNAVAILABLE:
+                retry_after = str(max(1, math.ceil(self.outage.delay())))
+            retried = (Reject.RATE_LIMITED, Reject.DATABASE_UNAVAILABLE)
+            headers = {"retry-after": retry_after} if exc.reason in retried else None
             return JSONResponse(exc.to_json(), status_code=exc.reason.http_status, headers=headers)
         finally:
             if entered and client is not None:
@@ -177,13 +189,36 @@ class RelayApi:
             headers={"location": f"/v1/transactions/{tx.txid}"},
         )
 
+    async def _store(self, tx: AcceptedTx, client: str | None) -> tuple[str, bool]:
+        try:
+            result = await self.accepts.submit(tx, client)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self.outage.failed(exc)
+            raise SubmissionRejected(
+                Reject.DATABASE_UNAVAILABLE,
+                "the relay cannot reach its database; nothing was stored, send it again later",
+                tx.txid,
+            ) from None
+        self.outage.ok()
+        return result
+
     async def get_status(self, request: Request) -> Response:
         txid = request.path_params["txid"]
         if not TXID_RE.match(txid):
             err = SubmissionRejected(Reject.BAD_TXID, "a txid is 64 hex digits, 0x optional")
             return JSONResponse(err.to_json(), status_code=err.reason.http_status)
         txid = "0x" + txid.lower().removeprefix("0x")
-        row = await outbox.status(self.engine, txid)
+        try:
+            row = await outbox.status(self.engine, txid)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            self.outage.failed(exc)
+            err = SubmissionRejected(Reject.DATABASE_UNAVAILABLE, "the database is unreachable")
+            headers = {"retry-after": str(max(1, math.ceil(self.outage.delay())))}
+            return JSONResponse(err.to_json(), status_code=503, headers=headers)
         if row is None:
             err = SubmissionRejected(Reject.NOT_FOUND, "this relay never accepted that txid")
             return JSONResponse(err.to_json(), status_code=err.reason.http_status)
@@ -193,7 +228,24 @@ class RelayApi:
         return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def health(self, request: Request) -> Response:
+        """Liveness: the process serves requests. Never touches the database, so an outage
+        does not get a healthy relay restarted (it recovers by itself)."""
         return JSONResponse({"ok": True})
+
+    async def ready(self, request: Request) -> Response:
+        """Readiness: the database answers now (accepts can be stored)."""
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            self.outage.failed(exc, "readiness check")
+            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            return JSONResponse(
+                {"ready": False, "reason": f"database: {type(exc).__name__}: {detail}"},
+                status_code=503,
+            )
+        self.outage.ok()
+        return JSONResponse({"ready": True})
 
     # ------------------------------------------------------------------ audit
 
@@ -249,8 +301,9 @@ def build_app(
     engine: AsyncEngine,
     metrics: RelayMetrics,
     on_accept: Callable[[], None] | None = None,
+    outage: Outage | None = None,
 ) -> Starlette:
-    api = RelayApi(settings, engine, metrics, on_accept)
+    api = RelayApi(settings, engine, metrics, on_accept, outage)
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -266,6 +319,7 @@ def build_app(
             Route("/v1/transactions/{txid}", api.get_status, methods=["GET"]),
             Route("/metrics", api.metrics_endpoint, methods=["GET"]),
             Route("/healthz", api.health, methods=["GET"]),
+            Route("/readyz", api.ready, methods=["GET"]),
         ],
     )
     app.state.relay = api

@@ -24,6 +24,7 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tenacity import AsyncRetrying, retry_if_result, stop_after_attempt, wait_exponential
 
+from db.outage import Outage
 from writers import outbox
 from writers.metrics import RelayMetrics
 from writers.node import Known, NodeAnswer, NodeClient, Outcome
@@ -48,8 +49,10 @@ class Broadcaster:
         retry_base_s: float = 1.0,
         retry_max_s: float = 60.0,
         max_rounds: int = 50,
+        outage: Outage | None = None,
     ) -> None:
         self.engine = engine
+        self.outage = outage or Outage(log)
         self.node = node
         self.metrics = metrics
         self.batch = batch
@@ -158,11 +161,13 @@ class Broadcaster:
                 if loop.time() >= next_depth:
                     self.metrics.outbox_depth.set(await outbox.depth(self.engine))
                     next_depth = loop.time() + 1.0
-            except Exception:
+                self.outage.ok()
+            except Exception as exc:
                 # A database or node hiccup must not kill the broadcaster; rows stay in the
-                # outbox and are claimed again on the next round.
-                log.exception("broadcast round failed")
-                handled = 0
+                # outbox and are claimed again once the database answers (one log line per
+                # outage, backoff meanwhile).
+                await self.outage.pause(self.outage.failed(exc, "broadcast round"), stop)
+                continue
             if handled:
                 continue
             self.wake.clear()

@@ -30,6 +30,7 @@ class Reject(enum.Enum):
     POST_CONDITION_MODE = ("post_condition_mode", 400)
     BAD_TXID = ("bad_txid", 400)
     NOT_FOUND = ("not_found", 404)
+    DATABASE_UNAVAILABLE = ("database_unavailable", 503)  # nothing stored; try again later
 
     @property
     def code(self) -> str:

@@ -28,6 +28,13 @@ class RelayMetrics:
             ["presence"],
             registry=self.registry,
         )
+        self.database_up = Gauge(
+            "recchain_relay_database_up",
+            "1 while the relay reaches its database, 0 during an outage (the outbox depth is"
+            " then its last sampled value).",
+            registry=self.registry,
+        )
+        self.database_up.set(1)
         self.outbox_depth = Gauge(
             "recchain_relay_outbox_depth",
             "Transactions accepted but not yet accepted by the node (status 'received').",

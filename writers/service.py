@@ -17,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.channels import RELAY
+from db.outage import Outage
 from db.session import create_engine, database_url, to_libpq_url
 from recchain.config import Settings
 from recchain.httpserver import server_config
@@ -28,15 +29,19 @@ from writers.node import NodeClient
 log = logging.getLogger("recchain.relay")
 
 
-async def watch_mined(url: str, engine: AsyncEngine, metrics: RelayMetrics) -> None:
+async def watch_mined(
+    url: str, engine: AsyncEngine, metrics: RelayMetrics, outage: Outage | None = None
+) -> None:
     """Observe time-to-mined from the NOTIFYs the status trigger sends when the indexer marks a
     relayed transaction mined or failed."""
+    outage = outage or Outage(log)
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
-                to_libpq_url(url), autocommit=True
+                to_libpq_url(url), autocommit=True, connect_timeout=10
             ) as conn:
                 await conn.execute(f"LISTEN {RELAY}")
+                outage.ok()
                 async for note in conn.notifies():
                     payload = json.loads(note.payload)
                     if payload.get("status") not in ("mined", "failed"):
@@ -55,9 +60,8 @@ async def watch_mined(url: str, engine: AsyncEngine, metrics: RelayMetrics) -> N
                         metrics.time_to_mined.observe(float(seconds))
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("relay status listener failed; reconnecting")
-            await asyncio.sleep(1.0)
+        except Exception as exc:
+            await outage.pause(outage.failed(exc, "relay status listener"))
 
 
 async def serve(
@@ -68,11 +72,14 @@ async def serve(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     url = database_url(settings)
-    engine = create_engine(url)
+    # A server that does not answer at all (not merely refusing) must not hang a checkout.
+    engine = create_engine(url, connect_args={"connect_timeout": 10})
     metrics = RelayMetrics()
     node = NodeClient(node_url)
-    broadcaster = Broadcaster(engine, node, metrics)
-    app = build_app(settings, engine, metrics, on_accept=broadcaster.wake.set)
+    # One per process: its loops and handlers report one outage together.
+    outage = Outage(log, on_change=lambda up: metrics.database_up.set(1 if up else 0))
+    broadcaster = Broadcaster(engine, node, metrics, outage=outage)
+    app = build_app(settings, engine, metrics, on_accept=broadcaster.wake.set, outage=outage)
     server = uvicorn.Server(
         server_config(
             app, host=host, port=port, settings=settings.http, log_config=None, access_log=False
@@ -81,7 +88,7 @@ async def serve(
     stop = asyncio.Event()
     background = [
         asyncio.create_task(broadcaster.run(stop)),
-        asyncio.create_task(watch_mined(url, engine, metrics)),
+        asyncio.create_task(watch_mined(url, engine, metrics, outage)),
     ]
     serving = asyncio.create_task(server.serve())
     try:

@@ -21,3 +21,9 @@ SOURCE_LATENCY = Histogram(
 MISMATCHES = Counter(
     "recchain_metadata_hash_mismatch_total", "Blocks that did not match their CID", ["source"]
 )
+DATABASE_UP = Gauge(
+    "recchain_metadata_database_up",
+    "1 while the metadata workers reach the database, 0 during an outage (queue depths are"
+    " then their last samples)",
+)
+DATABASE_UP.set(1)

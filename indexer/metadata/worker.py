@@ -10,13 +10,13 @@ shared by all its jobs; the resolver's per-host limits still bound what reaches 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from db.outage import Outage, is_unavailable
 from db.session import create_engine, database_url, session_factory
 from indexer.metadata import metrics
 from indexer.metadata import queue as q
@@ -46,11 +46,13 @@ class Worker:
         resolver: Resolver,
         settings: Settings,
         presence: q.Presence | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self.sessions = sessions
         self.resolver = resolver
         self.s = settings.metadata
         self.presence = presence
+        self.outage = outage or Outage(log)
         self._last_sweep = -POISON_SWEEP_S
 
     async def step(self) -> int:
@@ -94,23 +96,26 @@ class Worker:
                 checks[i] = (resolution, cid, rec_claims(document))
             except Exception as exc:
                 outcomes[i] = self._failure(job, _internal(job, exc))
-        try:
-            async with self.sessions() as session, session.begin():
-                subjects = [
-                    (jobs[i].subject_kind, jobs[i].subject_id, claims)
-                    for i, (_, _, claims) in checks.items()
-                ]
-                found = await rec_mismatches_many(session, subjects)
-                for (i, (resolution, cid, _)), mismatches in zip(
-                    checks.items(), found, strict=True
-                ):
-                    outcomes[i] = q.done(jobs[i], resolution, cid, mismatches)
-                await q.finish(session, [o for o in outcomes if o is not None])
-        except Exception:
-            # One job's result the database refuses must not cost the others theirs.
-            log.exception("storing %d metadata jobs together failed; one by one", len(jobs))
-            for i, job in enumerate(jobs):
-                outcomes[i] = await self._store_alone(job, outcomes[i], checks.get(i))
+        claimed_at = started
+        while True:
+            try:
+                await self._store_batch(jobs, outcomes, checks)
+                self.outage.ok()
+                break
+            except Exception as exc:
+                if is_unavailable(exc) and time.monotonic() - claimed_at < self.s.lease_s:
+                    # The results are good and the leases ours: keep them until the database
+                    # is back (past the lease another worker redoes the jobs).
+                    await self.outage.pause(self.outage.failed(exc, "storing metadata jobs"))
+                    continue
+                if is_unavailable(exc):
+                    self.outage.failed(exc)
+                    raise
+                # One job's result the database refuses must not cost the others theirs.
+                log.exception("storing %d metadata jobs together failed; one by one", len(jobs))
+                for i, job in enumerate(jobs):
+                    outcomes[i] = await self._store_alone(job, outcomes[i], checks.get(i))
+                break
         statuses = []
         for job, outcome in zip(jobs, outcomes, strict=True):
             assert outcome is not None
@@ -128,6 +133,20 @@ class Worker:
                 (outcome.error or "")[:200],
             )
         return statuses
+
+    async def _store_batch(
+        self, jobs: list[q.Job], outcomes: list[q.Outcome | None], checks: dict[int, _Check]
+    ) -> None:
+        """The REC check and the results of a batch, in one transaction."""
+        async with self.sessions() as session, session.begin():
+            subjects = [
+                (jobs[i].subject_kind, jobs[i].subject_id, claims)
+                for i, (_, _, claims) in checks.items()
+            ]
+            found = await rec_mismatches_many(session, subjects)
+            for (i, (resolution, cid, _)), mismatches in zip(checks.items(), found, strict=True):
+                outcomes[i] = q.done(jobs[i], resolution, cid, mismatches)
+            await q.finish(session, [o for o in outcomes if o is not None])
 
     async def _resolve(
         self, job: q.Job, hit: tuple[str, dict[str, Any]] | None
@@ -187,29 +206,36 @@ class Worker:
         while not stop.is_set():
             try:
                 worked = await self.step()
-            except Exception:  # database hiccups: back off, never die
-                log.exception("metadata worker step failed")
-                worked = False
+                self.outage.ok()
+            except Exception as exc:  # database outages: back off, one log line, never die
+                await self.outage.pause(self.outage.failed(exc, "metadata worker step"), stop)
+                continue
             if not worked:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.s.poll_interval_s)
+                await self.outage.pause(self.s.poll_interval_s, stop)
 
 
-async def _sample_depth(sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event) -> None:
+async def _sample_depth(
+    sessions: async_sessionmaker[AsyncSession], stop: asyncio.Event, outage: Outage
+) -> None:
     while not stop.is_set():
         try:
             async with sessions() as session:
                 counts = await q.depth(session)
             for status in ("queued", "running", "done", "failed", "permanent"):
                 metrics.QUEUE_DEPTH.labels(status).set(counts.get(status, 0))
-        except Exception:
-            log.exception("sampling metadata queue depth failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), DEPTH_SAMPLE_S)
+            outage.ok()
+        except Exception as exc:
+            outage.failed(exc, "sampling the metadata queue")
+        await outage.pause(DEPTH_SAMPLE_S, stop)
 
 
 async def run_workers(
-    settings: Settings, n: int, stop_event: asyncio.Event, *, engine: AsyncEngine | None = None
+    settings: Settings,
+    n: int,
+    stop_event: asyncio.Event,
+    *,
+    engine: AsyncEngine | None = None,
+    outage: Outage | None = None,
 ) -> None:
     """Run ``n`` workers until ``stop_event`` is set. A job interrupted by the stop is taken
     again by any worker once its lease expires."""
@@ -217,15 +243,20 @@ async def run_workers(
     # No pre-ping: it costs a round trip on each of a batch's two checkouts, and a dead
     # connection only fails one loop step, which the loop survives and repeats.
     eng = engine or create_engine(
-        database_url(settings), pool_size=max(2, n + 1), pool_pre_ping=False
+        database_url(settings),
+        pool_size=max(2, n + 1),
+        pool_pre_ping=False,
+        connect_args={"connect_timeout": 10},
     )
     sessions = session_factory(eng)
     resolver = Resolver.create(settings.metadata)
     # One presence per process: every loop's claims die with the process, together.
     presence = q.Presence(eng.url.render_as_string(hide_password=False))
-    workers = [Worker(sessions, resolver, settings, presence) for _ in range(max(1, n))]
+    # One per process: one line per outage for all its loops.
+    outage = outage or Outage(log, on_change=lambda up: metrics.DATABASE_UP.set(1 if up else 0))
+    workers = [Worker(sessions, resolver, settings, presence, outage) for _ in range(max(1, n))]
     tasks = [asyncio.create_task(w.loop(stop_event)) for w in workers]
-    tasks.append(asyncio.create_task(_sample_depth(sessions, stop_event)))
+    tasks.append(asyncio.create_task(_sample_depth(sessions, stop_event, outage)))
     try:
         await stop_event.wait()
         _done, pending = await asyncio.wait(tasks, timeout=settings.metadata.total_timeout_s)
