@@ -107,7 +107,9 @@ def _answers(method: str, url: str) -> bool:
 def _child(parent: int, word: str) -> int:
     children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     for pid in children:
-        if word in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+        # A whole argument (the role's sub-command), not a substring: the checkout's path may
+        # contain the word too.
+        if word in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0"):
             return int(pid)
     raise AssertionError(f"no child of {parent} runs {word!r}")
 
