@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -30,7 +31,15 @@ from graphql_api.context import BlockInput, Context
 from graphql_api.db import Reader, close_read_pools
 from graphql_api.errors import BadUserInput
 from graphql_api.fanout import splice
-from graphql_api.guards import BodyLimit, RateLimit, build_extensions, replay
+from graphql_api.guards import (
+    BAD_TEXT_MESSAGE,
+    BodyLimit,
+    RateLimit,
+    build_extensions,
+    has_bad_text,
+    refuse,
+    replay,
+)
 from graphql_api.http import FastQueries, read_body
 from graphql_api.hub import Hub
 from graphql_api.ide import (
@@ -46,7 +55,7 @@ from graphql_api.replica import Replica
 from graphql_api.schema import build_schema
 from graphql_api.ws import LegacyWSHandler, TransportWSHandler
 from recchain.config import Settings
-from recchain.ratelimit import make_buckets
+from recchain.ratelimit import Buckets, make_buckets
 
 STATEMENT_CSV_HEADER = (
     "txid",
@@ -76,6 +85,28 @@ def _heads() -> frozenset[str]:
     return frozenset(head_revisions())
 
 
+_ENVELOPE = {"query": str, "variables": dict, "operationName": str, "extensions": dict}
+
+
+def _envelope_problem(data: Any) -> str | None:
+    """What is wrong with a POSTed GraphQL request object, if anything (Strawberry's view took
+    `null`, a list or a non-string query as far as an internal error)."""
+    if type(data) is not dict:
+        return "the body must be a JSON object (batches are not accepted)"
+    for key, kind in _ENVELOPE.items():
+        value = data.get(key)
+        if value is not None and not isinstance(value, kind):
+            return f"`{key}` must be a {'string' if kind is str else 'JSON object'}"
+    return None
+
+
+def _json_content(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return bytes(value).startswith(b"application/json")
+    return False
+
+
 def api_database_url(settings: Settings) -> str:
     """The API may read from a replica (`api.read_database_url`); otherwise the primary."""
     if settings.api.read_database_url is not None:
@@ -88,20 +119,51 @@ class GraphQLApp(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
     graphql_ws_handler_class = LegacyWSHandler
 
-    def __init__(self, settings: Settings, engine: AsyncEngine, hub: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        hub: Any,
+        buckets: Buckets | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.engine = engine
         self.hub = hub
+        # The per-client rate limit, also taken by each operation over a websocket (ws.py).
+        self.buckets = buckets
         self.fast = FastQueries(self.schema, settings, self._http_context)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             body = await read_body(receive)
-            if await self.fast.handle(scope, body, send):
-                return
+            if _json_content(scope):
+                try:
+                    data = json.loads(body)
+                except (ValueError, RecursionError):
+                    # Not UTF-8, not JSON, or nested past the decoder's depth: the client's
+                    # mistake, answered as such (Strawberry's path let two of them out as 500).
+                    await refuse(
+                        send, 400, "the body is not a JSON document in UTF-8", code="BAD_REQUEST"
+                    )
+                    return
+                problem = _envelope_problem(data)
+                if problem is not None:
+                    await refuse(send, 400, problem, code="BAD_REQUEST")
+                    return
+                if await self.fast.handle(scope, data, send):
+                    return
             receive = replay(body, receive)
         await super().__call__(scope, receive, send)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # GET variables and websocket frames come through here: a frame nested past the
+        # decoder's depth is invalid JSON to the protocol handlers, not a crash.
+        try:
+            return json.loads(data)
+        except (UnicodeDecodeError, RecursionError) as exc:
+            raise json.JSONDecodeError(f"undecodable: {type(exc).__name__}", "", 0) from exc
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # The project's own page and assets (graphql_api/ide.py), never a CDN's.
@@ -175,6 +237,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         settings,
         eng,
         hub,
+        buckets,
         schema=schema,
         graphql_ide="graphiql" if api.graphiql else None,
         keep_alive=True,
@@ -211,6 +274,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         from graphql_api.errors import ApiError
 
         q = request.query_params
+        if any(has_bad_text(v) for v in q.values()):
+            return JSONResponse({"error": BAD_TEXT_MESSAGE, "code": BadUserInput.code}, 400)
         ctx = await graphql.get_context(request, None)
         try:
             try:

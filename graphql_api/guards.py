@@ -6,26 +6,38 @@ limits (ASGI middleware). Page size and statement timeout are enforced where the
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from graphql import (
+    ArgumentNode,
     ASTValidationRule,
     DocumentNode,
-    ExecutionResult,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLList,
+    GraphQLNonNull,
+    GraphQLObjectType,
+    GraphQLSchema,
+    GraphQLSyntaxError,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
     VariableNode,
+    Visitor,
+    get_named_type,
+    visit,
 )
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import (
     AddValidationRules,
@@ -33,20 +45,34 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     ParserCache,
     SchemaExtension,
-    ValidationCache,
 )
 from strawberry.extensions.max_aliases import create_validator as alias_rule
 from strawberry.extensions.query_depth_limiter import create_validator as depth_rule
+from strawberry.schema.schema import validate_document
+from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from graphql_api import metrics
 from graphql_api.errors import ApiError
 from recchain.config import Settings
+from recchain.httpserver import client_key
 from recchain.ratelimit import Buckets
 
-# Relation lists without `first` (a token's transfers, a listing's bids) are short in practice and
-# capped at 1000 rows server-side; the estimate counts them at this typical size.
-DEFAULT_LIST_COST = 10
+# The server-side cap of relation lists that take no `first` (loaders.many_by): the estimate
+# counts such a list at this size, the most it can return.
+LIST_SIZE = 1000
 LIMIT = {"code": "LIMIT_EXCEEDED"}
+BAD_INPUT = {"code": "BAD_USER_INPUT"}
+# Deepest nesting of a variable value (lists and input objects). A `where` nests a few levels;
+# thousands of levels made coercion overflow the stack (an internal error).
+MAX_INPUT_DEPTH = 32
+# PostgreSQL text cannot hold NUL, and UTF-8 has no encoding for unpaired surrogates: either
+# would fail inside the database driver as an internal error.
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+BAD_TEXT_MESSAGE = "text must not contain NUL characters or unpaired UTF-16 surrogates"
+
+
+def has_bad_text(text: str) -> bool:
+    return _BAD_TEXT.search(text) is not None
 
 
 class CloseReader(SchemaExtension):
@@ -61,50 +87,243 @@ class CloseReader(SchemaExtension):
                 await ctx.close()
 
 
-def estimate_cost(
-    selection: SelectionSetNode | None,
-    fragments: dict[str, FragmentDefinitionNode],
-    variables: dict[str, Any],
-    multiplier: int = 1,
-    seen: frozenset[str] = frozenset(),
-) -> int:
-    """Each field costs 1 per parent row; a field with `first` multiplies what it selects."""
-    if selection is None:
-        return 0
-    total = 0
-    for node in selection.selections:
-        if isinstance(node, FieldNode):
-            total += multiplier
-            inner = multiplier
-            if node.selection_set is not None:
-                first = None
-                for arg in node.arguments or ():
-                    if arg.name.value == "first":
-                        if isinstance(arg.value, IntValueNode):
-                            first = int(arg.value.value)
-                        elif isinstance(arg.value, VariableNode):
-                            first = variables.get(arg.value.name.value)
+# -- the document's shape: what validation will cost ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What validating a document costs, computed in one linear pass before validation runs.
+
+    `selections` counts field selections with every fragment counted once per spread (two
+    spreads of a fragment that spreads the next one twice, forty deep, is 2^40 selections for
+    the depth and alias rules, which expand fragments). `pairs` counts what the overlapping-
+    fields rule compares: pairs of same-named fields in one selection set, and pairs of
+    distinct fragments spread into one (1,400 `__typename` are 979,300 pairs). `bad_text` is
+    whether a string literal holds what PostgreSQL cannot store."""
+
+    selections: int
+    pairs: int
+    bad_text: bool
+
+
+def _shape(document: DocumentNode) -> Shape:
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    expanded: dict[str, int] = {}
+    visiting: set[str] = set()
+
+    def count(selection_set: SelectionSetNode) -> int:
+        total = 0
+        for node in selection_set.selections:
+            if isinstance(node, FieldNode):
+                total += 1 + (count(node.selection_set) if node.selection_set else 0)
+            elif isinstance(node, InlineFragmentNode):
+                total += count(node.selection_set)
+            elif isinstance(node, FragmentSpreadNode):
+                name = node.name.value
+                if name in visiting or name not in fragments:
+                    continue  # a cycle or an unknown fragment: validation refuses it
+                if name not in expanded:
+                    visiting.add(name)
+                    expanded[name] = count(fragments[name].selection_set)
+                    visiting.discard(name)
+                total += expanded[name]
+        return total
+
+    selections = sum(
+        count(d.selection_set)
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+    )
+    pairs = 0
+    bad_text = False
+    # graphql-core's visitor walks with its own stack: no recursion on deep documents.
+    for node in _nodes(document):
+        if isinstance(node, SelectionSetNode):
+            names: dict[str, int] = {}
+            spreads: set[str] = set()
+            stack = [node]
+            while stack:
+                for sel in stack.pop().selections:
+                    if isinstance(sel, FieldNode):
+                        key = (sel.alias or sel.name).value
+                        names[key] = names.get(key, 0) + 1
+                    elif isinstance(sel, InlineFragmentNode):
+                        stack.append(sel.selection_set)
+                    elif isinstance(sel, FragmentSpreadNode):
+                        spreads.add(sel.name.value)
+            pairs += sum(k * (k - 1) // 2 for k in names.values())
+            pairs += len(spreads) * (len(spreads) - 1) // 2
+        elif isinstance(node, StringValueNode) and _BAD_TEXT.search(node.value):
+            bad_text = True
+    return Shape(selections, pairs, bad_text)
+
+
+def _nodes(document: DocumentNode) -> list[Any]:
+    found: list[Any] = []
+
+    class Collect(Visitor):
+        def enter(self, node: Any, *_: Any) -> None:
+            if isinstance(node, SelectionSetNode | StringValueNode):
+                found.append(node)
+
+    visit(document, Collect())
+    return found
+
+
+def document_shape(document: DocumentNode, query: str) -> Shape:
+    """The document's Shape, cached per query text (a document is analysed once)."""
+    shape: Shape | None = _SHAPES.get(query)
+    if shape is None:
+        shape = _SHAPES.put(query, _shape(document))
+    return shape
+
+
+def shape_error(shape: Shape, max_selections: int) -> GraphQLError | None:
+    """The error refusing a document before validation, or None."""
+    if shape.bad_text:
+        return GraphQLError(f"string literal: {BAD_TEXT_MESSAGE}", extensions=dict(BAD_INPUT))
+    if shape.selections > max_selections or shape.pairs > max_selections:
+        return GraphQLError(
+            f"the document has {shape.selections} field selections (fragments counted per"
+            f" spread) and {shape.pairs} pairs of same-named sibling selections; at most"
+            f" {max_selections} of each: select each field once",
+            extensions={
+                **LIMIT,
+                "limit": "max_selections",
+                "selections": shape.selections,
+                "pairs": shape.pairs,
+                "max": max_selections,
+            },
+        )
+    return None
+
+
+def variables_error(variables: Any) -> GraphQLError | None:
+    """The error refusing the request's variables (too deep, unstorable text), or None."""
+    stack: list[tuple[Any, int]] = [(variables, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _BAD_TEXT.search(value):
+                return GraphQLError(f"variables: {BAD_TEXT_MESSAGE}", extensions=dict(BAD_INPUT))
+            continue
+        if isinstance(value, dict | list):
+            if depth >= MAX_INPUT_DEPTH:
+                return GraphQLError(
+                    f"variables: nested deeper than {MAX_INPUT_DEPTH} levels",
+                    extensions={**BAD_INPUT, "max_depth": MAX_INPUT_DEPTH},
+                )
+            if isinstance(value, dict):
+                stack.extend((k, depth) for k in value)
+                stack.extend((v, depth + 1) for v in value.values())
+            else:
+                stack.extend((v, depth + 1) for v in value)
+    return None
+
+
+# -- the cost estimate ----------------------------------------------------------------------
+
+
+def _unwrapped(tp: Any) -> Any:
+    while isinstance(tp, GraphQLNonNull):
+        tp = tp.of_type
+    return tp
+
+
+def _is_connection(tp: Any) -> bool:
+    return isinstance(tp, GraphQLObjectType) and tp.name.endswith("Connection")
+
+
+class _Estimate:
+    """The estimated rows of an operation: see `operation_cost`."""
+
+    def __init__(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        variables: dict[str, Any],
+        defaults: dict[str, Any],
+        max_page: int,
+    ) -> None:
+        self.schema = schema
+        self.variables = variables
+        self.defaults = defaults
+        self.max_page = max_page
+        self.fragments = {
+            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        }
+        # A fragment's cost is linear in the rows above it: computed once per (fragment, page)
+        # for one row, then multiplied (spreads of spreads cost no more than they hold).
+        self.unit: dict[tuple[str, int | None], int] = {}
+        self.visiting: set[str] = set()
+
+    def _first(self, node: FieldNode, arg: Any) -> int:
+        value: Any = None
+        for given in node.arguments or ():
+            if given.name.value == "first":
+                if isinstance(given.value, IntValueNode):
+                    value = int(given.value.value)
+                elif isinstance(given.value, VariableNode):
+                    name = given.value.name.value
+                    value = self.variables.get(name, self.defaults.get(name))
+                break
+        else:
+            value = arg.default_value
+        if value is None:  # a relation list's `first: null`: its cap
+            return LIST_SIZE
+        # A value that is not an Int is refused by coercion later; until then it counts as the
+        # largest page, so a cheap estimate can never let it through.
+        if type(value) is not int:
+            return self.max_page
+        return max(1, value)
+
+    def selection(
+        self, selection_set: SelectionSetNode, parent: Any, rows: int, page: int | None
+    ) -> int:
+        fields = getattr(parent, "fields", None) or {}
+        total = 0
+        for node in selection_set.selections:
+            if isinstance(node, FieldNode):
+                total += rows
+                if node.selection_set is None:
+                    continue
+                definition = fields.get(node.name.value)
+                tp = _unwrapped(definition.type) if definition is not None else None
+                named = get_named_type(tp) if tp is not None else None
+                inner, child_page = rows, None
+                first = definition.args.get("first") if definition is not None else None
+                is_list = isinstance(tp, GraphQLList) or _is_connection(named)
                 if first is not None:
-                    inner = multiplier * max(1, int(first))
-                elif node.name.value in _LIST_RELATIONS:
-                    inner = multiplier * DEFAULT_LIST_COST
-            total += estimate_cost(node.selection_set, fragments, variables, inner, seen)
-        elif isinstance(node, InlineFragmentNode):
-            total += estimate_cost(node.selection_set, fragments, variables, multiplier, seen)
-        elif isinstance(node, FragmentSpreadNode):
-            name = node.name.value
-            if name in seen or name not in fragments:
-                continue
-            total += estimate_cost(
-                fragments[name].selection_set, fragments, variables, multiplier, seen | {name}
-            )
-    return total
+                    n = self._first(node, first)
+                    if is_list:
+                        inner = rows * n
+                    else:  # an object holding the page (holdings, expiryExposure)
+                        child_page = n
+                elif is_list and not _is_connection(parent):  # a connection's edges are its page
+                    inner = rows * (page if page is not None else LIST_SIZE)
+                total += self.selection(node.selection_set, named, inner, child_page)
+            elif isinstance(node, InlineFragmentNode):
+                tp = parent
+                if node.type_condition is not None:
+                    tp = self.schema.get_type(node.type_condition.name.value) or parent
+                total += self.selection(node.selection_set, tp, rows, page)
+            elif isinstance(node, FragmentSpreadNode):
+                total += rows * self._fragment(node.name.value, page)
+        return total
 
-
-# Relation fields that return lists without a `first` argument.
-_LIST_RELATIONS = frozenset(
-    {"transfers", "listings", "bids", "reports", "certificates", "lines", "breakdown"}
-)
+    def _fragment(self, name: str, page: int | None) -> int:
+        fragment = self.fragments.get(name)
+        if fragment is None or name in self.visiting:
+            return 0
+        key = (name, page)
+        if key not in self.unit:
+            self.visiting.add(name)
+            tp = self.schema.get_type(fragment.type_condition.name.value)
+            self.unit[key] = self.selection(fragment.selection_set, tp, 1, page)
+            self.visiting.discard(name)
+        return self.unit[key]
 
 
 def _operations(
@@ -118,17 +337,30 @@ def _operations(
     ]
 
 
-def _cost_variables(selection: SelectionSetNode | None, out: set[str]) -> None:
-    """Names of the variables that feed a `first` argument anywhere in `selection`."""
-    if selection is None:
-        return
-    for node in selection.selections:
-        if isinstance(node, FieldNode):
-            for arg in node.arguments or ():
-                if arg.name.value == "first" and isinstance(arg.value, VariableNode):
-                    out.add(arg.value.name.value)
-        if isinstance(node, FieldNode | InlineFragmentNode):
-            _cost_variables(node.selection_set, out)
+def _cost_variables(document: DocumentNode) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Names of the variables that feed a `first` argument, and the variables' defaults."""
+    names: set[str] = set()
+    defaults: dict[str, Any] = {}
+    for node in _arguments(document):
+        if node.name.value == "first" and isinstance(node.value, VariableNode):
+            names.add(node.value.name.value)
+    for d in document.definitions:
+        if isinstance(d, OperationDefinitionNode):
+            for v in d.variable_definitions or ():
+                if isinstance(v.default_value, IntValueNode):
+                    defaults[v.variable.name.value] = int(v.default_value.value)
+    return tuple(sorted(names)), defaults
+
+
+def _arguments(document: DocumentNode) -> list[ArgumentNode]:
+    found: list[ArgumentNode] = []
+
+    class Collect(Visitor):
+        def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+            found.append(node)
+
+    visit(document, Collect())
+    return found
 
 
 class Lru(OrderedDict[Any, Any]):
@@ -159,12 +391,21 @@ class Lru(OrderedDict[Any, Any]):
 # document's analysis is done once however many requests send it.
 _COST_PLANS = Lru(1024)
 _ROOT_FIELDS = Lru(1024)
+_SHAPES = Lru(1024)
 
 
 def operation_cost(
-    document: DocumentNode, query: str, operation_name: str | None, variables: dict[str, Any]
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    query: str,
+    operation_name: str | None,
+    variables: dict[str, Any],
+    max_page: int,
 ) -> int:
-    """The estimated cost of the operation with these variables.
+    """The estimated cost of the operation with these variables: every field costs 1 per row
+    it is selected on; a list or connection multiplies the rows below it by its `first`
+    (given, or the argument's default), a relation list without `first` by its cap
+    (`LIST_SIZE`); a connection's `edges`/`nodes` are its page, not another multiple.
 
     Only the variables that feed `first` change the estimate, so the cost is cached per
     (document, those values); a simple request finds its cost with one dictionary lookup.
@@ -172,22 +413,22 @@ def operation_cost(
     key = (query, operation_name)
     plan = _COST_PLANS.get(key)
     if plan is None:
-        names: set[str] = set()
-        for d in document.definitions:
-            if isinstance(d, OperationDefinitionNode | FragmentDefinitionNode):
-                _cost_variables(d.selection_set, names)
-        plan = _COST_PLANS.put(key, (tuple(sorted(names)), Lru(64)))
-    names_used, costs = plan
+        names, defaults = _cost_variables(document)
+        plan = _COST_PLANS.put(key, (names, defaults, Lru(64)))
+    names_used, defaults, costs = plan
     values = tuple(_hashable(variables.get(n)) for n in names_used)
     cost: int | None = costs.get(values)
     if cost is None:
-        fragments = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+        estimate = _Estimate(schema, document, variables, defaults, max_page)
+        root_types = {
+            "query": schema.query_type,
+            "mutation": schema.mutation_type,
+            "subscription": schema.subscription_type,
         }
         cost = costs.put(
             values,
             sum(
-                estimate_cost(d.selection_set, fragments, dict(variables))
+                estimate.selection(d.selection_set, root_types[d.operation.value], 1, None)
                 for d in _operations(document, operation_name)
             ),
         )
@@ -198,34 +439,106 @@ def cost_error(cost: int, max_cost: int) -> GraphQLError:
     metrics.REJECTED.labels("cost").inc()
     return GraphQLError(
         f"query cost {cost} exceeds the maximum of {max_cost}:"
-        " lower `first` or select fewer nested lists",
+        " lower `first` (nested lists count at their `first`, or 1000 without one)"
+        " or select fewer nested lists",
         extensions={**LIMIT, "cost": cost, "max": max_cost},
     )
-
-
-class CostLimiter(SchemaExtension):
-    """Refuses an operation whose estimated cost (with its variables) exceeds `max_cost`.
-
-    Checked before execution rather than as a validation rule, because the estimate depends on
-    the variables while validation results are cached per document.
-    """
-
-    def __init__(self, max_cost: int) -> None:
-        self.max_cost = max_cost
-
-    def on_execute(self) -> Iterator[None]:
-        ec = self.execution_context
-        document = ec.graphql_document
-        if document is not None and ec.query is not None:
-            cost = operation_cost(document, ec.query, ec.operation_name, ec.variables or {})
-            if cost > self.max_cost:
-                ec.result = ExecutionResult(data=None, errors=[cost_error(cost, self.max_cost)])
-        yield
 
 
 def _hashable(value: Any) -> Any:
     # A `first` variable is an Int; anything else (refused later by coercion) still needs a key.
     return value if isinstance(value, int | str | float | bool | None) else repr(value)
+
+
+class GuardedValidation(SchemaExtension):
+    """Validation, cached per document (Strawberry's ValidationCache), after a linear check of
+    the document's shape: a document whose validation would cost more than `max_selections`
+    allows is refused before any rule runs, and validation errors carry a code."""
+
+    def __init__(self, max_selections: int, maxsize: int = 1024) -> None:
+        self.max_selections = max_selections
+        self.validate = _cached_validate(maxsize)
+
+    def on_validate(self) -> Iterator[None]:
+        ec = self.execution_context
+        document = ec.graphql_document
+        if document is not None and ec.query is not None:
+            error = shape_error(document_shape(document, ec.query), self.max_selections)
+            if error is not None:
+                metrics.REJECTED.labels("selections").inc()
+                ec.pre_execution_errors = [error]
+            else:
+                errors = self.validate(ec.schema._schema, document, tuple(ec.validation_rules))
+                for e in errors:
+                    tag(e, "GRAPHQL_VALIDATION_FAILED")
+                ec.pre_execution_errors = errors
+        yield
+
+
+@lru_cache(maxsize=4)
+def _cached_validate(maxsize: int) -> Any:
+    # One cache per size for every operation (extensions are made per operation).
+    return lru_cache(maxsize=maxsize)(validate_document)
+
+
+class RequestGuard(SchemaExtension):
+    """Refuses, before execution, what the document alone cannot tell: a subscription over
+    HTTP, variables nested too deep or holding unstorable text, a cost over `max_cost` with
+    these variables. Raised (not set as the result) so that subscriptions are refused too."""
+
+    def __init__(self, max_cost: int, max_page: int) -> None:
+        self.max_cost = max_cost
+        self.max_page = max_page
+
+    def on_execute(self) -> Iterator[None]:
+        ec = self.execution_context
+        document = ec.graphql_document
+        if document is not None and ec.query is not None:
+            # Over HTTP a subscription would be executed like a query (its resolver is a
+            # stream): an internal error. Shared streams run with no request at all.
+            if ec.operation_type == StrawberryOperationType.SUBSCRIPTION and isinstance(
+                getattr(ec.context, "request", None), Request
+            ):
+                raise GraphQLError(
+                    "subscriptions are served over a websocket (graphql-transport-ws or"
+                    " graphql-ws) on this path, not over HTTP",
+                    extensions={"code": "BAD_REQUEST"},
+                )
+            error = variables_error(ec.variables)
+            if error is not None:
+                raise error
+            cost = operation_cost(
+                ec.schema._schema,
+                document,
+                ec.query,
+                ec.operation_name,
+                ec.variables or {},
+                self.max_page,
+            )
+            if cost > self.max_cost:
+                raise cost_error(cost, self.max_cost)
+        yield
+
+
+def error_code(error: GraphQLError) -> str:
+    """The code of an error that carries none yet: what kind of client mistake (or not)."""
+    if isinstance(error, GraphQLSyntaxError):
+        return "GRAPHQL_PARSE_FAILED"
+    if error.message == MASKED_MESSAGE or is_internal(error):
+        return "INTERNAL_SERVER_ERROR"
+    if error.message.startswith("Variable '$"):
+        return "BAD_USER_INPUT"  # variable coercion: a value of the wrong type
+    if error.path is None:
+        return "GRAPHQL_VALIDATION_FAILED"
+    return "BAD_USER_INPUT"
+
+
+def tag(error: GraphQLError, code: str | None = None) -> GraphQLError:
+    """Give `error` an `extensions.code` if it has none."""
+    extensions = error.extensions or {}
+    if "code" not in extensions:
+        error.extensions = {**extensions, "code": code or error_code(error)}
+    return error
 
 
 def _root_fields(document: DocumentNode, operation_name: str | None) -> dict[str, str] | None:
@@ -335,6 +648,7 @@ def masked(errors: list[GraphQLError]) -> list[GraphQLError]:
             positions=e.positions,
             path=e.path,
             original_error=None,
+            extensions={"code": "INTERNAL_SERVER_ERROR"},
         )
         if is_internal(e)
         else e
@@ -366,21 +680,29 @@ def build_extensions(settings: Settings) -> list[Any]:
         # Parsing and validating dominate small requests; both depend on the document only.
         lambda: ParserCache(maxsize=1024),
         lambda: AddValidationRules(rules),
-        lambda: ValidationCache(maxsize=1024),
-        lambda: CostLimiter(api.max_cost),
+        lambda: GuardedValidation(api.max_selections),
+        lambda: RequestGuard(api.max_cost, api.max_page_size),
         FieldMetrics,
     ]
     if api.mask_errors:
         extensions.append(
-            lambda: MaskErrors(should_mask_error=is_internal, error_message=MASKED_MESSAGE)
+            lambda: CodedMaskErrors(should_mask_error=is_internal, error_message=MASKED_MESSAGE)
         )
     return extensions
+
+
+class CodedMaskErrors(MaskErrors):
+    """MaskErrors whose generic error still says what it is (`INTERNAL_SERVER_ERROR`)."""
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        return tag(super().anonymise_error(error), "INTERNAL_SERVER_ERROR")
 
 
 # -- ASGI middleware --------------------------------------------------------------------------
 
 
-async def _refuse(send: Send, status: int, message: str, **extra: Any) -> None:
+async def refuse(send: Send, status: int, message: str, **extra: Any) -> None:
+    """An HTTP refusal with a GraphQL-shaped JSON body (`extensions` holds its code)."""
     body = json.dumps({"errors": [{"message": message, "extensions": extra}]}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if "retryAfter" in extra:
@@ -403,7 +725,7 @@ class BodyLimit:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             metrics.REJECTED.labels("body_size").inc()
-            await _refuse(
+            await refuse(
                 send, 413, f"request body exceeds {self.max_bytes} bytes", code="PAYLOAD_TOO_LARGE"
             )
             return
@@ -419,7 +741,7 @@ class BodyLimit:
             size += len(chunk)
             if size > self.max_bytes:
                 metrics.REJECTED.labels("body_size").inc()
-                await _refuse(
+                await refuse(
                     send,
                     413,
                     f"request body exceeds {self.max_bytes} bytes",
@@ -445,6 +767,9 @@ def replay(body: bytes, receive: Receive) -> Receive:
     return again
 
 
+WS_SUBPROTOCOLS = ("graphql-transport-ws", "graphql-ws")
+
+
 class RateLimit:
     """Token bucket per client address for `/graphql` requests and websocket connections;
     the buckets (`recchain.ratelimit`) are shared by every replica when `redis_url` is set."""
@@ -458,16 +783,23 @@ class RateLimit:
         if scope["type"] not in ("http", "websocket") or scope["path"] not in self.paths:
             await self.app(scope, receive, send)
             return
-        client = (scope.get("client") or ("unknown", 0))[0]
+        client = client_key((scope.get("client") or ("unknown", 0))[0])
         wait = await self.buckets.take(client)
         if wait == 0:
             await self.app(scope, receive, send)
             return
         metrics.REJECTED.labels("rate_limit").inc()
         if scope["type"] == "websocket":
+            # Closing before the handshake is an HTTP 403 without a word; accept (with the
+            # client's subprotocol, or its library drops the socket as a protocol error)
+            # and close with 4429 so that the client can tell why.
+            await receive()  # websocket.connect
+            offered = scope.get("subprotocols") or []
+            chosen = next((p for p in offered if p in WS_SUBPROTOCOLS), None)
+            await send({"type": "websocket.accept", "subprotocol": chosen})
             await send({"type": "websocket.close", "code": 4429, "reason": "rate limited"})
             return
-        await _refuse(
+        await refuse(
             send,
             429,
             "rate limit exceeded",

@@ -41,14 +41,19 @@ from strawberry import Schema
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.schema import validate_document
 
+from graphql_api import metrics
 from graphql_api.context import Context
 from graphql_api.guards import (
     Lru,
+    document_shape,
     masked,
     operation_cost,
     operation_root_fields,
     record_field_metrics,
+    shape_error,
+    tag,
     validation_rules,
+    variables_error,
 )
 from recchain.config import Settings
 
@@ -78,26 +83,33 @@ class FastQueries:
         self.context = context
         self.max_tokens = api.max_tokens
         self.max_cost = api.max_cost
+        self.max_page = api.max_page_size
+        self.max_selections = api.max_selections
         self.mask = api.mask_errors
         self.rules = (*specified_rules, *validation_rules(api.max_depth, api.max_aliases))
         self.executor_class = schema.execution_context_class
         self._plans = Lru(1024)
 
-    def plan(self, query: str, operation_name: str | None) -> Plan | None:
+    def plan(self, query: str, operation_name: str | None) -> Plan | GraphQLError | None:
+        """The document's plan; the error refusing it before validation (its shape); or None
+        for Strawberry's path."""
         key = (query, operation_name)
         found = self._plans.get(key, _MISSING)
         if found is not _MISSING:
-            result: Plan | None = found
+            result: Plan | GraphQLError | None = found
             return result
-        plan = None
+        plan: Plan | GraphQLError | None = None
         try:
             document = parse(query, max_tokens=self.max_tokens)
         except GraphQLError:
             document = None
         if document is not None:
+            # Refused here rather than handed on: Strawberry would parse it a second time.
+            plan = shape_error(document_shape(document, query), self.max_selections)
             operation = get_operation_ast(document, operation_name)
             if (
-                operation is not None
+                plan is None
+                and operation is not None
                 and operation.operation == OperationType.QUERY
                 and not validate_document(self.schema._schema, document, self.rules)
             ):
@@ -106,17 +118,8 @@ class FastQueries:
         self._plans.put(key, plan)
         return plan
 
-    async def handle(self, scope: Scope, body: bytes, send: Send) -> bool:
-        content_type = b""
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-        if not content_type.startswith(b"application/json"):
-            return False
-        try:
-            data = json.loads(body)
-        except ValueError:
-            return False
+    async def handle(self, scope: Scope, data: Any, send: Send) -> bool:
+        """`data` is the decoded JSON body of a POST."""
         if type(data) is not dict:
             return False
         query = data.get("query")
@@ -130,9 +133,21 @@ class FastQueries:
         ):
             return False
         plan = self.plan(query, operation_name)
-        if plan is None:
+        if isinstance(plan, GraphQLError):
+            metrics.REJECTED.labels("selections").inc()
+            await _answer(send, {"data": None, "errors": [plan.formatted]})
+            return True
+        if plan is None or variables_error(variables) is not None:
             return False
-        if operation_cost(plan.document, query, operation_name, variables or {}) > self.max_cost:
+        cost = operation_cost(
+            self.schema._schema,
+            plan.document,
+            query,
+            operation_name,
+            variables or {},
+            self.max_page,
+        )
+        if cost > self.max_cost:
             return False
         started = time.perf_counter()
         # Optimistic first (one statement, no transaction), unless the document is known to
@@ -151,16 +166,9 @@ class FastQueries:
             payload: dict[str, Any] = {"data": result.data}
             if errors:
                 self.schema._process_errors(errors)  # logs them, as Strawberry does
-                payload["errors"] = [e.formatted for e in (masked(errors) if self.mask else errors)]
-            out = json.dumps(payload, separators=(",", ":")).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [*JSON_HEADERS, (b"content-length", str(len(out)).encode())],
-                }
-            )
-            await send({"type": "http.response.body", "body": out})
+                shown = masked(errors) if self.mask else errors
+                payload["errors"] = [tag(e).formatted for e in shown]
+            await _answer(send, payload)
         finally:
             # After the answer is on its way: ending the read transaction is no part of it.
             await ctx.close()
@@ -184,6 +192,18 @@ class FastQueries:
             result = ExecutionResult(None, [GraphQLError(str(exc), original_error=exc)])
         assert isinstance(result, ExecutionResult)
         return result
+
+
+async def _answer(send: Send, payload: dict[str, Any]) -> None:
+    out = json.dumps(payload, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*JSON_HEADERS, (b"content-length", str(len(out)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": out})
 
 
 async def read_body(receive: Receive) -> bytes:

@@ -19,7 +19,7 @@ from graphql_api.context import BlockInput, Context
 from graphql_api.errors import BadUserInput
 from graphql_api.extras import RelayedTransaction, relayed_transaction
 from graphql_api.fanout import shareable, shared_stream
-from graphql_api.guards import is_internal
+from graphql_api.guards import is_internal, tag
 from graphql_api.loaders import one_by
 from graphql_api.meta import Meta, load_meta
 from graphql_api.query import ENTITIES, Connection, list_entity
@@ -153,6 +153,7 @@ class Schema(strawberry.Schema):
         # with a traceback it cost a formatted stack per bad request and filled the log with
         # whatever text the client sent. Internal errors keep their traceback.
         for error in errors:
+            tag(error)  # every error a client gets says what kind it is
             if is_internal(error):
                 StrawberryLogger.error(error, execution_context)
             else:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -14,9 +14,10 @@ from strawberry.types import Info
 
 from graphql_api.context import Context
 from graphql_api.extras import ResolvedMetadata, metadata_for
+from graphql_api.guards import LIST_SIZE
 from graphql_api.loaders import many_by, one_by
 from graphql_api.meta import Block
-from graphql_api.query import Entity, build_inputs, register
+from graphql_api.query import Entity, build_inputs, check_first, register
 from graphql_api.scalars import BigDecimal, BigInt
 
 WH_PER_MWH = Decimal(1_000_000)
@@ -57,6 +58,22 @@ class Node:
 
 
 Ctx = Info[Context, None]
+
+# Relation lists return at most LIST_SIZE rows without `first`, and the cost estimate counts
+# them at that: a client nesting lists asks for fewer to stay under `max_cost`.
+FirstRelated = Annotated[
+    int | None,
+    strawberry.argument(
+        description="At most this many (default 1000, at most `api.max_page_size`); the cost"
+        " estimate counts the list at this size."
+    ),
+]
+
+
+def related_limit(ctx: Context, first: int | None) -> int:
+    if first is None:
+        return LIST_SIZE
+    return check_first(ctx, first)
 
 
 async def block_at(info: Ctx, height: int) -> Block | None:
@@ -124,8 +141,10 @@ class Facility(Node):
     async def verifier_info(self, info: Ctx) -> Verifier | None:
         return await one_by(info.context, "Verifier", "principal", self.verifier, self._at)
 
-    @strawberry.field(description="Generation reports of this facility, by period (max 1000).")
-    async def reports(self, info: Ctx) -> list[GenerationReport]:
+    @strawberry.field(
+        description="Generation reports of this facility, by period (the first `first`)."
+    )
+    async def reports(self, info: Ctx, first: FirstRelated = None) -> list[GenerationReport]:
         return await many_by(
             info.context,
             "GenerationReport",
@@ -133,10 +152,13 @@ class Facility(Node):
             self.facility_id,
             self._at,
             "t.period_start, t.report_id",
+            related_limit(info.context, first),
         )
 
-    @strawberry.field(description="Certificates issued by this facility, by period (max 1000).")
-    async def certificates(self, info: Ctx) -> list[Certificate]:
+    @strawberry.field(
+        description="Certificates issued by this facility, by period (the first `first`)."
+    )
+    async def certificates(self, info: Ctx, first: FirstRelated = None) -> list[Certificate]:
         return await many_by(
             info.context,
             "Certificate",
@@ -144,6 +166,7 @@ class Facility(Node):
             self.facility_id,
             self._at,
             "t.period_start, t.token_id",
+            related_limit(info.context, first),
         )
 
 
@@ -241,8 +264,8 @@ class Listing(Node):
     async def certificate(self, info: Ctx) -> Certificate | None:
         return await one_by(info.context, "Certificate", "token_id", self.token_id, self._at)
 
-    @strawberry.field(description="Bids, oldest first (max 1000).")
-    async def bids(self, info: Ctx) -> list[Bid]:
+    @strawberry.field(description="Bids, oldest first (the first `first`).")
+    async def bids(self, info: Ctx, first: FirstRelated = None) -> list[Bid]:
         return await many_by(
             info.context,
             "Bid",
@@ -250,6 +273,7 @@ class Listing(Node):
             self.listing_id,
             self._at,
             "t.block_height, t.event_index",
+            related_limit(info.context, first),
         )
 
 
@@ -388,8 +412,10 @@ class Certificate(Node):
     async def parent(self, info: Ctx) -> Certificate | None:
         return await one_by(info.context, "Certificate", "token_id", self.parent_token_id, self._at)
 
-    @strawberry.field(description="Custody changes of this token, oldest first (max 1000).")
-    async def transfers(self, info: Ctx) -> list[Transfer]:
+    @strawberry.field(
+        description="Custody changes of this token, oldest first (the first `first`)."
+    )
+    async def transfers(self, info: Ctx, first: FirstRelated = None) -> list[Transfer]:
         return await many_by(
             info.context,
             "Transfer",
@@ -397,12 +423,19 @@ class Certificate(Node):
             self.token_id,
             self._at,
             "t.block_height, t.event_index",
+            related_limit(info.context, first),
         )
 
-    @strawberry.field(description="Listings of this token, oldest first (max 1000).")
-    async def listings(self, info: Ctx) -> list[Listing]:
+    @strawberry.field(description="Listings of this token, oldest first (the first `first`).")
+    async def listings(self, info: Ctx, first: FirstRelated = None) -> list[Listing]:
         return await many_by(
-            info.context, "Listing", "token_id", self.token_id, self._at, "t.listing_id"
+            info.context,
+            "Listing",
+            "token_id",
+            self.token_id,
+            self._at,
+            "t.listing_id",
+            related_limit(info.context, first),
         )
 
     @strawberry.field(description="The retirement of this token, if retired.")

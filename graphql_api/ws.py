@@ -22,7 +22,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from graphql import GraphQLError, OperationDefinitionNode, parse
 from starlette.websockets import WebSocket
@@ -41,16 +41,20 @@ from graphql_api import metrics
 from graphql_api.context import Context
 from graphql_api.errors import LimitExceeded
 from graphql_api.fanout import Prebuilt, SharedStream, shareable, shared_stream
+from graphql_api.guards import document_shape, shape_error, tag, variables_error
 from recchain.httpserver import client_key
+from recchain.ratelimit import Buckets
 
 log = logging.getLogger(__name__)
 
 
-def _operation_type(query: str, operation_name: str | None) -> OperationType | None:
+def _operation_type(
+    query: str, operation_name: str | None, max_tokens: int
+) -> OperationType | None:
     """The type of the operation a document would run; None when it cannot tell (the
     subscription path then reports the error as before)."""
     try:
-        document = parse(query)
+        document = parse(query, max_tokens=max_tokens)
     except GraphQLError:
         return None
     ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
@@ -186,7 +190,9 @@ class Subscriber:
 class Connection:
     """The shared operations of one websocket and its outbox."""
 
-    def __init__(self, ws: WebSocket, context: Context, legacy: bool) -> None:
+    def __init__(
+        self, ws: WebSocket, context: Context, legacy: bool, buckets: Buckets | None = None
+    ) -> None:
         self.ws = ws
         self.context = context
         self.legacy = legacy
@@ -195,6 +201,7 @@ class Connection:
         self.main: asyncio.Task[Any] | None = None
         self.evicted = False
         self.client = _client(ws)
+        self.buckets = buckets
 
     def can_share(self, payload: Any) -> bool:
         if not isinstance(payload, dict) or getattr(self.context, "hub", None) is None:
@@ -315,9 +322,67 @@ def _unregister(handler: Any) -> None:
             del _CLIENTS[handler.conn.client]
 
 
+INVALID_CLOSE_CODE = 4400
+RATE_LIMITED_CLOSE_CODE = 4429
+
+
+def _well_formed(message: Any) -> bool:
+    """A subscribe/start message with the types the protocols give its fields."""
+    payload = message.get("payload")
+    return (
+        isinstance(message.get("id"), str)
+        and isinstance(payload, dict)
+        and isinstance(payload.get("query"), str)
+        and (payload.get("variables") is None or isinstance(payload.get("variables"), dict))
+        and (payload.get("operationName") is None or isinstance(payload.get("operationName"), str))
+    )
+
+
+def operation_error(payload: dict[str, Any], settings: Any) -> GraphQLError | None:
+    """What refuses an operation before it runs or joins a stream: a document that does not
+    parse, one whose validation would cost too much, variables nested too deep or holding
+    text PostgreSQL cannot store. The same checks as over HTTP (guards.py)."""
+    query: str = payload["query"]
+    try:
+        document = parse(query, max_tokens=settings.api.max_tokens)
+    except GraphQLError as exc:
+        return tag(exc)
+    error = shape_error(document_shape(document, query), settings.api.max_selections)
+    return error or variables_error(payload.get("variables"))
+
+
+async def _admit(handler: Any, message: Any) -> bool:
+    """Whether an operation message may go on; if not, it has been answered: a malformed one
+    closes the socket (4400), one over the client's rate limit too (4429: every operation takes
+    a token, as an HTTP request does), a refused document gets an error message."""
+    conn: Connection = handler.conn
+    if not _well_formed(message):
+        await handler.websocket.close(
+            code=INVALID_CLOSE_CODE, reason="Invalid message: id, payload.query, types"
+        )
+        return False
+    if conn.buckets is not None and await conn.buckets.take(conn.client):
+        metrics.REJECTED.labels("rate_limit").inc()
+        await handler.websocket.close(
+            code=RATE_LIMITED_CLOSE_CODE, reason="Rate limited: too many operations"
+        )
+        return False
+    error = operation_error(message["payload"], conn.context.settings)
+    if error is not None:
+        payload: Any = error.formatted if conn.legacy else [error.formatted]
+        conn.frame({"id": message["id"], "type": "error", "payload": payload})
+        return False
+    return True
+
+
 def _adapter_socket(handler: Any) -> WebSocket:
     ws: WebSocket = handler.websocket.ws  # strawberry.asgi.ASGIWebSocketAdapter
     return ws
+
+
+def _buckets(handler: Any) -> Buckets | None:
+    """The API's rate-limit buckets (the view holds them; app.GraphQLApp)."""
+    return getattr(handler.view, "buckets", None)
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -325,7 +390,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.conn = Connection(_adapter_socket(self), self.context, legacy=False)
+        self.conn = Connection(
+            _adapter_socket(self), self.context, legacy=False, buckets=_buckets(self)
+        )
 
     async def handle(self) -> None:
         _register(self)
@@ -338,12 +405,22 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.conn.leave_all()
         await super().shutdown()
 
+    async def handle_message(self, message: Any) -> None:
+        # Strawberry indexes the frame as a mapping: `[]` or `1` raised out of the handler
+        # and the socket dropped without a close frame.
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.handle_invalid_message("Invalid message: not a JSON object with a type")
+            return
+        await super().handle_message(cast(Any, message))
+
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
-        op_id = message["id"]
-        payload = message["payload"]
         if not self.connection_acknowledged:
             await super().handle_subscribe(message)  # refuses it
             return
+        if not await _admit(self, message):
+            return
+        op_id = message["id"]
+        payload = message["payload"]
         if op_id in self.conn.ops or op_id in self.operations:
             await self.websocket.close(code=4409, reason=f"Subscriber for {op_id} already exists")
             return
@@ -367,7 +444,9 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.conn = Connection(_adapter_socket(self), self.context, legacy=True)
+        self.conn = Connection(
+            _adapter_socket(self), self.context, legacy=True, buckets=_buckets(self)
+        )
 
     async def handle(self) -> None:
         _register(self)
@@ -380,9 +459,21 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         self.conn.leave_all()
         await super().cleanup()
 
+    async def handle_message(self, message: Any) -> None:
+        # The legacy protocol names no close code for a malformed frame; 4400 as the current
+        # one does (Strawberry's handler raised out of the socket on `[]` or `{"x": 1}`).
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.websocket.close(
+                code=INVALID_CLOSE_CODE, reason="Invalid message: not a JSON object with a type"
+            )
+            return
+        await super().handle_message(cast(Any, message))
+
     async def handle_start(self, message: StartMessage) -> None:
         if not self.connection_acknowledged:
             await super().handle_start(message)  # refuses it
+            return
+        if not await _admit(self, message):
             return
         op_id = message["id"]
         payload = message["payload"]
@@ -409,7 +500,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
     ) -> None:
         # subscriptions-transport-ws runs queries over the socket too (`start` -> one `data`
         # -> `complete`); Strawberry's handler only subscribes, which refuses them.
-        if _operation_type(query, operation_name) is not OperationType.QUERY:
+        max_tokens = self.conn.context.settings.api.max_tokens
+        if _operation_type(query, operation_name, max_tokens) is not OperationType.QUERY:
             await super().handle_async_results(operation_id, query, operation_name, variables)
             return
         try:

@@ -76,6 +76,8 @@ MEANINGS: dict[str, str] = {
     "api.max_depth": "Largest query depth.",
     "api.max_aliases": "Most aliases in one query.",
     "api.max_tokens": "Most lexer tokens in one query.",
+    "api.max_selections": "Most field selections in one document (each fragment counted per"
+    " spread), and most pairs of same-named sibling fields; bounds what validation costs.",
     "api.max_page_size": "Largest `first`/`last` on a connection.",
     "api.max_cost": "Largest estimated query cost.",
     "api.max_body_bytes": "Largest request body.",

@@ -91,6 +91,9 @@ class ApiSettings(BaseModel):
     max_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 2000
+    # Field selections (fragments counted per spread) and pairs of same-named siblings a
+    # document may hold: validation's cost grows with both (quadratically with the second).
+    max_selections: int = Field(default=500, ge=1)
     max_page_size: int = 1000
     max_cost: int = 50_000
     # A leap year of hourly consumption for `hourlyMatching` is ~350 kB of JSON variables.

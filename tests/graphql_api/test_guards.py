@@ -59,11 +59,30 @@ async def test_token_limit(api: Api) -> None:
 
 
 async def test_cost_limit_counts_nested_pages_and_variables(api: Api) -> None:
-    q = "query($n: Int!) { certificates(first: $n) { nodes { transfers { txid } } } }"
+    q = "query($n: Int!) { certificates(first: $n) { nodes { transfers(first: 5) { txid } } } }"
     body = await api.query(q, {"n": 1000})
     assert codes(body) == ["LIMIT_EXCEEDED"] and "cost" in messages(body)
     ok = await api.query(q, {"n": 10})
     assert "errors" not in ok
+    # A nested list without `first` counts at its cap (1000 rows per parent row), not at a
+    # typical size: 10 certificates with all their transfers are over this server's 5,000.
+    body = await api.query(q.replace("(first: 5)", ""), {"n": 10})
+    assert codes(body) == ["LIMIT_EXCEEDED"] and body["errors"][0]["extensions"]["cost"] > 10_000
+
+
+async def test_cost_counts_every_level_of_nested_lists(api: Api) -> None:
+    # Before: a nested relation list counted 10 rows per parent; it returns up to 1000.
+    body = await api.query(
+        "{ certificates(first: 6) { nodes { facility { certificates { tokenId } } } } }"
+    )
+    assert codes(body) == ["LIMIT_EXCEEDED"] and body["errors"][0]["extensions"]["cost"] > 6000
+    ok = await api.query(
+        "{ certificates(first: 3) { nodes { facility { certificates(first: 10) { tokenId } } } } }"
+    )
+    assert "errors" not in ok, ok
+    # Root lists count at their default page (100), also without `first`.
+    body = await api.query("{ facilities { nodes { certificates(first: 60) { tokenId } } } }")
+    assert codes(body) == ["LIMIT_EXCEEDED"] and body["errors"][0]["extensions"]["cost"] > 6000
 
 
 async def test_cost_cached_per_document_follows_first_variables(api: Api) -> None:
@@ -71,7 +90,8 @@ async def test_cost_cached_per_document_follows_first_variables(api: Api) -> Non
     # let an expensive one through later, also when `first` sits in a fragment.
     q = (
         "query($n: Int!, $t: Int!) { certificate(tokenId: $t) { tokenId } ...F }"
-        " fragment F on Query { certificates(first: $n) { nodes { transfers { txid } } } }"
+        " fragment F on Query { certificates(first: $n)"
+        " { nodes { transfers(first: 5) { txid } } } }"
     )
     for n, t in ((10, 1), (10, 2), (1000, 1), (10, 3), (1000, 4)):
         body = await api.query(q, {"n": n, "t": t})

@@ -167,9 +167,11 @@ async def test_nested_query_runs_a_constant_number_of_statements(
         statements.append(sql)
         return await execute(self, conn, sql, params)
 
+    # The nested lists ask for few rows, or the cost estimate counts them at 1000 each.
     q = """query($n: Int!) { certificates(first: $n) { nodes { tokenId
         facility { name verifierInfo { name } }
-        transfers { kind txid } listings { price bids { amount } } retirement { wh } } } }"""
+        transfers(first: 20) { kind txid } listings(first: 10) { price bids(first: 20) { amount } }
+        retirement { wh } } } }"""
     # The document's first request learns that it needs a snapshot (several statements).
     await api.data(q, {"n": 1})
     monkeypatch.setattr(Reader, "_execute", count)
