@@ -34,6 +34,7 @@ from starlette.routing import Route
 
 from db.outage import Outage, is_unavailable
 from recchain.config import Settings
+from recchain.httpserver import client_key
 from recchain.ratelimit import Buckets, make_buckets
 from writers import outbox
 from writers.errors import Reject, SubmissionRejected
@@ -124,8 +125,9 @@ class RelayApi:
             if given is None or not any(hmac.compare_digest(given, k) for k in self.keys):
                 raise SubmissionRejected(Reject.UNAUTHORIZED, "a valid API key is required")
             return "key:" + hashlib.sha256(given).hexdigest()[:16]
+        # The peer, or the client a trusted proxy forwarded for (recchain/httpserver.py).
         host = request.client.host if request.client else "unknown"
-        return "ip:" + host
+        return "ip:" + client_key(host)
 
     async def _body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")

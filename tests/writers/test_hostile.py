@@ -67,3 +67,30 @@ async def test_slow_bodies_release_the_clients_slots_at_the_body_deadline(
     assert result["last_code"] not in (None, "too_many_concurrent"), result
     assert result["answer_s"] < 2.0 + BODY_TIMEOUT_S + 6.0, result
     assert result["healthz_failures"] == 0 and result["healthz_max_s"] < RESPONSIVE_S, result
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+async def test_forwarded_for_counts_only_from_a_trusted_proxy(
+    db_url: str, tmp_path: Path, trusted: bool
+) -> None:
+    extra = {
+        "RECCHAIN_RELAY__NODE_URL": f"http://127.0.0.1:{attacks.free_port()}",
+        "RECCHAIN_RELAY__RATE_LIMIT_PER_MINUTE": "10",
+    }
+    if trusted:
+        extra["RECCHAIN_HTTP__TRUSTED_PROXIES"] = '["127.0.0.1/32"]'
+    relay = attacks.start(
+        "relay", ["relay", "--host", "127.0.0.1"], db_url, PROJECT_ROOT, tmp_path, extra
+    )
+    try:
+        # Before: uvicorn believed X-Forwarded-For from 127.0.0.1 whatever the settings, so
+        # 300 spoofed addresses were 300 clients and none was limited.
+        result = await attacks.relay_spoofed_xff(relay, 30)
+    finally:
+        relay.stop()
+    limited = result["codes"].get("rate_limited", 0)
+    if trusted:  # each forwarded address is its own client, within its 10 a minute
+        assert limited == 0, result
+    else:  # the header is ignored: one client
+        assert limited >= 15, result
+    assert result["healthz_max_s"] < RESPONSIVE_S, result
