@@ -43,6 +43,7 @@ from graphql_api.replica import Replica, insert_lsn
 
 log = logging.getLogger(__name__)
 QUEUE_SIZE = 256
+RECONNECT_S = 0.5  # first wait before reconnecting the LISTEN connection (doubling to 10 s)
 # Each API process's LISTEN connection, as pg_stat_activity shows it on the primary.
 LISTEN_NAME = f"recchain-api-listen:{socket.gethostname()}:{os.getpid()}"[:63]
 
@@ -145,6 +146,7 @@ class Hub:
         # The newest block notification whose pushes are out: how far this process follows.
         self.notified_height: int | None = None
         self.notified_hash: str | None = None
+        self.resyncs = 0
 
     @property
     def subscriber_count(self) -> int:
@@ -185,7 +187,7 @@ class Hub:
 
     # -- receiving ------------------------------------------------------------------------
     async def _listen(self) -> None:
-        delay = 0.5
+        delay = RECONNECT_S
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
@@ -194,8 +196,12 @@ class Hub:
                     self._conn = conn
                     await conn.execute(f"LISTEN {BLOCKS}")
                     await conn.execute(f"LISTEN {RELAY}")
+                    if self._listening.is_set():
+                        # A reconnection: what was notified meanwhile never reached us.
+                        lsn = await insert_lsn(conn) if self.replica is not None else None
+                        self._queue(Batch(self._resync_notes(), lsn), 2)
                     self._listening.set()
-                    delay = 0.5
+                    delay = RECONNECT_S
                     while True:
                         # At least one; the rest of the same packet comes with it.
                         notes = [n async for n in conn.notifies(stop_after=1)]
@@ -204,13 +210,25 @@ class Hub:
                         lsn = await insert_lsn(conn) if self.replica is not None else None
                         self._queue(Batch(notes, lsn), len(notes))
             except asyncio.CancelledError:
+                self._conn = None
                 raise
             except Exception as exc:  # reconnect: a DB restart must not end subscriptions
+                self._conn = None
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-            finally:
-                self._conn = None
+
+    def _resync_notes(self) -> list[psycopg.Notify]:
+        """Stand-ins for the notifications lost while the LISTEN connection was down: every
+        topic re-reads what changed since the last block it was notified of (the kinds treat
+        `truncated` as "changes unknown"); a push goes out only where the answer differs."""
+        self.resyncs += 1
+        since = (self.notified_height or 0) + 1
+        blocks = {"height": since, "truncated": True, "resync": True, "rolled_back": []}
+        return [
+            psycopg.Notify(BLOCKS, json.dumps(blocks), 0),
+            psycopg.Notify(RELAY, json.dumps({"resync": True}), 0),
+        ]
 
     def _queue(self, item: Batch | Start, pending: int) -> None:
         self._inbox.append(item)
@@ -280,7 +298,11 @@ class Hub:
         try:
             await self._recompute(channel, payload)
         finally:
-            if channel == BLOCKS and isinstance(payload.get("height"), int):
+            if (
+                channel == BLOCKS
+                and isinstance(payload.get("height"), int)
+                and not payload.get("resync")
+            ):
                 self.notified_height = payload["height"]
                 self.notified_hash = payload.get("hash")
                 metrics.NOTIFIED_HEIGHT.set(payload["height"])

@@ -20,7 +20,7 @@ from db.channels import BLOCKS, RELAY
 from graphql_api.context import Context
 from graphql_api.db import Reader
 from graphql_api.errors import BadUserInput, BlockNotFound, LimitExceeded
-from graphql_api.extras import RelayedTransaction, relayed_transaction
+from graphql_api.extras import RELAY_COLUMNS, RelayedTransaction, relayed_transaction
 from graphql_api.hub import Kind, Topic, fingerprint
 from graphql_api.meta import BLOCK_COLUMNS, Block
 from graphql_api.query import ENTITIES, SqlWhere, given
@@ -458,8 +458,15 @@ class RelayKind(Kind):
     async def compute(
         self, reader: Reader, channel: str, payload: dict[str, Any]
     ) -> Iterable[tuple[Topic, list[Any]]]:
+        if payload.get("resync"):  # notifications were lost: every topic re-reads, at once
+            topics = {t.args.lower(): t for t in self.topics.values()}
+            rows = await reader.all(
+                f"SELECT {RELAY_COLUMNS} FROM relay_txs WHERE txid = ANY(:t)",
+                {"t": list(topics)},
+            )
+            return [(topics[r["txid"]], [RelayedTransaction(**r)]) for r in rows]
         txid = payload.get("txid")
-        topic = self.topics.get(f"relay:{txid}") if isinstance(txid, str) else None
+        topic = self.topics.get(f"relay:{txid.lower()}") if isinstance(txid, str) else None
         if topic is None:
             return []
         status = await relayed_transaction(reader, topic.args)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 import pytest
 
+from db.session import to_libpq_url
 from graphql_api.app import create_app
 from tests.graphql_api.conftest import Api, api_settings, start_server
 from tests.graphql_api.livechain import LiveChain, caught_up
@@ -160,3 +162,36 @@ async def test_bad_resume_points_are_refused_with_a_code(db_url: str, engine: An
     finally:
         server.should_exit = True
         await task
+
+
+async def test_changes_notified_while_the_listen_connection_was_down_are_still_pushed(
+    api: Api, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from graphql_api import hub as hub_module
+
+    # Long enough that the block below surely commits while nobody listens.
+    monkeypatch.setattr(hub_module, "RECONNECT_S", 3.0)
+    chain = LiveChain(db_url)
+    await chain.add(chain.setup_and_mint(tokens=1))
+    await caught_up(hub(api), chain)
+    blocks = await Subscriber.connect(api.ws_url)
+    await blocks.subscribe(BLOCKS)
+    listings = await Subscriber.connect(api.ws_url)
+    await listings.subscribe(LISTINGS)
+    await wait_for(lambda: hub(api).subscriber_count == 2, "subscribed")
+    with psycopg.connect(to_libpq_url(db_url), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = current_database()",
+            (hub_module.LISTEN_NAME,),
+        )
+    await wait_for(lambda: hub(api)._conn is None, "the LISTEN connection to drop")
+    listed = await chain.add([chain.list_token(1)])
+    assert hub(api)._conn is None, "reconnected before the block: nothing was lost"
+    # Its notification went to no one; on reconnection every topic re-reads what changed.
+    assert block(await blocks.next()) == (2, listed["index_block_hash"])
+    update = (await listings.next())["data"]["listingUpdates"]
+    assert (update["kind"], update["listingId"]) == ("created", 1)
+    assert hub(api).resyncs == 1
+    await blocks.close()
+    await listings.close()
