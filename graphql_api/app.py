@@ -270,8 +270,8 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
 
     async def statement_csv(request: Request) -> Response:
         """The retirement statement as CSV, with the GraphQL field's filters."""
-        from graphql_api.analytics import retirement_statement
         from graphql_api.errors import ApiError
+        from graphql_api.questions.claims import retirement_statement
 
         q = request.query_params
         if any(has_bad_text(v) for v in q.values()):

@@ -191,10 +191,15 @@ class Schema(strawberry.Schema):
 
 
 def build_schema(extensions: list[Any] | None = None) -> strawberry.Schema:
-    from graphql_api.analytics import AnalyticsQuery
+    from graphql_api.questions.claims import ClaimsQuery
+    from graphql_api.questions.compliance import ComplianceQuery
+    from graphql_api.questions.history import HistoryQuery
+    from graphql_api.questions.market import MarketQuery
+    from graphql_api.questions.search import SearchQuery
     from graphql_api.subscriptions import Subscription
 
-    query = merge_types("Query", (Query, AnalyticsQuery))
+    questions = (HistoryQuery, ClaimsQuery, ComplianceQuery, MarketQuery, SearchQuery)
+    query = merge_types("Query", (Query, *questions))
     return Schema(
         query=query,
         subscription=Subscription,
