@@ -16,7 +16,6 @@ that was checked, so a name that resolves differently the second time cannot rea
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import ipaddress
 import random
 import socket
@@ -39,28 +38,10 @@ from indexer.metadata.errors import (
     TimeoutError_,
     TooLargeError,
 )
+from recchain.netguard import IpAddress, address_class, parse_retry_after
 
-MAX_RETRY_AFTER_S = 3600.0
 _REDIRECTS = (301, 302, 303, 307, 308)
 _TRANSIENT_STATUS = (500, 502, 503, 504)
-
-
-def parse_retry_after(value: str | None, default: float = 1.0) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if not value:
-        return default
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return default
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
-        return default
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 @dataclass
@@ -117,26 +98,6 @@ class HttpResult:
     url: str
     content_type: str
     body: bytes
-
-
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def address_class(ip: IpAddress) -> str | None:
-    """Why ``ip`` must not be fetched from (``None``: a public unicast address)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 reaches 127.0.0.1
-    checks = (
-        ("unspecified", ip.is_unspecified),
-        ("loopback", ip.is_loopback),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("reserved", ip.is_reserved),
-        ("private", ip.is_private),
-        # Shared (100.64/10), documentation, 6to4/Teredo relays and the like.
-        ("non-global", not ip.is_global),
-    )
-    return next((name for name, hit in checks if hit), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,6 +324,8 @@ __all__ = [
     "HostLimiter",
     "Http",
     "HttpResult",
+    "IpAddress",
     "MetadataError",
+    "address_class",
     "parse_retry_after",
 ]
