@@ -8,6 +8,7 @@ from typing import Any
 import strawberry
 from sqlalchemy import RowMapping
 
+from db.finality import finalized_height
 from graphql_api.context import BlockInput, Context
 
 BLOCK_COLUMNS = (
@@ -143,7 +144,7 @@ async def load_meta(ctx: Context, block: BlockInput | None) -> Meta:
     )
     return Meta(
         block=answer,
-        finalized_height=max(0, tip_block.height - ctx.settings.indexer.finality_depth),
+        finalized_height=finalized_height(tip_block.height, ctx.settings),
         lag_seconds=lag,
         tip_height=tip_block.height,
         replica_lag_seconds=_replica_lag(ctx),
