@@ -11,3 +11,5 @@ BLOCKS = "recchain_blocks"
 RELAY = "recchain_relay"
 # {"uri", "status"} when a metadata job finishes.
 METADATA = "recchain_metadata"
+# "" when the indexer (or a redelivery) queued webhook events: wakes the senders.
+WEBHOOKS = "recchain_webhooks"

@@ -59,6 +59,7 @@ from db.channels import BLOCKS
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.models.chain import HOLD_KINDS
 from db.session import create_engine
+from db.webhooks import feed as webhooks
 from indexer import metrics
 from indexer.block import Block, BlockHeader, Event, Tx, parse_header, parse_new_block
 from indexer.errors import EventSchemaError, FinalityError, PayloadError
@@ -173,6 +174,9 @@ class _Batch:
     holds: list[_Hold] = field(default_factory=list)
     stored: list[str] = field(default_factory=list)  # blocks written by this batch
     paths: set[str] = field(default_factory=set)  # event paths accepted by this batch
+    # Webhook feed: the tip height before the batch, and the lowest height it rolled back to.
+    feed_prior: int = 0
+    feed_low: int = 0
 
 
 @dataclass(slots=True)
@@ -195,6 +199,7 @@ class _Commit:
     holds: list[_Hold]
     stored: list[str]
     paths: set[str]
+    feed: webhooks.FeedSpan | None
     open_holds: dict[str, int] | None = None  # after the commit, when holds were involved
 
 
@@ -608,6 +613,7 @@ class Indexer:
         _show_holds(self._open_holds)
 
     async def _process(self, batch: _Batch, requests: Sequence[Request]) -> list[Outcome]:
+        batch.feed_prior = batch.feed_low = self.tip[1] if self.tip else 0
         hashes = [r.digest or payload_hash(r.payload) for r in requests]
         cur = await self.pg.execute(
             "SELECT payload_hash, id, error FROM raw_requests WHERE payload_hash = ANY(%b)",
@@ -1056,6 +1062,9 @@ class Indexer:
         batch.rolled_back.extend(rolled)
         payload = {"rolled_back": rolled, "fork_height": height}
         await pg.execute("SELECT pg_notify(%s, %s)", (BLOCKS, _fit(payload)))
+        # Webhooks: retract what endpoints were given from these blocks; re-feed from here.
+        batch.feed_low = min(batch.feed_low, height)
+        await webhooks.retract(pg, rolled, height)
 
     # ------------------------------------------------------------------ writing
     def _stage(self, batch: _Batch) -> tuple[list[Step], Carry]:
@@ -1171,6 +1180,9 @@ class Indexer:
             holds=batch.holds,
             stored=batch.stored,
             paths=batch.paths,
+            feed=webhooks.FeedSpan(batch.feed_prior, batch.feed_low, tip_height)
+            if batch.blocks or batch.rolled_back
+            else None,
         )
 
     async def _write(
@@ -1187,6 +1199,8 @@ class Indexer:
             )
         if commit.holds or self._open_holds:
             commit.open_holds = await _settle_holds(pg, commit)
+        if commit.feed is not None:  # webhook events commit with the rows they describe
+            await webhooks.feed(pg, commit.feed, self.settings)
         if commit.notify is not None:
             await pg.execute("SELECT pg_notify(%s, %s)", (BLOCKS, commit.notify))
 

@@ -24,6 +24,7 @@ ROLES = {
     "api": "serve",
     "relay": "relay",
     "metadata": "metadata work",
+    "webhooks": "webhooks",
 }
 
 MEANINGS: dict[str, str] = {
@@ -128,6 +129,26 @@ MEANINGS: dict[str, str] = {
     "metadata.lease_s": "How long a live worker owns a job before another may take it (a"
     " worker that died loses its jobs at once: its presence lock ends with its connection).",
     "metadata.poll_interval_s": "Idle poll interval of a worker.",
+    "webhooks.allow_internal_hosts": "Endpoint hosts (names, addresses or CIDR networks) that may"
+    " resolve to loopback, private or link-local addresses; all others are refused.",
+    "webhooks.timeout_s": "Timeout of one delivery (connect, send, first bytes of the answer).",
+    "webhooks.connect_timeout_s": "Timeout of connecting to an endpoint.",
+    "webhooks.max_response_bytes": "Most bytes of an endpoint's answer read (kept in the history);"
+    " only the status counts.",
+    "webhooks.concurrency": "Endpoints one sender process delivers to at once (each endpoint"
+    " receives one delivery at a time, in order).",
+    "webhooks.backoff_initial_s": "First retry delay of a failed delivery (doubling, with jitter;"
+    " `Retry-After` wins).",
+    "webhooks.backoff_max_s": "Longest retry delay.",
+    "webhooks.dead_letter_after_s": "An event still undelivered this long after it was queued"
+    " becomes a dead letter (`recchain webhooks redeliver` re-queues it).",
+    "webhooks.secret_overlap_s": "After `rotate-secret`, how long deliveries are also signed"
+    " with the previous secret.",
+    "webhooks.poll_interval_s": "Idle poll interval of a sender (new events also wake it).",
+    "webhooks.retention_days": "Delivered, dead and retracted events older than this are deleted"
+    " with their attempts.",
+    "webhooks.max_endpoints_per_key": "Most endpoints one relay API key may register.",
+    "webhooks.metrics_port": "Prometheus `/metrics` (and `/healthz`) port of the sender.",
 }
 
 

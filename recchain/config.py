@@ -177,6 +177,32 @@ class MetadataSettings(BaseModel):
     poll_interval_s: float = 1.0
 
 
+class WebhookSettings(BaseModel):
+    """Webhooks: registration (`recchain webhooks`, the relay's `/v1/webhooks`) and delivery
+    (`recchain webhooks send`)."""
+
+    # Endpoint hosts are refused when they resolve to internal addresses (loopback, private,
+    # link-local...) unless listed here by name, address or CIDR network.
+    allow_internal_hosts: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=10.0, gt=0)
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+    # Only the status counts; at most this much of a response body is read (kept for history).
+    max_response_bytes: int = Field(default=1024, ge=0)
+    # Endpoints one sender process delivers to at once (each endpoint gets one at a time).
+    concurrency: int = Field(default=32, ge=1)
+    backoff_initial_s: float = Field(default=5.0, gt=0)
+    backoff_max_s: float = Field(default=3600.0, gt=0)
+    # An event still failing this long after it was queued goes to the dead letters.
+    dead_letter_after_s: float = Field(default=3 * 86400.0, gt=0)
+    # After `rotate-secret`, deliveries carry a signature with the previous secret this long.
+    secret_overlap_s: float = Field(default=86400.0, ge=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    # Delivered, dead and retracted events (and their attempts) older than this are deleted.
+    retention_days: float = Field(default=30.0, gt=0)
+    max_endpoints_per_key: int = Field(default=20, ge=1)
+    metrics_port: int = 9156
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RECCHAIN_",
@@ -202,6 +228,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     relay: RelaySettings = Field(default_factory=RelaySettings)
     metadata: MetadataSettings = Field(default_factory=MetadataSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @field_validator("database_url", "redis_url", mode="before")
     @classmethod

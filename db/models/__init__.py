@@ -16,6 +16,12 @@ from db.models.domain import (
 )
 from db.models.metadata import MetadataDocument, MetadataJob, MetadataUri  # noqa: F401
 from db.models.relay import RelayAttempt, RelayTx  # noqa: F401
+from db.models.webhooks import (  # noqa: F401
+    WebhookAttempt,
+    WebhookEndpoint,
+    WebhookEvent,
+    WebhookFilter,
+)
 
 __all__ = [
     "FACT_TABLES",
