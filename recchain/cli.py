@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "recchain.commands.expiry_cmd",
     "recchain.commands.serve_cmd",
     "recchain.commands.relay_cmd",
+    "recchain.commands.webhooks_cmd",
     "recchain.commands.bench_cmd",
     "recchain.commands.dev_cmd",
 )
