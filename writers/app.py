@@ -40,6 +40,7 @@ from writers import outbox
 from writers.errors import Reject, SubmissionRejected
 from writers.metrics import RelayMetrics
 from writers.policy import AcceptedTx, Policy, parse_body
+from writers.webhooks.routes import webhook_routes
 
 audit_log = logging.getLogger("recchain.relay.audit")
 log = logging.getLogger("recchain.relay")
@@ -322,6 +323,7 @@ def build_app(
             Route("/metrics", api.metrics_endpoint, methods=["GET"]),
             Route("/healthz", api.health, methods=["GET"]),
             Route("/readyz", api.ready, methods=["GET"]),
+            *webhook_routes(api, settings),
         ],
     )
     app.state.relay = api

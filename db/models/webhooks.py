@@ -155,6 +155,13 @@ class WebhookEvent(Base):
             "seq",
             postgresql_where=text("status = 'pending'"),
         ),
+        # Dead letters per endpoint (listings, the metrics' counts).
+        Index(
+            "ix_webhook_events_dead",
+            "endpoint_id",
+            "seq",
+            postgresql_where=text("status = 'dead'"),
+        ),
         # Retraction: the events of the blocks a fork orphaned.
         Index("ix_webhook_events_block", "index_block_hash"),
         Index("ix_webhook_events_created", "created_at"),

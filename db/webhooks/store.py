@@ -113,8 +113,9 @@ _ENDPOINT_COLUMNS = """
      WHERE ev.endpoint_id = e.id AND ev.status = 'dead') AS dead,
     (SELECT extract(epoch FROM now() - min(ev.queued_at)) FROM webhook_events ev
      WHERE ev.endpoint_id = e.id AND ev.status = 'pending') AS oldest_pending_s,
-    (SELECT max(ev.delivered_at) FROM webhook_events ev
-     WHERE ev.endpoint_id = e.id AND ev.status = 'delivered') AS last_delivered_at
+    (SELECT ev.delivered_at FROM webhook_events ev
+     WHERE ev.endpoint_id = e.id AND ev.status = 'delivered'
+     ORDER BY ev.seq DESC LIMIT 1) AS last_delivered_at
 """
 
 
@@ -393,18 +394,3 @@ async def attempts(
     m["attempts"] = [{k: _iso(v) for k, v in t._mapping.items()} for t in tries]
     return m
 
-
-async def prune(conn: AsyncConnection, older_than_days: float) -> int:
-    """Delete finished events (and their attempts) older than the retention."""
-    return int(
-        (
-            await conn.execute(
-                text(
-                    "WITH d AS (DELETE FROM webhook_events WHERE status <> 'pending'"
-                    " AND created_at < now() - make_interval(secs => :s) RETURNING 1)"
-                    " SELECT count(*) FROM d"
-                ),
-                {"s": older_than_days * 86400.0},
-            )
-        ).scalar_one()
-    )

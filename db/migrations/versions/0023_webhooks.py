@@ -138,6 +138,12 @@ def upgrade() -> None:
         ["endpoint_id", "seq"],
         postgresql_where=sa.text("status = 'pending'"),
     )
+    op.create_index(
+        "ix_webhook_events_dead",
+        "webhook_events",
+        ["endpoint_id", "seq"],
+        postgresql_where=sa.text("status = 'dead'"),
+    )
     op.create_index("ix_webhook_events_block", "webhook_events", ["index_block_hash"])
     op.create_index("ix_webhook_events_created", "webhook_events", ["created_at"])
     op.create_table(
