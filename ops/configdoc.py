@@ -142,7 +142,7 @@ MEANINGS: dict[str, str] = {
     "webhooks.backoff_max_s": "Longest retry delay.",
     "webhooks.dead_letter_after_s": "An event still undelivered this long after it was queued"
     " becomes a dead letter (`recchain webhooks redeliver` re-queues it).",
-    "webhooks.secret_overlap_s": "After `rotate-secret`, how long deliveries are also signed"
+    "webhooks.rotation_overlap_s": "After `rotate-secret`, how long deliveries are also signed"
     " with the previous secret.",
     "webhooks.poll_interval_s": "Idle poll interval of a sender (new events also wake it).",
     "webhooks.retention_days": "Delivered, dead and retracted events older than this are deleted"

@@ -195,7 +195,7 @@ class WebhookSettings(BaseModel):
     # An event still failing this long after it was queued goes to the dead letters.
     dead_letter_after_s: float = Field(default=3 * 86400.0, gt=0)
     # After `rotate-secret`, deliveries carry a signature with the previous secret this long.
-    secret_overlap_s: float = Field(default=86400.0, ge=0)
+    rotation_overlap_s: float = Field(default=86400.0, ge=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
     # Delivered, dead and retracted events (and their attempts) older than this are deleted.
     retention_days: float = Field(default=30.0, gt=0)

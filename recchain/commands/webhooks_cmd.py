@@ -140,7 +140,7 @@ def _status(status: str) -> Callable[[argparse.Namespace], int]:
 def _rotate(args: argparse.Namespace) -> int:
     from db.webhooks import store
 
-    overlap = get_settings().webhooks.secret_overlap_s if args.overlap is None else args.overlap
+    overlap = get_settings().webhooks.rotation_overlap_s if args.overlap is None else args.overlap
     out = _run(lambda conn: store.rotate_secret(conn, args.id, None, overlap))
     _print(
         out,
@@ -272,7 +272,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="how long the previous secret also signs (default: webhooks.secret_overlap_s)",
+        help="how long the previous secret also signs (default: webhooks.rotation_overlap_s)",
     )
     rot.add_argument("--json", action="store_true")
     rot.set_defaults(handler=_rotate)

@@ -146,7 +146,7 @@ def webhook_routes(api: RelayApi, settings: Settings) -> list[Route]:
 
     async def rotate(request: Request, conn: AsyncConnection, owner: str) -> Response:
         args = await body(request)
-        overlap = args.get("overlap_s", settings.webhooks.secret_overlap_s)
+        overlap = args.get("overlap_s", settings.webhooks.rotation_overlap_s)
         if not isinstance(overlap, int | float) or isinstance(overlap, bool):
             raise store.WebhookError("invalid_request", "overlap_s: a number of seconds")
         return JSONResponse(await store.rotate_secret(conn, ident(request), owner, overlap))
