@@ -393,4 +393,3 @@ async def attempts(
     m["retracted_by"] = None if m["retracted_by"] is None else str(m["retracted_by"])
     m["attempts"] = [{k: _iso(v) for k, v in t._mapping.items()} for t in tries]
     return m
-
