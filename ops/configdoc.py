@@ -148,7 +148,8 @@ MEANINGS: dict[str, str] = {
     "webhooks.retention_days": "Delivered, dead and retracted events older than this are deleted"
     " with their attempts.",
     "webhooks.max_endpoints_per_key": "Most endpoints one relay API key may register.",
-    "webhooks.metrics_port": "Prometheus `/metrics` (and `/healthz`) port of the sender.",
+    "webhooks.metrics_host": "Bind address of the sender's `/metrics` server.",
+    "webhooks.metrics_port": "Prometheus `/metrics` port of the sender (0: none).",
 }
 
 
@@ -238,7 +239,7 @@ def render() -> str:
         "",
         "Every listener binds loopback (`127.0.0.1`) unless its host setting says otherwise",
         "(`api.host`, `relay.host`, `indexer.listen_host`, `indexer.metrics_host`,",
-        "`metadata.metrics_host`); the container env files and the Kubernetes ConfigMap set",
+        "`metadata.metrics_host`, `webhooks.metrics_host`); the container env files and the Kubernetes ConfigMap set",
         "`0.0.0.0` where another container or the kubelet must reach them.",
     ]
     return "\n".join(lines)

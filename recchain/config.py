@@ -200,6 +200,7 @@ class WebhookSettings(BaseModel):
     # Delivered, dead and retracted events (and their attempts) older than this are deleted.
     retention_days: float = Field(default=30.0, gt=0)
     max_endpoints_per_key: int = Field(default=20, ge=1)
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9156
 
 

@@ -41,6 +41,7 @@ def _ports_env(db_url: str) -> dict[str, str]:
         RECCHAIN_METADATA__GATEWAYS=json.dumps([f"http://127.0.0.1:{free_port()}"]),
         RECCHAIN_RELAY__PORT=str(free_port()),
         RECCHAIN_RELAY__NODE_URL=f"http://127.0.0.1:{free_port()}",
+        RECCHAIN_WEBHOOKS__METRICS_PORT=str(free_port()),
     )
 
 
@@ -153,7 +154,8 @@ def test_dev_runs_every_role_prints_only_urls_that_answer_and_fails_when_a_role_
 
         printed = _printed_urls(seen)
         assert {m for m, _ in printed} >= {"GET", "POST", "TCP"}
-        assert sum(u.endswith("/metrics") for _, u in printed) == 4  # api, indexer, metadata, relay
+        # api, indexer, metadata, relay, webhooks
+        assert sum(u.endswith("/metrics") for _, u in printed) == 5
         if HAVE_DEVNET:
             # Not in the block above: printed only once the node answers.
             assert not any("/v2/info" in u for _, u in printed)

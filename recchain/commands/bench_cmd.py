@@ -14,6 +14,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "ops.bench.ingest",
     "ops.bench.query",
     "ops.bench.subscribe",
+    "ops.bench.webhooks_bench",
 )
 
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from recchain.listen import Listener
 
 PROGRESS_EVERY_S = 10.0
+LOOPBACK = '["127.0.0.1", "::1", "localhost"]'
 START_TIMEOUT_S = 180.0
 DEVNET_TIMEOUT_S = 600.0
 
@@ -256,6 +257,29 @@ def _plan(args: argparse.Namespace, s: Settings) -> tuple[list[Role], list[Liste
     listeners.append(
         Listener("the relay", relay.host, relay.port, "relay.port", host_setting="relay.host")
     )
+    wh = s.webhooks
+    # Local receivers are what a developer registers: the dev sender may reach loopback
+    # (`recchain webhooks add` needs the same setting in the shell that runs it).
+    allow = os.environ.get("RECCHAIN_WEBHOOKS__ALLOW_INTERNAL_HOSTS", LOOPBACK)
+    roles.append(
+        Role(
+            "webhooks",
+            _recchain("webhooks", "send"),
+            "webhook sender (`recchain webhooks add URL --filter block`; writers/WEBHOOKS.md)",
+            f"http://{wh.metrics_host}:{wh.metrics_port}/metrics" if wh.metrics_port else None,
+            env={"RECCHAIN_WEBHOOKS__ALLOW_INTERNAL_HOSTS": allow},
+        )
+    )
+    if wh.metrics_port:
+        listeners.append(
+            Listener(
+                "the webhook sender's metrics",
+                wh.metrics_host,
+                wh.metrics_port,
+                "webhooks.metrics_port",
+                host_setting="webhooks.metrics_host",
+            )
+        )
     return roles, listeners
 
 
@@ -269,6 +293,9 @@ def _metrics_lines(s: Settings, roles: list[Role]) -> list[str]:
         lines.append(f"http://{md.metrics_host}:{md.metrics_port}/metrics (metadata)")
     if "relay" in names:
         lines.append(f"http://{s.relay.host}:{s.relay.port}/metrics (relay)")
+    if "webhooks" in names and s.webhooks.metrics_port:
+        wh = s.webhooks
+        lines.append(f"http://{wh.metrics_host}:{wh.metrics_port}/metrics (webhooks)")
     return lines
 
 
@@ -429,8 +456,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run the whole system locally on embedded defaults",
         description="Every role on one machine: the embedded PostgreSQL (unless DATABASE_URL is "
         "set), the bundled demo chain, the indexer, metadata workers with a local IPFS gateway, "
-        "the API, the devnet node and the relay. Ports are checked before anything starts; if a "
-        "role exits, the others are stopped and the command fails.",
+        "the API, the devnet node, the relay and the webhook sender. Ports are checked before "
+        "anything starts; if a role exits, the others are stopped and the command fails.",
     )
     p.add_argument("--chain", help="observer TSV to index first (default: the bundled demo)")
     p.add_argument("--no-devnet", action="store_true", help="do not start the devnet node")

@@ -23,7 +23,9 @@ from recchain.config import PROJECT_ROOT
 
 OPS = PROJECT_ROOT / "ops"
 K8S_VERSION = "1.30.0"
-RECCHAIN_IMAGE_SERVICES = {"migrate", "indexer", "metadata", "api-1", "api-2", "relay"}
+RECCHAIN_IMAGE_SERVICES = {
+    "migrate", "indexer", "metadata", "api-1", "api-2", "relay", "webhooks"
+}  # fmt: skip
 
 # Metrics the dashboards and alerts use that no role registers yet. A name here that the code
 # does not define is a gap to close in that role, not in the dashboard.
@@ -137,7 +139,7 @@ def test_proxy_and_prometheus_point_at_real_services() -> None:
         for target in static["targets"]
     }
     assert hosts - {"127.0.0.1"} <= services
-    assert {"indexer", "metadata", "api-1", "api-2", "relay"} <= hosts
+    assert {"indexer", "metadata", "api-1", "api-2", "relay", "webhooks"} <= hosts
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -208,6 +210,7 @@ def test_k8s_workloads_are_probed_and_unprivileged() -> None:
         "recchain-api",
         "recchain-metadata",
         "recchain-relay",
+        "recchain-webhooks",
     }
     assert deployments["recchain-indexer"]["spec"]["replicas"] == 2
     for name, dep in deployments.items():
@@ -258,7 +261,13 @@ def test_alert_rules_are_well_formed_and_use_real_metrics() -> None:
     names = [r["alert"] for r in rules]
     assert len(names) == len(set(names))
     covered = " ".join(r["expr"] for r in rules)
-    for concern in ("lag", "metadata_jobs", "api_errors_total", "observer_requests_total"):
+    for concern in (
+        "lag",
+        "metadata_jobs",
+        "api_errors_total",
+        "observer_requests_total",
+        "webhooks_oldest_pending_seconds",
+    ):
         assert concern in covered, concern
     for rule in rules:
         assert set(rule) <= {"alert", "expr", "for", "labels", "annotations", "keep_firing_for"}
@@ -317,6 +326,9 @@ def test_grafana_dashboard_structure_and_queries() -> None:
         "recchain_api_errors_total",
         "recchain_api_subscriptions",
         "recchain_relay_broadcast_attempts_total",
+        "recchain_webhooks_queue_depth",
+        "recchain_webhooks_oldest_pending_seconds",
+        "recchain_webhooks_deliveries_total",
     ):
         assert concern in used, concern
 

@@ -54,7 +54,7 @@ from writers.webhooks.metrics import WebhookMetrics
 log = logging.getLogger("recchain.webhooks")
 
 # Advisory lock namespace (the two-key form: namespace, endpoint id).
-LOCK_SPACE = 0x52455748  # "REWH"
+LOCK_SPACE = 0x52455748  # "REWH" (1380276040, as ops/RUNBOOK.md queries it)
 WINDOW = 50  # events read per round trip of one endpoint
 
 _DUE = """

@@ -26,7 +26,7 @@ async def send(settings: Settings, metrics_port: int | None = None) -> None:
     port = settings.webhooks.metrics_port if metrics_port is None else metrics_port
     if port:
         try:
-            start_http_server(port, registry=metrics.registry)
+            start_http_server(port, addr=settings.webhooks.metrics_host, registry=metrics.registry)
         except OSError as exc:  # metrics are worth a warning, not a refusal to deliver
             print(f"webhooks metrics port {port}: {exc}", file=sys.stderr)
     stop = asyncio.Event()
