@@ -209,6 +209,7 @@ def run(
     metadata: bool = True,
     parse_workers: int = 0,
     fresh_chain: bool = False,
+    webhook_endpoints: int = 0,
 ) -> dict[str, Any]:
     settings = get_settings()
     server = database_url(settings)
@@ -226,6 +227,7 @@ def run(
         async def ingest() -> float:
             async with engine_scope(url_a, pool_size=1) as engine:
                 nonlocal cpu_s
+                await _register_endpoints(engine, bench_settings, webhook_endpoints)
                 start = time.perf_counter()
                 cpu0 = _cpu_seconds()
                 await replay_file(
@@ -274,7 +276,28 @@ def run(
         "ratio_to_copy": round(copy_s / ingest_s, 3),
         "load_avg_1m": round(os.getloadavg()[0], 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),
+        "webhook_endpoints": webhook_endpoints,
+        "webhook_events": _count(url_a, "webhook_events") if webhook_endpoints else 0,
     }
+
+
+async def _register_endpoints(engine: Any, settings: Settings, n: int) -> None:
+    """`n` endpoints subscribed to every kind (the feed's worst case: every change matches)."""
+    from db.webhooks import store
+
+    async with engine.begin() as conn:
+        for i in range(n):
+            await store.add_endpoint(
+                conn,
+                url=f"http://127.0.0.1:9/{i}",
+                filters=["block", "listing", "certificate", "retirement"],
+                settings=settings,
+            )
+
+
+def _count(url: str, table: str) -> int:
+    with psycopg.connect(to_libpq_url(url)) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -285,6 +308,7 @@ def _cmd(args: argparse.Namespace) -> int:
         not args.no_metadata,
         args.parse_workers,
         args.fresh_chain,
+        args.webhook_endpoints,
     )
     if args.json:
         print(json.dumps(result))
@@ -306,5 +330,11 @@ def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument(
         "--no-metadata", action="store_true", help="skip metadata job enqueueing (to isolate it)"
+    )
+    p.add_argument(
+        "--webhook-endpoints",
+        type=int,
+        default=0,
+        help="register N webhook endpoints matching everything first (the feed's cost)",
     )
     p.set_defaults(handler=_cmd)

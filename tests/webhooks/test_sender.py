@@ -95,8 +95,12 @@ async def test_500_then_200_is_retried_and_keeps_order(db_url: str) -> None:
         rx.behaviours["/flaky"] = Behaviour(fail_first=2)
         ep = await register(db_url, ["block"], url=rx.url("/flaky"))
         await _chain(db_url, 4, seed=23)
-        async with running_sender(db_url, fast(db_url)):
+        async with running_sender(db_url, fast(db_url)) as sender:
             await wait_for(lambda: _all(db_url, ep["id"], "delivered"), "delivery after 500s")
+            lag = sender.metrics.registry.get_sample_value(
+                "recchain_webhooks_delivery_lag_seconds_count"
+            )
+            assert lag == 4
     # The first event was answered 500, 500, 200; nothing overtook it.
     assert [(d.json["sequence"], d.status) for d in rx.of("/flaky")] == [
         (1, 500), (1, 500), (1, 200), (2, 200), (3, 200), (4, 200),
@@ -161,8 +165,22 @@ async def test_dead_letters_are_visible_and_redelivered_in_order(db_url: str) ->
         ep = await register(db_url, ["block"], url=rx.url("/broken"))
         await _chain(db_url, 3, seed=27)
         settings = fast(db_url, dead_letter_after_s=0.3)
-        async with running_sender(db_url, settings):
+        async with running_sender(db_url, settings) as sender:
             await wait_for(lambda: _all(db_url, ep["id"], "dead"), "every event a dead letter")
+            labels = {"endpoint": str(ep["id"])}
+            registry = sender.metrics.registry
+
+            def sample(name: str, **extra: str) -> float | None:
+                return registry.get_sample_value(name, {**labels, **extra})
+
+            assert sample("recchain_webhooks_deliveries_total", outcome="dead") == 3
+            assert (sample("recchain_webhooks_deliveries_total", outcome="failed") or 0) >= 1
+            # The gauges are read from the outbox every few seconds.
+            await wait_for(
+                lambda: sample("recchain_webhooks_dead_letters") == 3, "the dead-letter gauge"
+            )
+            assert sample("recchain_webhooks_queue_depth") == 0
+            assert sample("recchain_webhooks_oldest_pending_seconds") == 0
         async with engine_scope(db_url, pool_size=1) as engine, engine.begin() as conn:
             dead = await store.deliveries(conn, ep["id"], None, status="dead")
             listed = await store.get_endpoint(conn, ep["id"], None)

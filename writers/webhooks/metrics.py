@@ -24,7 +24,8 @@ class WebhookMetrics:
         )
         self.oldest_pending = Gauge(
             "recchain_webhooks_oldest_pending_seconds",
-            "Age of the oldest undelivered event, per endpoint (0 when none waits).",
+            "Age of the oldest undelivered event, per endpoint (0 when none waits, or while"
+            " the endpoint is paused).",
             ["endpoint"],
             registry=self.registry,
         )

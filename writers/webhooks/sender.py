@@ -109,8 +109,10 @@ _GAUGES = """
 SELECT e.id,
        (SELECT count(*) FROM webhook_events ev
         WHERE ev.endpoint_id = e.id AND ev.status = 'pending') AS pending,
-       (SELECT extract(epoch FROM now() - min(ev.queued_at)) FROM webhook_events ev
-        WHERE ev.endpoint_id = e.id AND ev.status = 'pending') AS oldest,
+       -- A paused endpoint's wait is deliberate: it does not count as stuck.
+       CASE WHEN e.status = 'active' THEN
+           (SELECT extract(epoch FROM now() - min(ev.queued_at)) FROM webhook_events ev
+            WHERE ev.endpoint_id = e.id AND ev.status = 'pending') END AS oldest,
        (SELECT count(*) FROM webhook_events ev
         WHERE ev.endpoint_id = e.id AND ev.status = 'dead') AS dead
 FROM webhook_endpoints e
