@@ -239,8 +239,9 @@ def render() -> str:
         "",
         "Every listener binds loopback (`127.0.0.1`) unless its host setting says otherwise",
         "(`api.host`, `relay.host`, `indexer.listen_host`, `indexer.metrics_host`,",
-        "`metadata.metrics_host`, `webhooks.metrics_host`); the container env files and the Kubernetes ConfigMap set",
-        "`0.0.0.0` where another container or the kubelet must reach them.",
+        "`metadata.metrics_host`, `webhooks.metrics_host`); the container env files and the",
+        "Kubernetes ConfigMap set `0.0.0.0` where another container or the kubelet must reach",
+        "them.",
     ]
     return "\n".join(lines)
 

@@ -185,10 +185,10 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = bench_sub.add_parser("webhooks", help="webhook deliveries/s and commit -> delivered")
-    p.add_argument("--endpoints", type=int, default=4)
+    p.add_argument("--endpoints", type=int, default=4, help="endpoints, each subscribed to block")
     p.add_argument("--backlog", type=int, default=500, help="blocks queued before sending")
     p.add_argument("--rounds", type=int, default=200, help="blocks indexed one by one")
     p.add_argument("--interval", type=float, default=0.05, help="seconds between tip blocks")
     p.add_argument("--concurrency", type=int, default=32, help="webhooks.concurrency")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(handler=_cmd)

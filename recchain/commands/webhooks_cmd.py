@@ -233,7 +233,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add.add_argument("url")
+    add.add_argument("url", help="http(s) URL the events are POSTed to")
     add.add_argument(
         "--filter",
         action="append",
@@ -245,16 +245,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add.add_argument(
         "--final", action="store_true", help="deliver once blocks are final, not at the tip"
     )
-    add.add_argument("--description")
+    add.add_argument("--description", help="a note shown in listings")
     add.add_argument("--json", action="store_true", help="machine-readable output")
     add.set_defaults(handler=_add)
 
     ls = cmds.add_parser("list", help="endpoints with their queue and dead letters")
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
     ls.set_defaults(handler=_list)
 
     rm = cmds.add_parser("remove", help="delete an endpoint with its queue and history")
-    rm.add_argument("id", type=int)
+    rm.add_argument("id", type=int, help="endpoint id (`recchain webhooks list`)")
     rm.set_defaults(handler=_remove)
 
     for name, status, text in (
@@ -262,11 +262,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ("resume", "active", "resume deliveries"),
     ):
         c = cmds.add_parser(name, help=text)
-        c.add_argument("id", type=int)
+        c.add_argument("id", type=int, help="endpoint id (`recchain webhooks list`)")
         c.set_defaults(handler=_status(status))
 
     rot = cmds.add_parser("rotate-secret", help="new signing secret; the old one overlaps")
-    rot.add_argument("id", type=int)
+    rot.add_argument("id", type=int, help="endpoint id (`recchain webhooks list`)")
     rot.add_argument(
         "--overlap",
         type=float,
@@ -274,28 +274,32 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SECONDS",
         help="how long the previous secret also signs (default: webhooks.rotation_overlap_s)",
     )
-    rot.add_argument("--json", action="store_true")
+    rot.add_argument("--json", action="store_true", help="machine-readable output")
     rot.set_defaults(handler=_rotate)
 
     red = cmds.add_parser("redeliver", help="queue events again (dead letters, ids, from a seq)")
-    red.add_argument("id", type=int)
+    red.add_argument("id", type=int, help="endpoint id (`recchain webhooks list`)")
     red.add_argument("--event", action="append", metavar="EVENT_ID", help="repeatable")
     red.add_argument("--dead", action="store_true", help="every dead letter")
     red.add_argument("--from-seq", type=int, metavar="N", help="everything from sequence N on")
     red.set_defaults(handler=_redeliver)
 
     dl = cmds.add_parser("deliveries", help="an endpoint's events, newest first")
-    dl.add_argument("id", type=int)
-    dl.add_argument("--status", choices=["pending", "delivered", "dead", "retracted"])
-    dl.add_argument("--limit", type=int, default=50)
+    dl.add_argument("id", type=int, help="endpoint id (`recchain webhooks list`)")
+    dl.add_argument(
+        "--status",
+        choices=["pending", "delivered", "dead", "retracted"],
+        help="only events in this state",
+    )
+    dl.add_argument("--limit", type=int, default=50, help="most events shown (1-1000)")
     dl.add_argument("--before-seq", type=int, metavar="N", help="page: events below sequence N")
-    dl.add_argument("--json", action="store_true")
+    dl.add_argument("--json", action="store_true", help="machine-readable output")
     dl.set_defaults(handler=_deliveries)
 
     at = cmds.add_parser("attempts", help="one event: its payload and every attempt")
-    at.add_argument("id", type=int)
-    at.add_argument("event_id")
-    at.add_argument("--json", action="store_true")
+    at.add_argument("id", type=int, help="endpoint id (`recchain webhooks list`)")
+    at.add_argument("event_id", help="the event id (Recchain-Event-Id)")
+    at.add_argument("--json", action="store_true", help="machine-readable output")
     at.set_defaults(handler=_attempts)
 
     sd = cmds.add_parser("send", help="run the webhook sender until interrupted")
