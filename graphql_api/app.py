@@ -3,6 +3,7 @@ readiness and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -21,7 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
@@ -39,6 +40,8 @@ from graphql_api.guards import (
     has_bad_text,
     refuse,
     replay,
+    request_timed_out,
+    response_too_large,
 )
 from graphql_api.http import FastQueries, read_body
 from graphql_api.hub import Hub
@@ -136,6 +139,28 @@ class GraphQLApp(GraphQL[Context, None]):
         self.fast = FastQueries(self.schema, settings, self._http_context)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._serve(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        timeout_ms = self.settings.api.request_timeout_ms
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                await self._serve(scope, receive, sending)
+        except TimeoutError:
+            # Cancelled at its next await (a statement, a loader): the reader's transaction is
+            # rolled back on the way out, its connection returned or discarded.
+            if not started:
+                error = request_timed_out(timeout_ms)
+                await refuse(send, 200, error.message, **(error.extensions or {}))
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
             body = await read_body(receive)
             if _json_content(scope):
@@ -198,7 +223,16 @@ class GraphQLApp(GraphQL[Context, None]):
             frame = splice(data)
             if frame is not None:
                 return frame
-        return super().encode_json(data)
+        out = super().encode_json(data)
+        cap = self.settings.api.max_response_bytes
+        if len(out) > cap and type(data) is dict:
+            error = response_too_large(len(out), cap).formatted
+            if data.get("type") in ("next", "data"):  # a websocket result frame
+                data = {**data, "payload": {"data": None, "errors": [error]}}
+            else:
+                data = {"data": None, "errors": [error]}
+            out = super().encode_json(data)
+        return out
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return self._context(request, response)
@@ -214,7 +248,7 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         if engine is not None
         else create_engine(api_database_url(settings), pool_pre_ping=False, pool_recycle=300)
     )
-    schema = build_schema(build_extensions(settings))
+    schema = build_schema(build_extensions(settings), field_suggestions=api.field_suggestions)
     buckets = make_buckets(
         api.rate_limit_per_minute,
         settings.redis_url.get_secret_value() if settings.redis_url else None,

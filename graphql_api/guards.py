@@ -29,6 +29,7 @@ from graphql import (
     GraphQLSyntaxError,
     InlineFragmentNode,
     IntValueNode,
+    NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
     SelectionSetNode,
     StringValueNode,
@@ -445,6 +446,23 @@ def cost_error(cost: int, max_cost: int) -> GraphQLError:
     )
 
 
+def response_too_large(size: int, max_bytes: int) -> GraphQLError:
+    metrics.REJECTED.labels("response_size").inc()
+    return GraphQLError(
+        f"the answer is {size} bytes, over the maximum of {max_bytes}: select fewer fields"
+        " or rows (lower `first`)",
+        extensions={**LIMIT, "limit": "max_response_bytes", "max": max_bytes},
+    )
+
+
+def request_timed_out(timeout_ms: int) -> GraphQLError:
+    metrics.REJECTED.labels("request_timeout").inc()
+    return GraphQLError(
+        f"the request ran longer than {timeout_ms} ms and was cancelled: select less",
+        extensions={**LIMIT, "limit": "request_timeout", "max": timeout_ms},
+    )
+
+
 def _hashable(value: Any) -> Any:
     # A `first` variable is an Int; anything else (refused later by coercion) still needs a key.
     return value if isinstance(value, int | str | float | bool | None) else repr(value)
@@ -657,14 +675,22 @@ def masked(errors: list[GraphQLError]) -> list[GraphQLError]:
 
 
 @lru_cache(maxsize=16)
-def validation_rules(max_depth: int, max_aliases: int) -> tuple[type[ASTValidationRule], ...]:
+def validation_rules(
+    max_depth: int, max_aliases: int, introspection: bool = True
+) -> tuple[type[ASTValidationRule], ...]:
     """The depth and alias rules, built once per limit.
 
     Validation results are cached keyed by the rule classes too, and QueryDepthLimiter /
     MaxAliasesLimiter make new classes per instance: per-operation instances of those made
     every request miss the validation cache and validate afresh.
     """
-    return (depth_rule(max_depth, None), alias_rule(max_aliases))
+    rules: tuple[type[ASTValidationRule], ...] = (
+        depth_rule(max_depth, None),
+        alias_rule(max_aliases),
+    )
+    if not introspection:
+        rules += (NoSchemaIntrospectionCustomRule,)
+    return rules
 
 
 def build_extensions(settings: Settings) -> list[Any]:
@@ -673,7 +699,7 @@ def build_extensions(settings: Settings) -> list[Any]:
     (a shared MaskErrors could mask the wrong result). The parse and validation LRU caches live
     at module level in Strawberry, so per-operation instances still share them."""
     api = settings.api
-    rules = list(validation_rules(api.max_depth, api.max_aliases))
+    rules = list(validation_rules(api.max_depth, api.max_aliases, api.introspection))
     extensions: list[Any] = [
         CloseReader,
         lambda: MaxTokensLimiter(max_token_count=api.max_tokens),

@@ -50,6 +50,7 @@ from graphql_api.guards import (
     operation_cost,
     operation_root_fields,
     record_field_metrics,
+    response_too_large,
     shape_error,
     tag,
     validation_rules,
@@ -85,8 +86,12 @@ class FastQueries:
         self.max_cost = api.max_cost
         self.max_page = api.max_page_size
         self.max_selections = api.max_selections
+        self.max_response = api.max_response_bytes
         self.mask = api.mask_errors
-        self.rules = (*specified_rules, *validation_rules(api.max_depth, api.max_aliases))
+        self.rules = (
+            *specified_rules,
+            *validation_rules(api.max_depth, api.max_aliases, api.introspection),
+        )
         self.executor_class = schema.execution_context_class
         self._plans = Lru(1024)
 
@@ -168,7 +173,7 @@ class FastQueries:
                 self.schema._process_errors(errors)  # logs them, as Strawberry does
                 shown = masked(errors) if self.mask else errors
                 payload["errors"] = [tag(e).formatted for e in shown]
-            await _answer(send, payload)
+            await _answer(send, payload, self.max_response)
         finally:
             # After the answer is on its way: ending the read transaction is no part of it.
             await ctx.close()
@@ -194,8 +199,11 @@ class FastQueries:
         return result
 
 
-async def _answer(send: Send, payload: dict[str, Any]) -> None:
+async def _answer(send: Send, payload: dict[str, Any], max_bytes: int | None = None) -> None:
     out = json.dumps(payload, separators=(",", ":")).encode()
+    if max_bytes is not None and len(out) > max_bytes:
+        error = response_too_large(len(out), max_bytes)
+        out = json.dumps({"data": None, "errors": [error.formatted]}).encode()
     await send(
         {
             "type": "http.response.start",

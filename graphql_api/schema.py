@@ -27,6 +27,7 @@ from graphql_api.scalars import schema_config
 
 Ctx = Info[Context, None]
 client_log = logging.getLogger("recchain.api.client_errors")
+_SUGGESTION = " Did you mean "
 DEFAULT_FIRST = 100
 
 
@@ -146,6 +147,9 @@ class Query:
 class Schema(strawberry.Schema):
     """Runs identical subscription operations once per process (see fanout.py)."""
 
+    # api.field_suggestions: "Did you mean ...?" (of fields, arguments, types, enum values)
+    field_suggestions = True
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -154,6 +158,8 @@ class Schema(strawberry.Schema):
         # whatever text the client sent. Internal errors keep their traceback.
         for error in errors:
             tag(error)  # every error a client gets says what kind it is
+            if not self.field_suggestions and _SUGGESTION in error.message:
+                error.message = error.message.split(_SUGGESTION)[0].rstrip()
             if is_internal(error):
                 StrawberryLogger.error(error, execution_context)
             else:
@@ -190,7 +196,9 @@ class Schema(strawberry.Schema):
         ).listen()
 
 
-def build_schema(extensions: list[Any] | None = None) -> strawberry.Schema:
+def build_schema(
+    extensions: list[Any] | None = None, *, field_suggestions: bool = True
+) -> strawberry.Schema:
     from graphql_api.questions.claims import ClaimsQuery
     from graphql_api.questions.compliance import ComplianceQuery
     from graphql_api.questions.history import HistoryQuery
@@ -200,10 +208,12 @@ def build_schema(extensions: list[Any] | None = None) -> strawberry.Schema:
 
     questions = (HistoryQuery, ClaimsQuery, ComplianceQuery, MarketQuery, SearchQuery)
     query = merge_types("Query", (Query, *questions))
-    return Schema(
+    schema = Schema(
         query=query,
         subscription=Subscription,
         types=[t.Transfer, t.Bid],
         extensions=list(extensions or []),
         config=schema_config(),
     )
+    schema.field_suggestions = field_suggestions
+    return schema

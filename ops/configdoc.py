@@ -77,6 +77,13 @@ MEANINGS: dict[str, str] = {
     "api.max_depth": "Largest query depth.",
     "api.max_aliases": "Most aliases in one query.",
     "api.max_tokens": "Most lexer tokens in one query.",
+    "api.introspection": "Answer `__schema` / `__type` (introspection); off in production."
+    " `__typename` is always allowed.",
+    "api.field_suggestions": '"Did you mean ...?" in error messages; off in production.',
+    "api.max_response_bytes": "Largest encoded answer; a larger one is replaced by a"
+    " `LIMIT_EXCEEDED` error (`limit: max_response_bytes`).",
+    "api.request_timeout_ms": "Longest time an HTTP GraphQL request may run; then it is"
+    " cancelled and answered `LIMIT_EXCEEDED` (`limit: request_timeout`).",
     "api.max_selections": "Most field selections in one document (each fragment counted per"
     " spread), and most pairs of same-named sibling fields; bounds what validation costs.",
     "api.max_page_size": "Largest `first`/`last` on a connection.",

@@ -109,6 +109,14 @@ class ApiSettings(BaseModel):
     max_subscriptions_per_connection: int = Field(default=100, ge=1)
     max_subscriptions_per_client: int = Field(default=1000, ge=1)
     mask_errors: bool = True
+    # Off in production (ops/env/api.env): the schema is published as schema.graphql, and a
+    # public endpoint need not hand it, or near misses of its names, to every scanner.
+    introspection: bool = True
+    field_suggestions: bool = True
+    # Second lines behind the cost estimate: the encoded answer's size and an HTTP request's
+    # time from its body to its answer.
+    max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    request_timeout_ms: int = Field(default=15_000, ge=1)
     graphiql: bool = True
 
 

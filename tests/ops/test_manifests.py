@@ -355,3 +355,29 @@ def test_readme_settings_table_is_current_and_complete() -> None:
     assert splice(readme) == readme, "README settings table is stale: python -m ops.configdoc"
     missing = [name for name, _, _, _, meaning in settings_rows() if not meaning]
     assert not missing, f"settings without a meaning in ops/configdoc.py: {missing}"
+
+
+def _env_file(path: Any) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines())
+    return {k: v for k, v in (p for p in pairs if len(p) == 2) if not k.startswith("#")}
+
+
+def test_production_settings_hide_the_schema_and_trust_only_the_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from recchain.config import Settings
+
+    configmap = yaml.safe_load((OPS / "k8s" / "configmap.yaml").read_text())["data"]
+    env_files = [_env_file(OPS / "env" / f) for f in ("common.env", "api.env")]
+    for source in ({k: v for e in env_files for k, v in e.items()}, configmap):
+        with monkeypatch.context() as m:  # read as the roles read them: from the environment
+            for key, value in source.items():
+                m.setenv(key, value)
+            settings = Settings()
+        assert not settings.api.introspection and not settings.api.field_suggestions
+        assert not settings.api.graphiql
+    # The API and the relay believe X-Forwarded-For from the compose proxy's pinned address.
+    proxy = _compose()["services"]["proxy"]["networks"]["backend"]["ipv4_address"]
+    for name in ("api.env", "relay.env"):
+        trusted = json.loads(_env_file(OPS / "env" / name)["RECCHAIN_HTTP__TRUSTED_PROXIES"])
+        assert trusted == [proxy], name
