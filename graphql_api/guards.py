@@ -58,8 +58,9 @@ from recchain.config import Settings
 from recchain.httpserver import client_key
 from recchain.ratelimit import Buckets
 
-# The server-side cap of relation lists that take no `first` (loaders.many_by): the estimate
-# counts such a list at this size, the most it can return.
+# A list that takes no `first` (the parts of a domain answer: a statement's lines, a report's
+# rows, a provenance piece's history) is counted at this size; relations are connections and
+# count at their page.
 LIST_SIZE = 1000
 LIMIT = {"code": "LIMIT_EXCEEDED"}
 BAD_INPUT = {"code": "BAD_USER_INPUT"}
@@ -272,7 +273,7 @@ class _Estimate:
                 break
         else:
             value = arg.default_value
-        if value is None:  # a relation list's `first: null`: its cap
+        if value is None:  # a `first` variable left null: refused by coercion later
             return LIST_SIZE
         # A value that is not an Int is refused by coercion later; until then it counts as the
         # largest page, so a cheap estimate can never let it through.
@@ -405,8 +406,8 @@ def operation_cost(
 ) -> int:
     """The estimated cost of the operation with these variables: every field costs 1 per row
     it is selected on; a list or connection multiplies the rows below it by its `first`
-    (given, or the argument's default), a relation list without `first` by its cap
-    (`LIST_SIZE`); a connection's `edges`/`nodes` are its page, not another multiple.
+    (given, or the argument's default), a plain list without `first` by `LIST_SIZE`;
+    a connection's `edges`/`nodes` are its page, not another multiple.
 
     Only the variables that feed `first` change the estimate, so the cost is cached per
     (document, those values); a simple request finds its cost with one dictionary lookup.

@@ -333,6 +333,11 @@ def _from_json(value: Any) -> Any:
     return value
 
 
+def cursor_signature(text: str) -> str:
+    """What a cursor carries of the list and ordering it belongs to (checked on decoding)."""
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
 def encode_cursor(signature: str, values: Sequence[Any]) -> str:
     raw = json.dumps([signature, [_to_json(v) for v in values]], separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
@@ -391,6 +396,10 @@ class Connection(Generic[T]):
         return [e.node for e in self.edges]
 
 
+# The page of a list (root or relation) when `first` is not given.
+DEFAULT_FIRST = 100
+
+
 def check_first(ctx: Context, first: int) -> int:
     cap = ctx.settings.api.max_page_size
     if first < 0:
@@ -417,7 +426,7 @@ async def paginate(
 ) -> Connection[Any]:
     """One keyset page: `order` must end with a unique column so the order is total."""
     check_first(ctx, first)
-    sig = hashlib.sha1(signature.encode()).hexdigest()[:12]
+    sig = cursor_signature(signature)
     counter = [0]
 
     def bind(value: Any) -> str:

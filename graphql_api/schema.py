@@ -22,13 +22,12 @@ from graphql_api.fanout import shareable, shared_stream
 from graphql_api.guards import is_internal, tag
 from graphql_api.loaders import one_by
 from graphql_api.meta import Meta, load_meta
-from graphql_api.query import ENTITIES, Connection, list_entity
+from graphql_api.query import DEFAULT_FIRST, ENTITIES, Connection, list_entity
 from graphql_api.scalars import schema_config
 
 Ctx = Info[Context, None]
 client_log = logging.getLogger("recchain.api.client_errors")
 _SUGGESTION = " Did you mean "
-DEFAULT_FIRST = 100
 
 
 def list_field(entity_name: str, description: str, extra: tuple[str, ...] = ()) -> Any:

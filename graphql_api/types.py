@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -14,10 +14,9 @@ from strawberry.types import Info
 
 from graphql_api.context import Context
 from graphql_api.extras import ResolvedMetadata, metadata_for
-from graphql_api.guards import LIST_SIZE
-from graphql_api.loaders import many_by, one_by
+from graphql_api.loaders import Relation, one_by, page_by
 from graphql_api.meta import Block
-from graphql_api.query import Entity, build_inputs, check_first, register
+from graphql_api.query import DEFAULT_FIRST, Connection, Entity, build_inputs, register
 from graphql_api.scalars import BigDecimal, BigInt
 
 WH_PER_MWH = Decimal(1_000_000)
@@ -58,22 +57,26 @@ class Node:
 
 
 Ctx = Info[Context, None]
-
-# Relation lists return at most LIST_SIZE rows without `first`, and the cost estimate counts
-# them at that: a client nesting lists asks for fewer to stay under `max_cost`.
-FirstRelated = Annotated[
-    int | None,
-    strawberry.argument(
-        description="At most this many (default 1000, at most `api.max_page_size`); the cost"
-        " estimate counts the list at this size."
-    ),
-]
-
-
-def related_limit(ctx: Context, first: int | None) -> int:
-    if first is None:
-        return LIST_SIZE
-    return check_first(ctx, first)
+# Facts (transfers, bids) in the order the chain made them; the surrogate id breaks no real tie
+# but makes the order total, as a keyset cursor needs.
+IN_CHAIN_ORDER = (("t.block_height", False), ("t.event_index", False), ("t.id", False))
+FACILITY_REPORTS = Relation(
+    "Facility.reports",
+    "GenerationReport",
+    "facility_id",
+    (("t.period_start", False), ("t.report_id", False)),
+)
+FACILITY_CERTIFICATES = Relation(
+    "Facility.certificates",
+    "Certificate",
+    "facility_id",
+    (("t.period_start", False), ("t.token_id", False)),
+)
+LISTING_BIDS = Relation("Listing.bids", "Bid", "listing_id", IN_CHAIN_ORDER)
+CERTIFICATE_TRANSFERS = Relation("Certificate.transfers", "Transfer", "token_id", IN_CHAIN_ORDER)
+CERTIFICATE_LISTINGS = Relation(
+    "Certificate.listings", "Listing", "token_id", (("t.listing_id", False),)
+)
 
 
 async def block_at(info: Ctx, height: int) -> Block | None:
@@ -141,32 +144,20 @@ class Facility(Node):
     async def verifier_info(self, info: Ctx) -> Verifier | None:
         return await one_by(info.context, "Verifier", "principal", self.verifier, self._at)
 
-    @strawberry.field(
-        description="Generation reports of this facility, by period (the first `first`)."
-    )
-    async def reports(self, info: Ctx, first: FirstRelated = None) -> list[GenerationReport]:
-        return await many_by(
-            info.context,
-            "GenerationReport",
-            "facility_id",
-            self.facility_id,
-            self._at,
-            "t.period_start, t.report_id",
-            related_limit(info.context, first),
+    @strawberry.field(description="Generation reports of this facility, by period (a page).")
+    async def reports(
+        self, info: Ctx, first: int = DEFAULT_FIRST, after: str | None = None
+    ) -> Connection[GenerationReport]:
+        return await page_by(
+            info.context, FACILITY_REPORTS, self.facility_id, self._at, first, after
         )
 
-    @strawberry.field(
-        description="Certificates issued by this facility, by period (the first `first`)."
-    )
-    async def certificates(self, info: Ctx, first: FirstRelated = None) -> list[Certificate]:
-        return await many_by(
-            info.context,
-            "Certificate",
-            "facility_id",
-            self.facility_id,
-            self._at,
-            "t.period_start, t.token_id",
-            related_limit(info.context, first),
+    @strawberry.field(description="Certificates issued by this facility, by period (a page).")
+    async def certificates(
+        self, info: Ctx, first: int = DEFAULT_FIRST, after: str | None = None
+    ) -> Connection[Certificate]:
+        return await page_by(
+            info.context, FACILITY_CERTIFICATES, self.facility_id, self._at, first, after
         )
 
 
@@ -264,17 +255,11 @@ class Listing(Node):
     async def certificate(self, info: Ctx) -> Certificate | None:
         return await one_by(info.context, "Certificate", "token_id", self.token_id, self._at)
 
-    @strawberry.field(description="Bids, oldest first (the first `first`).")
-    async def bids(self, info: Ctx, first: FirstRelated = None) -> list[Bid]:
-        return await many_by(
-            info.context,
-            "Bid",
-            "listing_id",
-            self.listing_id,
-            self._at,
-            "t.block_height, t.event_index",
-            related_limit(info.context, first),
-        )
+    @strawberry.field(description="Bids, oldest first (a page).")
+    async def bids(
+        self, info: Ctx, first: int = DEFAULT_FIRST, after: str | None = None
+    ) -> Connection[Bid]:
+        return await page_by(info.context, LISTING_BIDS, self.listing_id, self._at, first, after)
 
 
 @strawberry.type(description="A completed sale (fill) of a listing.")
@@ -412,30 +397,20 @@ class Certificate(Node):
     async def parent(self, info: Ctx) -> Certificate | None:
         return await one_by(info.context, "Certificate", "token_id", self.parent_token_id, self._at)
 
-    @strawberry.field(
-        description="Custody changes of this token, oldest first (the first `first`)."
-    )
-    async def transfers(self, info: Ctx, first: FirstRelated = None) -> list[Transfer]:
-        return await many_by(
-            info.context,
-            "Transfer",
-            "token_id",
-            self.token_id,
-            self._at,
-            "t.block_height, t.event_index",
-            related_limit(info.context, first),
+    @strawberry.field(description="Custody changes of this token, oldest first (a page).")
+    async def transfers(
+        self, info: Ctx, first: int = DEFAULT_FIRST, after: str | None = None
+    ) -> Connection[Transfer]:
+        return await page_by(
+            info.context, CERTIFICATE_TRANSFERS, self.token_id, self._at, first, after
         )
 
-    @strawberry.field(description="Listings of this token, oldest first (the first `first`).")
-    async def listings(self, info: Ctx, first: FirstRelated = None) -> list[Listing]:
-        return await many_by(
-            info.context,
-            "Listing",
-            "token_id",
-            self.token_id,
-            self._at,
-            "t.listing_id",
-            related_limit(info.context, first),
+    @strawberry.field(description="Listings of this token, oldest first (a page).")
+    async def listings(
+        self, info: Ctx, first: int = DEFAULT_FIRST, after: str | None = None
+    ) -> Connection[Listing]:
+        return await page_by(
+            info.context, CERTIFICATE_LISTINGS, self.token_id, self._at, first, after
         )
 
     @strawberry.field(description="The retirement of this token, if retired.")

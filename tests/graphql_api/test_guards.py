@@ -38,8 +38,8 @@ def messages(body: dict[str, Any]) -> str:
 
 async def test_depth_limit(api: Api) -> None:
     body = await api.query(
-        "{ certificates { nodes { facility { reports { facility { certificates"
-        " { facility { name } } } } } } } }"
+        "{ certificates { nodes { facility { reports { nodes { facility { certificates"
+        " { nodes { facility { name } } } } } } } } } }"
     )
     assert "data" not in body or body["data"] is None
     assert "depth" in messages(body)
@@ -59,29 +59,38 @@ async def test_token_limit(api: Api) -> None:
 
 
 async def test_cost_limit_counts_nested_pages_and_variables(api: Api) -> None:
-    q = "query($n: Int!) { certificates(first: $n) { nodes { transfers(first: 5) { txid } } } }"
+    q = (
+        "query($n: Int!) { certificates(first: $n) { nodes { transfers(first: 5)"
+        " { nodes { txid } } } } }"
+    )
     body = await api.query(q, {"n": 1000})
     assert codes(body) == ["LIMIT_EXCEEDED"] and "cost" in messages(body)
     ok = await api.query(q, {"n": 10})
     assert "errors" not in ok
-    # A nested list without `first` counts at its cap (1000 rows per parent row), not at a
-    # typical size: 10 certificates with all their transfers are over this server's 5,000.
-    body = await api.query(q.replace("(first: 5)", ""), {"n": 10})
-    assert codes(body) == ["LIMIT_EXCEEDED"] and body["errors"][0]["extensions"]["cost"] > 10_000
+    # A nested connection without `first` counts at its default page (100 rows per parent row),
+    # as a root list does, not at a typical size: 30 certificates with a page of transfers each
+    # are over this server's 5,000 (certificates, 30 nodes, 30 transfers, 3,000 nodes and txids).
+    body = await api.query(q.replace("(first: 5)", ""), {"n": 30})
+    assert codes(body) == ["LIMIT_EXCEEDED"]
+    assert body["errors"][0]["extensions"]["cost"] == 1 + 30 + 30 + 2 * 30 * 100
 
 
 async def test_cost_counts_every_level_of_nested_lists(api: Api) -> None:
-    # Before: a nested relation list counted 10 rows per parent; it returns up to 1000.
+    # Before: a nested relation list counted 10 rows per parent; it returns a page (100 rows
+    # without `first`).
     body = await api.query(
-        "{ certificates(first: 6) { nodes { facility { certificates { tokenId } } } } }"
+        "{ certificates(first: 30) { nodes { facility { certificates { nodes { tokenId } } } } } }"
     )
     assert codes(body) == ["LIMIT_EXCEEDED"] and body["errors"][0]["extensions"]["cost"] > 6000
     ok = await api.query(
-        "{ certificates(first: 3) { nodes { facility { certificates(first: 10) { tokenId } } } } }"
+        "{ certificates(first: 3) { nodes { facility { certificates(first: 10)"
+        " { nodes { tokenId } } } } } }"
     )
     assert "errors" not in ok, ok
     # Root lists count at their default page (100), also without `first`.
-    body = await api.query("{ facilities { nodes { certificates(first: 60) { tokenId } } } }")
+    body = await api.query(
+        "{ facilities { nodes { certificates(first: 60) { nodes { tokenId } } } } }"
+    )
     assert codes(body) == ["LIMIT_EXCEEDED"] and body["errors"][0]["extensions"]["cost"] > 6000
 
 
@@ -91,7 +100,7 @@ async def test_cost_cached_per_document_follows_first_variables(api: Api) -> Non
     q = (
         "query($n: Int!, $t: Int!) { certificate(tokenId: $t) { tokenId } ...F }"
         " fragment F on Query { certificates(first: $n)"
-        " { nodes { transfers(first: 5) { txid } } } }"
+        " { nodes { transfers(first: 5) { nodes { txid } } } } }"
     )
     for n, t in ((10, 1), (10, 2), (1000, 1), (10, 3), (1000, 4)):
         body = await api.query(q, {"n": n, "t": t})

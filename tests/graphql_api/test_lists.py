@@ -1,4 +1,5 @@
-"""Root lists: where dialect, multi-field orderBy, keyset cursors, time travel, no N+1."""
+"""Lists: where dialect, multi-field orderBy, keyset cursors, time travel, no N+1; relations are
+connections too."""
 
 from __future__ import annotations
 
@@ -167,10 +168,11 @@ async def test_nested_query_runs_a_constant_number_of_statements(
         statements.append(sql)
         return await execute(self, conn, sql, params)
 
-    # The nested lists ask for few rows, or the cost estimate counts them at 1000 each.
+    # The nested lists ask for few rows, or the cost estimate counts each at its default page.
     q = """query($n: Int!) { certificates(first: $n) { nodes { tokenId
         facility { name verifierInfo { name } }
-        transfers(first: 20) { kind txid } listings(first: 10) { price bids(first: 20) { amount } }
+        transfers(first: 20) { nodes { kind txid } }
+        listings(first: 10) { nodes { price bids(first: 20) { nodes { amount } } } }
         retirement { wh } } } }"""
     # The document's first request learns that it needs a snapshot (several statements).
     await api.data(q, {"n": 1})
@@ -184,3 +186,86 @@ async def test_nested_query_runs_a_constant_number_of_statements(
     assert big["certificates"]["nodes"][0]["facility"]["verifierInfo"]["name"] == "TUV"
     # BEGIN, the page, one per relation level (6), ROLLBACK.
     assert n_big == n_small <= 9
+
+
+async def test_relations_are_keyset_connections(
+    api: Api, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = market(n_facilities=3, per_facility=5)
+    token = next(k for (tbl, k) in chain.versions if tbl == "certificates")
+    for i in range(5):
+        chain.block()
+        chain.transfer(token, f"ST1OWNER{i}")
+    await chain.write(engine)
+    history = [r for r in chain.facts["transfers"] if r["token_id"] == token]
+    in_order = sorted(history, key=lambda r: (r["block_height"], r["event_index"]))
+    expected = [r["txid"] for r in in_order]
+
+    # A token's transfers, two at a time: every one once, in chain order.
+    q = """query($t: Int!, $a: String) { certificate(tokenId: $t) { transfers(first: 2, after: $a) {
+        totalCount edges { cursor node { txid } }
+        pageInfo { hasNextPage hasPreviousPage startCursor endCursor } } } }"""
+    seen: list[str] = []
+    after = None
+    pages = 0
+    while True:
+        page = (await api.data(q, {"t": token, "a": after}))["certificate"]["transfers"]
+        pages += 1
+        assert page["totalCount"] == len(expected)
+        assert page["pageInfo"]["hasPreviousPage"] is (after is not None)
+        assert page["pageInfo"]["endCursor"] == page["edges"][-1]["cursor"]
+        seen += [e["node"]["txid"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    transfers_cursor = page["pageInfo"]["endCursor"]
+    assert seen == expected and pages == -(-len(expected) // 2)
+
+    # Time travel: the relation is read at the parent's block.
+    past = history[2]["block_height"]
+    qb = """query($t: Int!, $b: Int!) { certificate(tokenId: $t, block: {number: $b}) {
+        transfers { totalCount nodes { txid } } } }"""
+    at = (await api.data(qb, {"t": token, "b": past}))["certificate"]["transfers"]
+    upto = [r["txid"] for r in in_order if r["block_height"] <= past]
+    assert at["totalCount"] == len(upto) and [n["txid"] for n in at["nodes"]] == upto
+
+    # Every facility's first page in one statement (the DataLoader batches the parents).
+    by_facility: dict[int, list[dict[str, Any]]] = {}
+    for (tbl, _), versions in chain.versions.items():
+        if tbl == "certificates":
+            by_facility.setdefault(versions[-1]["facility_id"], []).append(versions[-1])
+    qf = """{ facilities(first: 10) { nodes { facilityId certificates(first: 2) {
+        totalCount nodes { tokenId } pageInfo { hasNextPage } } } } }"""
+    await api.data(qf)  # learns that the document needs a snapshot
+    statements: list[str] = []
+    execute = Reader._execute
+
+    async def record(self: Reader, conn: Any, sql: str | bytes, params: Any) -> Any:
+        statements.append(sql if isinstance(sql, str) else sql.decode())
+        return await execute(self, conn, sql, params)
+
+    monkeypatch.setattr(Reader, "_execute", record)
+    facilities = (await api.data(qf))["facilities"]["nodes"]
+    monkeypatch.undo()
+    assert len(facilities) == len(by_facility)
+    for f in facilities:
+        certs = sorted(
+            by_facility[f["facilityId"]], key=lambda c: (c["period_start"], c["token_id"])
+        )
+        page = f["certificates"]
+        assert [n["tokenId"] for n in page["nodes"]] == [c["token_id"] for c in certs[:2]]
+        assert page["totalCount"] == len(certs) and page["pageInfo"]["hasNextPage"]
+    assert sum("PARTITION BY t.facility_id" in s for s in statements) == 1
+    assert sum("count(*)" in s and "GROUP BY t.facility_id" in s for s in statements) == 1
+
+    # A cursor of another relation, a broken one and an oversized page are typed errors.
+    qa = """query($t: Int!, $a: String) { certificate(tokenId: $t) { listings(after: $a) {
+        nodes { listingId } } } }"""
+    for cursor in (transfers_cursor, "garbage"):
+        body = await api.query(qa, {"t": token, "a": cursor})
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+    body = await api.query(
+        "query($t: Int!) { certificate(tokenId: $t) { transfers(first: 1001) { totalCount } } }",
+        {"t": token},
+    )
+    assert body["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
