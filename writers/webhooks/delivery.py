@@ -14,11 +14,19 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import httpx
+
+# httpcore runs `import sniffio` on every request; when sniffio is not installed each attempt
+# searches sys.path again (about 0.6 ms of CPU, a fifth of a delivery). A None entry makes the
+# import fail at once, which httpcore reads as "asyncio", as it does without sniffio anyway.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
 from recchain.config import WebhookSettings
 from recchain.netguard import Allowance, parse_retry_after, resolve_checked
