@@ -247,6 +247,7 @@ def run(
         cpu_s -= ingest_pg.own_cpu
         # The replay's high-water mark (the baseline below holds every table's dump in memory).
         peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        queued = _count(url_a, "webhook_events") if webhook_endpoints else 0
         with BackendCpu(b) as copy_pg:
             copy_s, copy_rows = _copy_baseline(url_a, url_b)
     finally:
@@ -277,7 +278,7 @@ def run(
         "load_avg_1m": round(os.getloadavg()[0], 1),
         "peak_rss_mb": round(peak_kb / 1024, 1),
         "webhook_endpoints": webhook_endpoints,
-        "webhook_events": _count(url_a, "webhook_events") if webhook_endpoints else 0,
+        "webhook_events": queued,
     }
 
 
