@@ -346,3 +346,32 @@ async def test_finalized_flag_and_delivery_at_finality(db_url: str) -> None:
     ]
     assert [d.json["block"]["height"] for d in rx.of("/final")] == [1, 2, 3, 4, 5]
     assert all(d.json["block"]["finalized"] for d in rx.of("/final"))
+
+
+async def test_retention_deletes_old_finished_events_only(db_url: str) -> None:
+    async with Receiver() as rx:
+        ep = await register(db_url, ["block"], url=rx.url("/old"))
+        await _chain(db_url, 3, seed=33)
+        async with running_sender(db_url, fast(db_url, retention_days=30)) as sender:
+            await wait_for(lambda: _all(db_url, ep["id"], "delivered"), "delivered")
+            async with engine_scope(db_url, pool_size=1) as engine, engine.begin() as conn:
+                # Two of them are old; one of those is pending again (redelivered).
+                await conn.execute(
+                    text(
+                        "UPDATE webhook_events SET created_at = now() - interval '40 days'"
+                        " WHERE seq <= 2"
+                    )
+                )
+                await conn.execute(
+                    text(
+                        "UPDATE webhook_events SET status = 'pending', next_attempt_at ="
+                        " now() + interval '1 hour' WHERE seq = 1"
+                    )
+                )
+            await sender._prune()
+    assert [(e["seq"], e["status"]) for e in events(db_url, ep["id"])] == [
+        (1, "pending"), (3, "delivered"),
+    ]  # fmt: skip
+    assert query(
+        db_url, "SELECT count(*) FROM webhook_attempts WHERE endpoint_id = %s", ep["id"]
+    ) == [(2,)]
