@@ -33,6 +33,7 @@ RUN groupadd --system --gid ${UID} recchain \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 # The source tree runs as is (PYTHONPATH): Alembic finds its migration scripts next to the code.
+COPY --chown=root:root infra ./infra
 COPY --chown=root:root recchain ./recchain
 COPY --chown=root:root stacks ./stacks
 COPY --chown=root:root db ./db

@@ -48,7 +48,8 @@ test-python: $(PY_STAMP) $(IDE_STAMP)
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy stacks db indexer graphql_api writers recchain
+	$(BIN)/mypy stacks infra db indexer graphql_api writers recchain
+	$(BIN)/python -m ops.layers --check >/dev/null || $(BIN)/python -m ops.layers --check
 
 format: $(PY_STAMP)
 	$(BIN)/ruff check --fix .

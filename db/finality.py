@@ -10,7 +10,7 @@ follows it.
 
 from __future__ import annotations
 
-from recchain.config import Settings
+from infra.config import Settings
 
 
 def finalized_height(tip_height: int | None, settings: Settings) -> int:

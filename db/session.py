@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from db.embedded import embedded_server_uri
-from recchain.config import Settings, get_settings
+from infra.config import Settings, get_settings
 
 
 def to_sqlalchemy_url(url: str) -> str:

@@ -57,8 +57,8 @@ from graphql_api.ide import (
 from graphql_api.replica import Replica
 from graphql_api.schema import build_schema
 from graphql_api.ws import LegacyWSHandler, TransportWSHandler
-from recchain.config import Settings
-from recchain.ratelimit import Buckets, make_buckets
+from infra.config import Settings
+from infra.ratelimit import Buckets, make_buckets
 
 STATEMENT_CSV_HEADER = (
     "txid",

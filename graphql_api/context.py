@@ -12,7 +12,7 @@ from strawberry.dataloader import DataLoader
 
 from graphql_api.db import Reader
 from graphql_api.errors import BadUserInput, BlockNotFound
-from recchain.config import Settings
+from infra.config import Settings
 
 
 @strawberry.input(description="Time travel: the state as of a canonical block (inclusive).")

@@ -54,9 +54,9 @@ from strawberry.types.graphql import OperationType as StrawberryOperationType
 
 from graphql_api import metrics
 from graphql_api.errors import ApiError
-from recchain.config import Settings
-from recchain.httpserver import client_key
-from recchain.ratelimit import Buckets
+from infra.config import Settings
+from infra.httpserver import client_key
+from infra.ratelimit import Buckets
 
 # A list that takes no `first` (the parts of a domain answer: a statement's lines, a report's
 # rows, a provenance piece's history) is counted at this size; relations are connections and
@@ -799,7 +799,7 @@ WS_SUBPROTOCOLS = ("graphql-transport-ws", "graphql-ws")
 
 class RateLimit:
     """Token bucket per client address for `/graphql` requests and websocket connections;
-    the buckets (`recchain.ratelimit`) are shared by every replica when `redis_url` is set."""
+    the buckets (`infra.ratelimit`) are shared by every replica when `redis_url` is set."""
 
     def __init__(self, app: ASGIApp, buckets: Buckets, paths: tuple[str, ...]) -> None:
         self.app = app

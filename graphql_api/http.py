@@ -56,7 +56,7 @@ from graphql_api.guards import (
     validation_rules,
     variables_error,
 )
-from recchain.config import Settings
+from infra.config import Settings
 
 JSON_HEADERS = ((b"content-type", b"application/json"),)
 _MISSING = object()

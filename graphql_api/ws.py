@@ -42,8 +42,8 @@ from graphql_api.context import Context
 from graphql_api.errors import LimitExceeded
 from graphql_api.fanout import Prebuilt, SharedStream, shareable, shared_stream
 from graphql_api.guards import document_shape, shape_error, tag, variables_error
-from recchain.httpserver import client_key
-from recchain.ratelimit import Buckets
+from infra.httpserver import client_key
+from infra.ratelimit import Buckets
 
 log = logging.getLogger(__name__)
 

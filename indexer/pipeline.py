@@ -76,7 +76,7 @@ from indexer.state import (
     send,
     stage_copy,
 )
-from recchain.config import Settings
+from infra.config import Settings
 from stacks.hashing import sha512_256
 
 log = logging.getLogger("recchain.indexer")

@@ -31,8 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from indexer.block import Block
 from indexer.pipeline import Indexer, Request, parse_block_request, payload_hash
 from indexer.tsv import PayloadFormat, count_lines, read_requests
-from recchain.config import Settings
-from recchain.progress import StatusLine
+from infra.config import Settings
+from infra.progress import StatusLine
 
 
 @dataclass(slots=True)
@@ -61,7 +61,7 @@ def _parse_ts(text: str) -> datetime | None:
 
 class Progress:
     """A progress bar on stderr: requests, blocks/s, events/s, ETA. It is a
-    `recchain.progress.StatusLine`: redrawn in place on a terminal, out of the way of log
+    `infra.progress.StatusLine`: redrawn in place on a terminal, out of the way of log
     lines; on a pipe or a file, a whole line now and then."""
 
     def __init__(

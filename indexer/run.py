@@ -10,7 +10,7 @@ from prometheus_client import start_http_server
 from db.session import database_url, engine_scope
 from indexer import metrics
 from indexer.pipeline import Indexer
-from recchain.config import Settings
+from infra.config import Settings
 
 log = logging.getLogger("recchain.indexer")
 
@@ -19,8 +19,8 @@ async def _serve_observer(indexer: Indexer, settings: Settings) -> None:
     import uvicorn
 
     from indexer.observer import create_app
-    from recchain.httpserver import server_config
-    from recchain.listen import Listener, check_free
+    from infra.httpserver import server_config
+    from infra.listen import Listener, check_free
 
     # Checked only now that this process leads: a standby waits for the leader's port.
     check_free(

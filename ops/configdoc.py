@@ -1,6 +1,6 @@
 """Generates the README's settings table from the Settings model: `python -m ops.configdoc`.
 
-Names, defaults and types come from `recchain.config` itself, so the table cannot drift; the
+Names, defaults and types come from `infra.config` itself, so the table cannot drift; the
 one-line meanings live here, and a test fails when a setting has none or a meaning is stale.
 """
 
@@ -15,7 +15,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from recchain.config import PROJECT_ROOT, Settings
+from infra.config import PROJECT_ROOT, Settings
 
 ROLES = {
     "": "all",

@@ -1,5 +1,5 @@
 """A real PostgreSQL primary and a hot standby streaming from it, on loopback: for the tests of
-the replica topology (tests/pgcluster.py's fixtures) and `recchain bench subscribe --replica`.
+the replica topology (tests/pgcluster.py's fixtures) and `python -m ops.bench subscribe --replica`.
 
 `PgCluster.start()` runs `initdb` for the primary (`wal_level = replica`), starts it on a free
 loopback port, clones it with `pg_basebackup -R -X stream` (the standby's `standby.signal` and

@@ -28,7 +28,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "recchain.commands.serve_cmd",
     "recchain.commands.relay_cmd",
     "recchain.commands.webhooks_cmd",
-    "recchain.commands.bench_cmd",
     "recchain.commands.dev_cmd",
 )
 
@@ -37,8 +36,8 @@ EXIT_BROKEN_PIPE = 141
 
 
 class CommandParser(argparse.ArgumentParser):
-    """A command's parser. `defer(fn)` postpones costly parts of it (the benchmarks' options,
-    which import the whole system) until this command is the one being parsed or `expand()` is
+    """A command's parser. `defer(fn)` postpones costly parts of it (options whose building
+    imports much of the system) until this command is the one being parsed or `expand()` is
     called, so the other commands never pay for them."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -93,16 +92,18 @@ def _quiet_stdout() -> None:
     os.close(devnull)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, configure logging once and run the chosen handler; a failure the project
+    can explain is one `error:` line and its exit code, never a traceback. Also the entry of
+    `python -m ops.bench`, so the benchmarks fail the way every command does."""
     args = parser.parse_args(argv)
     handler = args.handler
     from recchain.commands.failures import explain
 
     try:
         # Every role logs through the same scrubbing handler, configured once, here.
-        from recchain.config import get_settings
-        from recchain.logging import configure_logging
+        from infra.config import get_settings
+        from infra.logging import configure_logging
 
         configure_logging(get_settings())
         result = handler(args)
@@ -120,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {failure.message}", file=sys.stderr)
         return failure.code
     return int(result or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from typing import Any
 
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 
 RECCHAIN = [sys.executable, "-m", "recchain.cli"]
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.migrate import upgrade
 from db.session import create_engine, to_libpq_url, to_sqlalchemy_url
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 
 # The primary + hot standby pair, for every test package (see tests/pgcluster.py).
 from tests.pgcluster import _replica_template, pg_cluster, replica_db  # noqa: F401

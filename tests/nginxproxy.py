@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 
 CONF = PROJECT_ROOT / "ops" / "nginx" / "nginx.conf"
 

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from indexer.tsv import read_requests
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 
 RECORDINGS = Path(
     os.environ.get("RECCHAIN_HIRO_RECORDINGS")

@@ -18,9 +18,9 @@ from sqlalchemy import make_url
 
 from db.session import to_libpq_url
 from indexer.tsv import write_requests
+from infra.config import PROJECT_ROOT
 from ops.bench.e2e import free_port
 from recchain.cli import EXIT_BROKEN_PIPE
-from recchain.config import PROJECT_ROOT
 from tests.clirun import RECCHAIN, error_lines, recchain_env, run
 from tests.stacks.vectors import load
 

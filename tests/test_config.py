@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from recchain.config import Settings
+from infra.config import Settings
 
 
 def test_defaults_run_on_embedded_testnet(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,8 +24,8 @@ from db.migrate import upgrade
 from db.session import create_engine, session_factory
 from indexer.metadata import queue as q
 from indexer.metadata.devgateway import RunningGateway
+from infra.config import PROJECT_ROOT
 from ops.pgcluster import PgCluster, find_bindir
-from recchain.config import PROJECT_ROOT
 from tests.metadata.conftest import Store
 from tests.writers.conftest import ACCEPTED, FakeNode, serve_app
 from tests.writers.processes import RELAY_READY, free_port, wait_for

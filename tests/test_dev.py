@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from db.session import to_libpq_url
+from infra.config import PROJECT_ROOT
 from ops.bench.e2e import free_port
-from recchain.config import PROJECT_ROOT
 from tests.clirun import RECCHAIN, error_lines, recchain_env, run
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from recchain.netguard import (
+from infra.netguard import (
     Allowance,
     DestinationRefused,
     check_addresses,

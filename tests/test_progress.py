@@ -15,7 +15,7 @@ import pytest
 
 from db.session import to_libpq_url
 from indexer.replay import Progress, ReplayStats
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 from tests.clirun import RECCHAIN, recchain_env
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"

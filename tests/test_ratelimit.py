@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from graphql_api.app import create_app
-from recchain.ratelimit import BACKEND_ERRORS, LocalBuckets, RedisBuckets, make_buckets
+from infra.ratelimit import BACKEND_ERRORS, LocalBuckets, RedisBuckets, make_buckets
 from tests.graphql_api.conftest import api_settings, start_server
 from writers.app import ClientLimits
 

@@ -33,9 +33,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from db.outage import Outage, is_unavailable
-from recchain.config import Settings
-from recchain.httpserver import client_key
-from recchain.ratelimit import Buckets, make_buckets
+from infra.config import Settings
+from infra.httpserver import client_key
+from infra.ratelimit import Buckets, make_buckets
 from writers import outbox
 from writers.errors import Reject, SubmissionRejected
 from writers.metrics import RelayMetrics
@@ -57,7 +57,7 @@ TXID_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 class ClientLimits:
     """Per-client rate (`per_minute`, bursting to the same number) and in-flight cap.
 
-    The rate's buckets come from `recchain.ratelimit`: shared by every relay replica when
+    The rate's buckets come from `infra.ratelimit`: shared by every relay replica when
     `redis_url` is set, else this process's own. Submissions in flight are counted per process
     (they are this process's work)."""
 
@@ -126,7 +126,7 @@ class RelayApi:
             if given is None or not any(hmac.compare_digest(given, k) for k in self.keys):
                 raise SubmissionRejected(Reject.UNAUTHORIZED, "a valid API key is required")
             return "key:" + hashlib.sha256(given).hexdigest()[:16]
-        # The peer, or the client a trusted proxy forwarded for (recchain/httpserver.py).
+        # The peer, or the client a trusted proxy forwarded for (infra/httpserver.py).
         host = request.client.host if request.client else "unknown"
         return "ip:" + client_key(host)
 

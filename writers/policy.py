@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from recchain.config import Settings
+from infra.config import Settings
 from stacks.transactions import (
     TX_VERSION_MAINNET,
     TX_VERSION_TESTNET,

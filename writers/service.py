@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.channels import RELAY
 from db.outage import Outage
 from db.session import create_engine, database_url, to_libpq_url
-from recchain.config import Settings
-from recchain.httpserver import server_config
+from infra.config import Settings
+from infra.httpserver import server_config
 from writers.app import build_app
 from writers.broadcaster import Broadcaster
 from writers.metrics import RelayMetrics

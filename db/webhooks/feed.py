@@ -27,7 +27,7 @@ import psycopg
 from db.channels import WEBHOOKS
 from db.finality import finalized_height
 from db.webhooks.docs import DOC_SQL
-from recchain.config import Settings
+from infra.config import Settings
 
 
 @dataclass(frozen=True, slots=True)

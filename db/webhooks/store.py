@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from db.channels import WEBHOOKS
 from db.models.webhooks import DELIVERY_MODES, EVENT_STATUSES
 from db.webhooks.filters import FilterError, compile_filters
-from recchain.config import Settings
-from recchain.netguard import Allowance, DestinationRefused, resolve_checked
+from infra.config import Settings
+from infra.netguard import Allowance, DestinationRefused, resolve_checked
 
 SECRET_PREFIX = "whsec_"
 MAX_URL = 2048

@@ -38,7 +38,7 @@ from indexer.metadata.errors import (
     TimeoutError_,
     TooLargeError,
 )
-from recchain.netguard import IpAddress, address_class, parse_retry_after
+from infra.netguard import IpAddress, address_class, parse_retry_after
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 _TRANSIENT_STATUS = (500, 502, 503, 504)

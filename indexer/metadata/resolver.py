@@ -43,7 +43,7 @@ from indexer.metadata.fetch import AddressGuard, HostLimiter, Http
 from indexer.metadata.hamt import shard_step
 from indexer.metadata.sip016 import parse_document
 from indexer.metadata.uri import DataTarget, HttpTarget, IpfsTarget, Target, parse_uri
-from recchain.config import MetadataSettings
+from infra.config import MetadataSettings
 
 MAX_DAG_DEPTH = 16
 # Every block visited costs a request or, for identity CIDs, some work: bound both.

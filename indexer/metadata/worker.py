@@ -24,7 +24,7 @@ from indexer.metadata.errors import MetadataError
 from indexer.metadata.rec import rec_mismatches_many
 from indexer.metadata.resolver import Resolution, Resolver
 from indexer.metadata.sip016 import RecClaims, rec_claims
-from recchain.config import Settings
+from infra.config import Settings
 
 log = logging.getLogger(__name__)
 DEPTH_SAMPLE_S = 5.0

@@ -40,7 +40,7 @@ import httpx
 import psycopg
 import websockets
 
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo" / "chain.tsv"
 PROBE_TIMEOUT_S = 60.0

@@ -3,7 +3,7 @@ are built with the project codec exactly as contracts/EVENTS.md specifies them.
 
 A `Market` holds the contract state a chain implies (who owns which token, open listings...), so
 generated events are coherent; it can be copied at any block to grow a competing fork branch.
-Used by `recchain bench ingest` and by the indexer tests (forks, kill -9, bad input).
+Used by `python -m ops.bench ingest` and by the indexer tests (forks, kill -9, bad input).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from recchain.config import DEFAULT_DEPLOYER
+from infra.config import DEFAULT_DEPLOYER
 from stacks.c32 import address_from_hash160, address_to_hash160
 from stacks.clarity import (
     BoolCV,

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import httpx
 import websockets
 
-from recchain.config import DEFAULT_DEPLOYER, PROJECT_ROOT
+from infra.config import DEFAULT_DEPLOYER, PROJECT_ROOT
 from stacks.clarity import ContractPrincipalCV, NoneCV, SomeCV, UIntCV, encode_hex, principal_cv
 
 CONTRACTS = PROJECT_ROOT / "contracts"

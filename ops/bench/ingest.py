@@ -1,4 +1,5 @@
-"""`recchain bench ingest`: catch-up ingestion throughput against a plain COPY of the same rows.
+"""`python -m ops.bench ingest`: catch-up ingestion throughput against a plain COPY of the
+same rows.
 
 Generates a chain with the real event shapes (ops.bench.chaingen), writes it as an observer TSV,
 replays it into a fresh database through the real pipeline, then COPYs the rows the indexer wrote
@@ -32,8 +33,8 @@ from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.session import database_url, engine_scope, to_libpq_url
 from indexer.replay import replay_file
 from indexer.tsv import write_requests
+from infra.config import Settings, get_settings
 from ops.bench import chaingen
-from recchain.config import Settings, get_settings
 
 COPIED = ("raw_requests", "blocks", "transactions", "events", *VERSIONED_TABLES, *FACT_TABLES)
 

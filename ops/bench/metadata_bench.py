@@ -41,8 +41,8 @@ from indexer.metadata.cid import raw_cid
 from indexer.metadata.dagpb import build_file
 from indexer.metadata.resolver import Resolver
 from indexer.metadata.worker import run_workers
+from infra.config import MetadataSettings, Settings, get_settings
 from ops.bench.e2e import free_port
-from recchain.config import MetadataSettings, Settings, get_settings
 
 
 class _RoundTrips:

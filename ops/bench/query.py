@@ -1,4 +1,4 @@
-"""`recchain bench query`: API latency per query family on a generated database, requests/s of
+"""`python -m ops.bench query`: API latency per query family on a generated database, requests/s of
 one API process, and the ratio to running the very same SQL directly with psycopg.
 
 The API runs as its own process (`recchain serve`), as in production; the load comes from
@@ -30,11 +30,11 @@ from sqlalchemy import make_url
 from db.migrate import upgrade
 from db.session import create_engine, database_url, to_libpq_url
 from graphql_api.db import session_settings
+from infra.config import ApiSettings, Settings, get_settings
 from ops.bench.apidata import populate
 from ops.bench.e2e import free_port
 from ops.bench.families import FAMILIES
 from ops.bench.ingest import BackendCpu, process_cpu_seconds
-from recchain.config import ApiSettings, Settings, get_settings
 
 
 def _pct(values: list[float], q: float) -> float:

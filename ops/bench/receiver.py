@@ -2,7 +2,7 @@
 asyncio task per connection) that records every delivery and answers per path as told: a
 status, after a delay, failing the first N times, with `Retry-After`, holding answers until
 released, checking signatures, or sending a huge body. Used by the webhook tests and by
-`recchain bench webhooks`; it is a real server, so the sender's HTTP client, timeouts and caps
+`python -m ops.bench webhooks`; it is a real server, so the sender's HTTP client, timeouts and caps
 are exercised for real.
 """
 

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from db.migrate import upgrade
 from db.session import create_engine, to_libpq_url, to_sqlalchemy_url
-from recchain.config import PROJECT_ROOT, RelaySettings, Settings
+from infra.config import PROJECT_ROOT, RelaySettings, Settings
 from writers import outbox
 from writers.app import build_app
 from writers.metrics import RelayMetrics

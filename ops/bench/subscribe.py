@@ -1,4 +1,4 @@
-"""`recchain bench subscribe --clients N`: how many concurrent subscribers one API process
+"""`python -m ops.bench subscribe --clients N`: how many concurrent subscribers one API process
 holds, and the latency of one change to all of them.
 
 The API runs as its own process (`recchain serve`). The subscribers are lean websocket clients
@@ -57,9 +57,9 @@ from sqlalchemy import make_url
 from db.channels import BLOCKS
 from db.migrate import upgrade
 from db.session import database_url, to_libpq_url
+from infra.config import PROJECT_ROOT, get_settings
 from ops.bench.e2e import free_port
 from ops.bench.query import cpu_seconds, start_api
-from recchain.config import PROJECT_ROOT, get_settings
 
 BLOCKS_QUERY = "subscription { blocks { block { height hash } } }"
 LISTING_QUERY = (

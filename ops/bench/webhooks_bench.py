@@ -1,5 +1,5 @@
-"""`recchain bench webhooks`: deliveries/s of a real `recchain webhooks send` process to a local
-receiver, and the latency from the indexer's commit of a block to its delivery.
+"""`python -m ops.bench webhooks`: deliveries/s of a real `recchain webhooks send` process to a
+local receiver, and the latency from the indexer's commit of a block to its delivery.
 
 Two phases on a fresh database, with `--endpoints` endpoints each subscribed to `block`:
 
@@ -35,10 +35,10 @@ from sqlalchemy import make_url
 from db.session import database_url, engine_scope, to_libpq_url
 from db.webhooks import store
 from indexer.pipeline import Indexer, Request
+from infra.config import PROJECT_ROOT, Settings, WebhookSettings, get_settings
 from ops.bench import chaingen
 from ops.bench.ingest import BackendCpu, _create_db, _drop_db, process_cpu_seconds
 from ops.bench.receiver import Delivery, Receiver
-from recchain.config import PROJECT_ROOT, Settings, WebhookSettings, get_settings
 from writers.webhooks.service import READY
 
 

@@ -30,8 +30,8 @@ from urllib.parse import urlsplit
 from recchain.commands.failures import CommandError
 
 if TYPE_CHECKING:
-    from recchain.config import Settings
-    from recchain.listen import Listener
+    from infra.config import Settings
+    from infra.listen import Listener
 
 PROGRESS_EVERY_S = 10.0
 LOOPBACK = '["127.0.0.1", "::1", "localhost"]'
@@ -116,15 +116,15 @@ def _show_resolved_metadata(graphql_url: str, timeout: float = 60.0) -> None:
 
 
 def _demo_dir() -> Path:
-    from recchain.config import PROJECT_ROOT
+    from infra.config import PROJECT_ROOT
 
     return PROJECT_ROOT / "tests" / "fixtures" / "demo"
 
 
 def _plan(args: argparse.Namespace, s: Settings) -> tuple[list[Role], list[Listener]]:
     """The roles to start and every address they will listen on."""
-    from recchain.config import PROJECT_ROOT
-    from recchain.listen import Listener
+    from infra.config import PROJECT_ROOT
+    from infra.listen import Listener
 
     roles: list[Role] = []
     listeners: list[Listener] = []
@@ -347,7 +347,7 @@ def _stop(roles: list[Role]) -> None:
 
 def _stop_db(_: argparse.Namespace) -> int:
     from db.embedded import stop_embedded_server
-    from recchain.config import get_settings
+    from infra.config import get_settings
 
     data_dir = get_settings().data_dir
     pid = stop_embedded_server(data_dir)
@@ -363,9 +363,9 @@ def _dev(args: argparse.Namespace) -> int:
         return _stop_db(args)
     from db.migrate import upgrade
     from db.session import database_url, to_libpq_url
+    from infra.config import PROJECT_ROOT, get_settings
+    from infra.listen import check_free
     from recchain.commands.failures import check_database, shown_url
-    from recchain.config import PROJECT_ROOT, get_settings
-    from recchain.listen import check_free
 
     s = get_settings()
     roles, listeners = _plan(args, s)

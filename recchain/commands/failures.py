@@ -1,7 +1,7 @@
 """What the CLI says when a command cannot do its work: one line, what went wrong and what to do.
 
 Commands raise `CommandError` (or a subclass) for the failures they foresee, servers
-`recchain.listen.ListenError` for a port they cannot take; `explain` also
+`infra.listen.ListenError` for a port they cannot take; `explain` also
 turns the library errors a user can cause (an unreachable or mistyped database URL, a database
 that does not exist or is not migrated, a setting of the wrong type, a malformed TSV line) into
 such a line. Anything else is a bug and keeps its traceback. Passwords never appear: URLs are
@@ -178,7 +178,7 @@ def _leaf(exc: BaseException) -> BaseException:
 def explain(exc: BaseException) -> Failure | None:
     """The one line for `exc`, or None when it is not a failure a user can cause (a bug)."""
     exc = _leaf(exc)
-    from recchain.listen import ListenError
+    from infra.listen import ListenError
 
     if isinstance(exc, CommandError):
         return Failure(exc.message, exc.code)

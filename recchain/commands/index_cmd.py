@@ -17,8 +17,8 @@ def _replay(args: argparse.Namespace) -> int:
     from indexer.errors import PayloadError
     from indexer.replay import replay_file
     from indexer.tsv import check_file
+    from infra.config import get_settings
     from recchain.commands.failures import check_database
-    from recchain.config import get_settings
 
     settings = get_settings()
     path = Path(args.file)
@@ -86,9 +86,9 @@ def _index(args: argparse.Namespace) -> int:
 
     from db.session import database_url
     from indexer.run import run_indexer
+    from infra.config import get_settings
+    from infra.listen import Listener, check_free
     from recchain.commands.failures import check_database
-    from recchain.config import get_settings
-    from recchain.listen import Listener, check_free
 
     settings = get_settings()
     source = args.source or settings.indexer.source

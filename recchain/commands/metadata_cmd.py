@@ -14,7 +14,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
     from indexer.metadata.errors import MetadataError, ResolutionFailed
     from indexer.metadata.resolver import Resolver
-    from recchain.config import get_settings
+    from infra.config import get_settings
 
     settings = get_settings()
 
@@ -91,8 +91,8 @@ def _work(args: argparse.Namespace) -> int:
 
     from db.session import database_url
     from indexer.metadata.worker import run_workers
+    from infra.config import get_settings
     from recchain.commands.failures import check_database
-    from recchain.config import get_settings
 
     settings = get_settings()
     n = args.workers or settings.metadata.workers
@@ -108,7 +108,7 @@ def _work(args: argparse.Namespace) -> int:
         from db.session import create_engine
         from indexer.metadata import metrics
         from indexer.metadata.status import status_app
-        from recchain.httpserver import server_config
+        from infra.httpserver import server_config
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -10,9 +10,9 @@ def _relay(args: argparse.Namespace) -> int:
     import asyncio
 
     from db.session import database_url
+    from infra.config import get_settings
+    from infra.listen import Listener, check_free
     from recchain.commands.failures import check_database
-    from recchain.config import get_settings
-    from recchain.listen import Listener, check_free
     from writers.service import print_ready, serve
 
     settings = get_settings()

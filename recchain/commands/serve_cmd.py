@@ -10,10 +10,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from graphql_api.app import api_database_url, create_app
+    from infra.config import get_settings
+    from infra.httpserver import server_config
+    from infra.listen import Listener, check_free
     from recchain.commands.failures import check_database
-    from recchain.config import get_settings
-    from recchain.httpserver import server_config
-    from recchain.listen import Listener, check_free
 
     settings = get_settings()
     overrides: dict[str, Any] = {}

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from recchain.config import get_settings
+from infra.config import get_settings
 
 EXAMPLES = """\
 filters (repeat --filter; an event is sent when any matches):

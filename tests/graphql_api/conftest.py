@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from graphql_api.app import create_app
-from recchain.config import ApiSettings, Settings
+from infra.config import ApiSettings, Settings
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 from tests.graphql_api.conftest import Api
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from indexer.tsv import read_requests
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 from tests import chain_model as cm
 from tests.graphql_api.conftest import Api
 from tests.indexer.helpers import run_requests

@@ -21,8 +21,8 @@ import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from infra.config import PROJECT_ROOT
 from ops.bench import attacks
-from recchain.config import PROJECT_ROOT
 
 # /healthz must answer within this while an attack runs.
 RESPONSIVE_S = 3.0

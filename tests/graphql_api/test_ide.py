@@ -23,8 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import Route
 
 from graphql_api import ide
+from infra.config import PROJECT_ROOT, Settings
 from ops.bench.e2e import free_port
-from recchain.config import PROJECT_ROOT, Settings
 from tests.browser import chromium, chromium_path
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from db.session import to_libpq_url
 from graphql_api.app import create_app
-from recchain.config import ApiSettings, Settings
+from infra.config import ApiSettings, Settings
 from tests.graphql_api.conftest import start_server
 from tests.graphql_api.livechain import LiveChain, caught_up
 from tests.graphql_api.wsclient import Subscriber, wait_for

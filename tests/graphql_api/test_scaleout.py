@@ -30,8 +30,8 @@ import pytest
 import websockets
 
 from db.session import to_libpq_url
+from infra.config import PROJECT_ROOT
 from ops.bench.e2e import free_port
-from recchain.config import PROJECT_ROOT
 from tests.graphql_api.livechain import LiveChain
 from tests.graphql_api.wsclient import TRANSPORT_WS
 from tests.nginxproxy import NginxProxy, require_nginx

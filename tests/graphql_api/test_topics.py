@@ -22,9 +22,9 @@ import websockets
 from db.session import to_libpq_url
 from graphql_api.app import create_app
 from graphql_api.db import Reader
+from infra.config import PROJECT_ROOT
 from ops.bench.e2e import free_port
 from ops.bench.subscribe import commit_listing_changes, seed_listings
-from recchain.config import PROJECT_ROOT
 from tests.graphql_api.builder import Chain
 from tests.graphql_api.conftest import Api, api_settings, start_server
 from tests.graphql_api.test_subscriptions import commit, hub

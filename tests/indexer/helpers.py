@@ -13,7 +13,7 @@ from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.session import create_engine, to_libpq_url
 from indexer.pipeline import Indexer, Outcome, Request
 from indexer.state import COLUMNS
-from recchain.config import Settings
+from infra.config import Settings
 from stacks.transactions import decode_transaction, transaction_json
 
 

@@ -10,8 +10,8 @@ from pydantic import SecretStr
 from db.session import create_engine
 from indexer.api_source import ApiSource
 from indexer.pipeline import Indexer
+from infra.config import Settings
 from ops.bench.chaingen import Chain
-from recchain.config import Settings
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.fake_stacks_api import FakeApi, serve
 from tests.indexer.helpers import query, run_requests, snapshot

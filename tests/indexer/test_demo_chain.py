@@ -11,7 +11,7 @@ import sys
 from sqlalchemy import make_url
 
 from indexer.tsv import read_requests
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot
 

@@ -12,8 +12,8 @@ import pytest
 from pydantic import SecretStr
 
 from indexer import metrics, pipeline
+from infra.config import DEFAULT_DEPLOYER, Settings
 from ops.bench.chaingen import Chain, print_tuple, to_requests
-from recchain.config import DEFAULT_DEPLOYER, Settings
 from stacks.clarity import StringAsciiCV, UIntCV, encode_hex
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot

@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
+from infra.config import IndexerSettings, Settings
 from ops.bench.chaingen import Chain, to_requests
-from recchain.config import IndexerSettings, Settings
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot
 

@@ -20,8 +20,8 @@ from sqlalchemy import make_url
 
 from db.session import to_libpq_url
 from indexer.tsv import write_requests
+from infra.config import PROJECT_ROOT
 from ops.bench.chaingen import Chain, to_requests
-from recchain.config import PROJECT_ROOT
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot
 

@@ -14,8 +14,8 @@ from db.session import create_engine
 from indexer import metrics
 from indexer.observer import create_app
 from indexer.pipeline import Indexer
+from infra.config import Settings
 from ops.bench.chaingen import Chain
-from recchain.config import Settings
 from tests.indexer.helpers import query, snapshot
 
 

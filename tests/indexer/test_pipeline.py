@@ -73,7 +73,7 @@ async def test_replay_with_parse_workers_matches(db_url: str, server_url: str, t
     from db.session import engine_scope
     from indexer.replay import replay_file
     from indexer.tsv import write_requests
-    from recchain.config import Settings
+    from infra.config import Settings
 
     chain = Chain(seed=5)
     main = chain.grow(None, 12, "main")

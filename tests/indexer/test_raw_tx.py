@@ -18,7 +18,7 @@ from indexer.errors import PayloadError
 from indexer.observer import create_app
 from indexer.pipeline import Indexer
 from indexer.tsv import read_requests
-from recchain.config import PROJECT_ROOT, Settings
+from infra.config import PROJECT_ROOT, Settings
 from stacks.hashing import sha512_256
 from tests import recordings
 from tests.indexer.conftest_db import fresh_db

@@ -18,7 +18,7 @@ from indexer.observer import create_app
 from indexer.pipeline import Indexer
 from indexer.replay import replay_file
 from indexer.tsv import write_requests
-from recchain.config import IndexerSettings, Settings
+from infra.config import IndexerSettings, Settings
 from tests import recordings
 from tests.indexer.fake_stacks_api import serve
 from tests.indexer.helpers import query, tx_fields

@@ -18,7 +18,7 @@ from sqlalchemy import make_url
 from db.session import create_engine
 from indexer.observer import create_app
 from indexer.pipeline import Indexer
-from recchain.config import PROJECT_ROOT, IndexerSettings, Settings
+from infra.config import PROJECT_ROOT, IndexerSettings, Settings
 from tests import recordings
 from tests.indexer.helpers import query
 

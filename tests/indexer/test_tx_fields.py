@@ -11,8 +11,8 @@ import psycopg
 
 from db.session import to_libpq_url
 from indexer.tsv import read_requests
+from infra.config import PROJECT_ROOT
 from ops.bench.chaingen import Chain, to_requests
-from recchain.config import PROJECT_ROOT
 from tests.indexer.helpers import query, run_requests, tx_fields
 from tests.stacks.vectors import load
 

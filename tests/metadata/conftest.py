@@ -12,7 +12,7 @@ import pytest
 from indexer.metadata.cid import Cid, raw_cid
 from indexer.metadata.dagpb import BuiltDag, build_directory, build_file
 from indexer.metadata.devgateway import RunningGateway
-from recchain.config import MetadataSettings
+from infra.config import MetadataSettings
 
 
 class Store:

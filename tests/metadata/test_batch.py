@@ -14,7 +14,7 @@ from indexer.metadata import queue as q
 from indexer.metadata.devgateway import RunningGateway
 from indexer.metadata.resolver import Resolution, Resolver
 from indexer.metadata.worker import Worker
-from recchain.config import MetadataSettings, Settings
+from infra.config import MetadataSettings, Settings
 from tests.metadata.conftest import Store, fast_settings
 
 

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.session import session_factory
 from indexer.metadata import queue as q
 from indexer.metadata.devgateway import RunningGateway
+from infra.config import get_settings
 from recchain.cli import main
-from recchain.config import get_settings
 from tests.metadata.conftest import Store
 
 

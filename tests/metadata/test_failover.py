@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from db.session import session_factory
 from indexer.metadata import queue as q
 from indexer.metadata.devgateway import RunningGateway
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 from tests.metadata.conftest import Store
 from tests.writers.processes import free_port, wait_for
 

@@ -18,7 +18,7 @@ from indexer.metadata import queue as q
 from indexer.metadata.devgateway import RunningGateway
 from indexer.metadata.resolver import Resolver
 from indexer.metadata.worker import Worker, run_workers
-from recchain.config import MetadataSettings, Settings
+from infra.config import MetadataSettings, Settings
 from tests.metadata.conftest import Store, fast_settings
 
 START = datetime(2024, 1, 1, tzinfo=UTC)

@@ -21,7 +21,7 @@ from indexer.metadata.errors import (
 )
 from indexer.metadata.fetch import parse_retry_after
 from indexer.metadata.resolver import MAX_BLOCKS, Resolver, read_file
-from recchain.config import MetadataSettings
+from infra.config import MetadataSettings
 from tests.metadata.conftest import Store, fast_settings
 
 

@@ -16,7 +16,7 @@ from indexer.metadata.devgateway import RunningGateway
 from indexer.metadata.errors import NotAllowedError
 from indexer.metadata.fetch import AddressGuard, address_class
 from indexer.metadata.resolver import Resolver
-from recchain.config import MetadataSettings
+from infra.config import MetadataSettings
 from tests.metadata.conftest import Store, fast_settings
 
 OPEN_WEB = {"allow_https": True}  # no host list: any public host

@@ -16,8 +16,8 @@ import psycopg
 
 from db.leader import Leadership, run_as_leader
 from db.session import to_libpq_url
-from recchain.config import Settings
-from recchain.logging import configure_logging
+from infra.config import Settings
+from infra.logging import configure_logging
 
 
 async def lead(url: str, leadership: Leadership) -> None:

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -1,4 +1,4 @@
-"""The connection guards of every HTTP server (recchain/httpserver.py), against real `recchain
+"""The connection guards of every HTTP server (infra/httpserver.py), against real `recchain
 serve`, `recchain relay` and `recchain index --source observer` processes on loopback.
 
 Attackers bind their own 127.0.0.x addresses (Linux routes all of 127/8 to loopback), so the
@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from infra.config import PROJECT_ROOT
 from ops.bench import attacks
-from recchain.config import PROJECT_ROOT
 
 RESPONSIVE_S = 3.0
 HEADER_TIMEOUT_S = 2.0

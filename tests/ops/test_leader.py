@@ -19,7 +19,7 @@ import pytest
 
 from db.leader import LeadershipLost, current_holder, leadership, lock_key, run_as_leader
 from db.session import to_libpq_url
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 
 # Upper bounds so a broken build fails instead of hanging; nothing asserts how fast things are.
 BOUND_S = 30.0

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from recchain.config import Settings
-from recchain.logging import REDACTED, configure_logging, log_context
+from infra.config import Settings
+from infra.logging import REDACTED, configure_logging, log_context
 
 DB_PASSWORD = "s3cr3t-db-pass"
 API_KEY = "relay-key-0123456789"
@@ -125,7 +125,7 @@ def test_default_handler_follows_stderr_when_it_is_replaced(
 
 
 def test_lines_are_bounded_whatever_a_client_sent() -> None:
-    from recchain.logging import MAX_EXC_CHARS, MAX_FIELD_CHARS, MAX_MESSAGE_CHARS
+    from infra.logging import MAX_EXC_CHARS, MAX_FIELD_CHARS, MAX_MESSAGE_CHARS
 
     stream, handler = _capture(_settings())
     huge = "z" * 200_000
@@ -153,7 +153,7 @@ def test_lines_are_bounded_whatever_a_client_sent() -> None:
 
 @pytest.mark.parametrize("offset", range(-20, 21, 3))
 def test_a_clip_never_keeps_part_of_a_secret(offset: int) -> None:
-    from recchain.logging import MAX_MESSAGE_CHARS
+    from infra.logging import MAX_MESSAGE_CHARS
 
     stream, handler = _capture(_settings(log_json=False))
     url_secret = "urlpass-9f8e7d6c5b4a"

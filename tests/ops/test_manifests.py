@@ -19,7 +19,7 @@ import promql_parser
 import pytest
 import yaml
 
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 
 OPS = PROJECT_ROOT / "ops"
 K8S_VERSION = "1.30.0"
@@ -365,7 +365,7 @@ def _env_file(path: Any) -> dict[str, str]:
 def test_production_settings_hide_the_schema_and_trust_only_the_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from recchain.config import Settings
+    from infra.config import Settings
 
     configmap = yaml.safe_load((OPS / "k8s" / "configmap.yaml").read_text())["data"]
     env_files = [_env_file(OPS / "env" / f) for f in ("common.env", "api.env")]

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 
 from db.session import engine_scope, to_libpq_url
 from db.webhooks import store
-from recchain.config import Settings, WebhookSettings
+from infra.config import Settings, WebhookSettings
 from writers.webhooks.sender import Sender
 
 

@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from db.session import to_libpq_url
+from infra.config import PROJECT_ROOT
 from ops.bench.chaingen import Chain, to_requests
-from recchain.config import PROJECT_ROOT
 from tests.indexer.helpers import query, run_requests
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from infra.config import IndexerSettings, Settings
 from ops.bench.chaingen import Chain, to_requests
-from recchain.config import IndexerSettings, Settings
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests
 from tests.webhooks.helpers import add_endpoint, events

@@ -11,9 +11,9 @@ import httpx
 from pydantic import SecretStr
 
 from db.session import engine_scope
+from infra.config import RelaySettings, Settings, WebhookSettings
 from ops.bench.chaingen import Chain, to_requests
 from ops.bench.receiver import Behaviour, Receiver
-from recchain.config import RelaySettings, Settings, WebhookSettings
 from tests.indexer.helpers import query, run_requests
 from tests.webhooks.helpers import fast, running_sender, statuses, wait_for
 from tests.writers.conftest import serve_app

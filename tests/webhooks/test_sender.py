@@ -11,9 +11,9 @@ from sqlalchemy import text
 
 from db.session import engine_scope
 from db.webhooks import store
+from infra.config import IndexerSettings
 from ops.bench.chaingen import Chain, to_requests
 from ops.bench.receiver import Behaviour, Receiver
-from recchain.config import IndexerSettings
 from tests.indexer.helpers import query, run_requests
 from tests.webhooks.helpers import (
     events,

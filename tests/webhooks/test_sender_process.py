@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from db.session import to_libpq_url
+from infra.config import PROJECT_ROOT
 from ops.bench.chaingen import Chain, to_requests
 from ops.bench.receiver import Behaviour, Receiver
-from recchain.config import PROJECT_ROOT
 from tests.indexer.helpers import query, run_requests
 from tests.webhooks.helpers import events, register, statuses, wait_for
 from writers.webhooks.sender import LOCK_SPACE

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from recchain.config import RelaySettings, Settings
+from infra.config import RelaySettings, Settings
 from stacks.transactions import txid as compute_txid
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "relay"

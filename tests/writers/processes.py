@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 
 CONTRACTS = PROJECT_ROOT / "contracts"
 NODE_SCRIPT = CONTRACTS / "devnet" / "node.mjs"

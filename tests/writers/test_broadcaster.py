@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from recchain.config import Settings
+from infra.config import Settings
 from tests.writers.conftest import ACCEPTED, FakeNode
 from writers import outbox
 from writers.broadcaster import GAVE_UP_REASON, Broadcaster

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from recchain.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT
 from tests.writers.conftest import relay_settings, serve_app
 from writers.app import build_app
 from writers.broadcaster import Broadcaster

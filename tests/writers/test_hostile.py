@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.config import PROJECT_ROOT
 from ops.bench import attacks
-from recchain.config import PROJECT_ROOT
 
 RESPONSIVE_S = 3.0
 BODY_TIMEOUT_S = 3.0

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from recchain.config import RelaySettings, Settings
+from infra.config import RelaySettings, Settings
 from stacks.transactions import decode_transaction
 from tests.writers.conftest import ACCEPTED, REFUSED, VECTORS
 from writers.errors import Reject, SubmissionRejected

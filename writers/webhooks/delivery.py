@@ -1,7 +1,7 @@
 """One HTTP delivery to an endpoint: guarded, bounded, and reduced to what the outbox records.
 
 - Where: the endpoint's host is resolved and every address checked before connecting
-  (`recchain.netguard`; internal addresses only when `webhooks.allow_internal_hosts` lists
+  (`infra.netguard`; internal addresses only when `webhooks.allow_internal_hosts` lists
   them), and the connection goes to the checked address (the name stays in `Host` and in TLS's
   SNI and certificate check), so a name re-pointed inside between two look-ups cannot be used.
 - How long: `webhooks.connect_timeout_s` to connect, `webhooks.timeout_s` for the whole
@@ -28,8 +28,8 @@ import httpx
 if importlib.util.find_spec("sniffio") is None:
     sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
 
-from recchain.config import WebhookSettings
-from recchain.netguard import Allowance, parse_retry_after, resolve_checked
+from infra.config import WebhookSettings
+from infra.netguard import Allowance, parse_retry_after, resolve_checked
 
 USER_AGENT = "recchain-webhooks/1"
 

@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from db.webhooks import store
-from recchain.config import Settings
+from infra.config import Settings
 from writers.errors import SubmissionRejected
 
 if TYPE_CHECKING:

@@ -45,8 +45,8 @@ from psycopg.rows import dict_row
 from db.channels import WEBHOOKS
 from db.finality import finalized_height
 from db.webhooks.docs import render
-from recchain.config import Settings
-from recchain.netguard import DestinationRefused
+from infra.config import Settings
+from infra.netguard import DestinationRefused
 from writers.webhooks import signing
 from writers.webhooks.delivery import Attempt, Deliverer, Target
 from writers.webhooks.metrics import WebhookMetrics

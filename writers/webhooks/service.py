@@ -14,7 +14,7 @@ import sys
 from prometheus_client import start_http_server
 
 from db.session import database_url, to_libpq_url
-from recchain.config import Settings
+from infra.config import Settings
 from writers.webhooks.metrics import WebhookMetrics
 from writers.webhooks.sender import Sender
 

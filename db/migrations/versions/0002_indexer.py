@@ -43,7 +43,7 @@ def upgrade() -> None:
         )
     op.add_column("checkpoints", sa.Column("position", sa.BigInteger(), nullable=True))
     # Raw payloads dominate the bytes written in catch-up; lz4 is several times cheaper than
-    # the default pglz for the same ratio on JSON (measured by `recchain bench ingest`).
+    # the default pglz for the same ratio on JSON (measured by `python -m ops.bench ingest`).
     # Servers built without lz4 (the embedded one) keep pglz rather than failing the migration.
     op.execute(
         "DO $$ BEGIN "

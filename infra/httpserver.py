@@ -36,7 +36,7 @@ from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-from recchain.config import HttpSettings
+from infra.config import HttpSettings
 
 log = logging.getLogger("recchain.http")
 

@@ -1,7 +1,7 @@
 """A status line (a progress bar) that never shares a line with a log record.
 
 On a terminal the line is redrawn in place; a log record written while it is shown first clears
-it and then draws it again below the record (`recchain.logging`'s handler calls `paused`). On
+it and then draws it again below the record (`infra.logging`'s handler calls `paused`). On
 anything else (a pipe, a file, CI) nothing is redrawn: the line is written whole, with its own
 newline, at most every `plain_interval` seconds, so a log file holds complete lines only.
 """

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
-log = logging.getLogger(__name__)
+# Loggers keep the "recchain." prefix that log filters and the docs use.
+log = logging.getLogger("recchain.ratelimit")
 
 BACKEND_ERRORS = Counter(
     "recchain_ratelimit_backend_errors_total",

@@ -35,8 +35,8 @@ from typing import Any, TextIO
 
 from pydantic import SecretStr
 
-from recchain.config import Settings
-from recchain.progress import paused
+from infra.config import Settings
+from infra.progress import paused
 
 REDACTED = "***"
 
