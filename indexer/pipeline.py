@@ -292,6 +292,9 @@ class Indexer:
         # parent hash -> orphans waiting for it that this process has seen (DB ones are queried).
         self._orphans: dict[str, list[str]] = {}
         self._has_relay = False
+        # Whether `mempool_txs` holds pending rows: without any, marking a batch's transactions
+        # mined is skipped (catch-up of an archive without mempool requests).
+        self._has_mempool = False
         self._db_orphans = 0
         self._pg: psycopg.AsyncConnection[Any] | None = None
         self._tip_time: int | None = None
@@ -337,6 +340,10 @@ class Indexer:
             metrics.TIP.set(self.tip[1])
         cur = await self.pg.execute("SELECT to_regclass('relay_txs') IS NOT NULL")
         self._has_relay = bool((await cur.fetchone())[0])  # type: ignore[index]
+        cur = await self.pg.execute(
+            "SELECT EXISTS (SELECT 1 FROM mempool_txs WHERE status = 'pending')"
+        )
+        self._has_mempool = bool((await cur.fetchone())[0])  # type: ignore[index]
         cur = await self.pg.execute("SELECT count(*) FROM blocks WHERE orphan")
         self._db_orphans = int((await cur.fetchone())[0])  # type: ignore[index]
         self._open_holds = await _count_holds(self.pg)
@@ -742,10 +749,16 @@ class Indexer:
                 raise PayloadError(f"/new_mempool_tx[{i}]: not hex") from None
             rows.append(("0x" + sha512_256(raw).hex(), raw))
         async with self.pg.cursor() as cur:
+            # A transaction announced after a canonical block carried it (a node's mempool
+            # replay after a restart) is mined, not pending.
             await cur.executemany(
-                "INSERT INTO mempool_txs (txid, raw_tx) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                rows,
+                "INSERT INTO mempool_txs (txid, raw_tx, status, index_block_hash) "
+                "SELECT %(t)s, %(raw)s, CASE WHEN m.h IS NULL THEN 'pending' ELSE 'mined' END, "
+                "m.h FROM (SELECT (SELECT index_block_hash FROM transactions "
+                "WHERE txid = %(t)s AND canonical LIMIT 1) AS h) m ON CONFLICT DO NOTHING",
+                [{"t": t, "raw": raw} for t, raw in rows],
             )
+            self._has_mempool = self._has_mempool or bool(rows)
             if self._has_relay and rows:
                 await cur.execute(
                     "UPDATE relay_txs SET status = 'mempool', updated_at = now() "
@@ -768,7 +781,7 @@ class Indexer:
                 "INSERT INTO mempool_txs (txid, status, reason, replaced_by) "
                 "SELECT t, 'dropped', %s, %s FROM unnest(%s::text[]) t "
                 "ON CONFLICT (txid) DO UPDATE SET status = 'dropped', reason = EXCLUDED.reason, "
-                "replaced_by = EXCLUDED.replaced_by",
+                "replaced_by = EXCLUDED.replaced_by WHERE mempool_txs.status <> 'mined'",
                 (reason, new_txid, txids),
             )
             if self._has_relay and txids:
@@ -1048,6 +1061,15 @@ class Indexer:
                 sql.SQL("DELETE FROM {} WHERE block_height > %s").format(sql.Identifier(table)),
                 (height,),
             )
+        if rolled:
+            # The rolled-back blocks' transactions are back in the mempool (the winning branch,
+            # applied next, marks those it carries mined again).
+            cur = await pg.execute(
+                "UPDATE mempool_txs SET status = 'pending', index_block_hash = NULL "
+                "WHERE index_block_hash = ANY(%s) AND status = 'mined'",
+                (rolled,),
+            )
+            self._has_mempool = self._has_mempool or cur.rowcount > 0
         if self._has_relay and rolled:
             await pg.execute(
                 "UPDATE relay_txs SET status = 'broadcast', block_height = NULL, "
@@ -1112,6 +1134,19 @@ class Indexer:
         batch.stored.extend(batch.new_blocks)
         batch.new_blocks = {}
         carry = batch.cache.stage(steps)
+        if self._has_mempool and batch.mined:
+            txids = list(batch.mined)
+            steps.append(
+                (
+                    "exec",
+                    sql.SQL(
+                        "UPDATE mempool_txs m SET status = 'mined', index_block_hash = v.bh "
+                        "FROM (SELECT unnest(%b::text[]) AS txid, unnest(%b::text[]) AS bh) v "
+                        "WHERE m.txid = v.txid AND m.status <> 'mined'"
+                    ).format(),
+                    (txids, [batch.mined[t][2] for t in txids]),
+                )
+            )
         if self._has_relay and batch.mined:
             txids = list(batch.mined)
             vals = [batch.mined[t] for t in txids]
@@ -1141,7 +1176,7 @@ class Indexer:
                     ),
                 )
             )
-            batch.mined = {}
+        batch.mined = {}
         return steps, carry
 
     async def _flush(self, batch: _Batch) -> None:

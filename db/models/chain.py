@@ -188,7 +188,9 @@ class ChainHold(Base):
 
 
 class MempoolTx(Base):
-    """Pending transactions seen on the observer's mempool paths (for relay status)."""
+    """Transactions seen on the observer's mempool paths (for relay status). `pending` rows are
+    the mempool; a transaction a canonical block carries is `mined` (in `index_block_hash`) and
+    `pending` again if that block is rolled back; `dropped` as the node reported it."""
 
     __tablename__ = "mempool_txs"
 
@@ -197,6 +199,12 @@ class MempoolTx(Base):
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default=text("'pending'"))
     reason: Mapped[str | None] = mapped_column(Text)
     replaced_by: Mapped[str | None] = mapped_column(Text)
+    index_block_hash: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+    __table_args__ = (
+        Index("ix_mempool_txs_block", "index_block_hash"),
+        Index("ix_mempool_txs_pending", "received_at", postgresql_where=text("status = 'pending'")),
     )
