@@ -307,7 +307,8 @@ class Indexer:
         # archive); None: positions are not kept.
         self.source: str | None = None
         self._open_holds: dict[str, int] = {}
-        self.late_rejected = 0  # requests of a batch already answered, refused on a redo
+        # Requests of a batch already answered, refused on its redo: (position, path, reason).
+        self.late_rejections: list[tuple[int | None, str, str]] = []
 
     @property
     def pg(self) -> psycopg.AsyncConnection[Any]:
@@ -486,7 +487,7 @@ class Indexer:
     async def _drain(self) -> bool:
         """Wait for the batch in flight. True when PostgreSQL refused its rows
         (`UNSTORABLE`) and it was redone request by request, refusing the culprit alone; the
-        outcomes already returned for it then undercount the refusals (`late_rejected`)."""
+        outcomes already returned for it then miss those refusals (`late_rejections`)."""
         writer = self._writer
         if writer is None or writer.pending is None:
             return False
@@ -499,7 +500,11 @@ class Indexer:
             writer.hashes = set()
             await self._reset(count=False)
             redone = await self._one_by_one(requests)
-            self.late_rejected += sum(1 for o in redone if o.status == "rejected")
+            self.late_rejections += [
+                (r.position, r.path, o.reason or "rejected")
+                for r, o in zip(requests, redone, strict=True)
+                if o.status == "rejected"
+            ]
             return True
         except BaseException:
             self._carry = None

@@ -273,7 +273,10 @@ async def replay_file(
                         break
         finally:
             await indexer.stop_ahead()  # the last batch commits (or its failure is raised) here
-        stats.rejected += indexer.late_rejected
+        # Refused when their batch was redone at write time, after it had been answered.
+        late = indexer.late_rejections
+        stats.rejected += len(late)
+        stats.rejections += late[: max(MAX_REJECTIONS - len(stats.rejections), 0)]
     bar.close(stats)
     stats.seconds = time.monotonic() - started
     return stats

@@ -19,9 +19,11 @@ from sqlalchemy import make_url
 from db.session import to_libpq_url
 from indexer.tsv import write_requests
 from infra.config import PROJECT_ROOT
+from ops.bench.chaingen import Chain, to_requests
 from ops.bench.e2e import free_port
 from recchain.cli import EXIT_BROKEN_PIPE
 from tests.clirun import RECCHAIN, error_lines, recchain_env, run
+from tests.indexer.test_holds import _unstorable
 from tests.stacks.vectors import load
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"
@@ -178,6 +180,32 @@ def test_replay_says_why_each_request_was_rejected_and_what_it_skipped(
     lines = len(good) + 2
     assert f"replay: skipped {lines} request(s) already indexed by an earlier run" in again.stderr
     assert json.loads(again.stderr.strip().splitlines()[-1])["skipped"] == lines
+
+
+def test_replay_prints_requests_refused_when_their_batch_is_redone(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A value PostgreSQL cannot store is found only when the catch-up batch commits, after its
+    requests were answered; the batch is redone request by request and the culprit is printed
+    with its reason like any other rejected request."""
+    blocks = Chain(seed=85).grow(None, 6, "main")
+    k = next(
+        i for i, b in enumerate(blocks) if any(e["type"] == "nft_mint_event" for e in b["events"])
+    )
+    bad = _unstorable(blocks[k], lambda v: v.update(vintage=2**40))  # vintage is an integer
+    delivered = [*blocks[:k], bad, *blocks[k + 1 :]]
+    path = tmp_path / "unstorable.tsv"
+    with path.open("w") as f:
+        rows = to_requests(delivered)
+        write_requests(f, [(i, "2026-01-05 12:00:00+00", p, b) for i, (p, b) in enumerate(rows, 1)])
+    proc = run("replay", "--quiet", str(path), env=recchain_env(DATABASE_URL=to_libpq_url(db_url)))
+    assert proc.returncode == 0, proc.stderr
+    rejected = [ln for ln in proc.stderr.splitlines() if " rejected: " in ln]
+    assert len(rejected) == 1, proc.stderr
+    assert rejected[0].startswith(
+        f"replay: request {k + 1} (/new_block) rejected: cannot be stored"
+    )
+    assert json.loads(proc.stderr.strip().splitlines()[-1])["rejected"] == 1
 
 
 @pytest.mark.parametrize("json_flag", [[], ["--json"]])
