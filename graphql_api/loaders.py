@@ -14,12 +14,18 @@ from graphql_api.query import (
     Edge,
     Entity,
     PageInfo,
+    Pin,
     check_first,
     cursor_signature,
     decode_cursor,
     encode_cursor,
+    ensure_pin,
     keyset,
     live,
+    pin_columns,
+    pin_guard,
+    pinned_height,
+    row_pin,
 )
 
 
@@ -71,16 +77,21 @@ async def page_by(
     and their `totalCount`s, when asked, by another.
 
     A cursor names a position in the relation's order, so it resumes any parent's list of that
-    relation; from another list or ordering it is refused, as on root lists."""
+    relation; from another list or ordering it is refused, as on root lists. It also names the
+    block its first page read (query.Pin), which later pages read, whatever block the parent
+    is read at now; a parent read at another explicit block is a contradiction, refused."""
     check_first(ctx, first)
     entity, column, order = ENTITIES[relation.entity], relation.column, relation.order
     sig = cursor_signature(f"{relation.name}|" + ",".join(f"{c}:{d}" for c, d in order))
     # Decoded here, not in the batch: a bad cursor is this field's error.
     values = decode_cursor(sig, after, len(order)) if after else None
+    at, pin = pinned_height(at, after)
 
     async def load(keys: Sequence[Any]) -> list[Connection[Any]]:
         params: dict[str, Any] = {"keys": list(keys)}
         conds = [f"t.{column} = ANY(:keys)", live("t", entity.versioned, at, params)]
+        if pin is not None:
+            conds.append(pin_guard(pin, params))
         if values is not None:
             counter = [0]
 
@@ -89,9 +100,10 @@ async def page_by(
                 params[f"k{counter[0]}"] = value
                 return f":k{counter[0]}"
 
-            conds.append(keyset(order, values, bind))
+            conds.append(keyset(order, values, bind, {f"t.{c}" for c in entity.nullable}))
         order_sql = ", ".join(f"{c} {'DESC' if d else 'ASC'}" for c, d in order)
         cols = ", ".join(f"{c} AS _o{i}" for i, (c, _) in enumerate(order))
+        cols += pin_columns(at, pin, params)
         # One statement for every parent; the window cuts each parent's page (and one row more,
         # which tells whether a next page exists).
         rows = (
@@ -107,12 +119,15 @@ async def page_by(
         grouped: dict[Any, list[Any]] = defaultdict(list)
         for r in rows:
             grouped[r[column]].append(r)
-        return [page(k, grouped.get(k, [])) for k in keys]
+        if any(len(grouped.get(k, ())) <= first for k in keys):
+            await ensure_pin(ctx, pin)
+        pinned = row_pin(rows[0], pin) if rows else pin
+        return [page(k, grouped.get(k, []), pinned) for k in keys]
 
-    def page(parent: Any, rows: list[Any]) -> Connection[Any]:
+    def page(parent: Any, rows: list[Any], pinned: Pin | None) -> Connection[Any]:
         edges = [
             Edge(
-                cursor=encode_cursor(sig, [r[f"_o{i}"] for i in range(len(order))]),
+                cursor=encode_cursor(sig, [r[f"_o{i}"] for i in range(len(order))], pinned),
                 node=entity.from_row(r, at),
             )
             for r in rows[:first]
@@ -125,7 +140,7 @@ async def page_by(
                 start_cursor=edges[0].cursor if edges else None,
                 end_cursor=edges[-1].cursor if edges else None,
             ),
-            _count=lambda: count_by(ctx, entity, column, parent, at),
+            _count=lambda: count_by(ctx, entity, column, parent, at, pin),
         )
 
     name = f"page:{relation.name}:{at}:{first}:{after}"
@@ -133,7 +148,9 @@ async def page_by(
     return result
 
 
-async def count_by(ctx: Context, entity: Entity, column: str, key: Any, at: int | None) -> int:
+async def count_by(
+    ctx: Context, entity: Entity, column: str, key: Any, at: int | None, pin: Pin | None = None
+) -> int:
     """How many `entity` rows have `column` = `key` at `at`: a relation's `totalCount`, batched
     over the parents of the operation."""
 
@@ -145,8 +162,12 @@ async def count_by(ctx: Context, entity: Entity, column: str, key: Any, at: int 
             f" GROUP BY t.{column}",
             params,
         )
+        # Counted first, checked after: a block orphaned in between is refused, not counted.
+        await ensure_pin(ctx, pin)
         found = {r["_k"]: int(r["n"]) for r in rows}
         return [found.get(k, 0) for k in keys]
 
-    result: int = await ctx.loader(f"count:{entity.name}:{column}:{at}", load).load(key)
+    pinned = "" if pin is None else pin.hash
+    name = f"count:{entity.name}:{column}:{at}:{pinned}"
+    result: int = await ctx.loader(name, load).load(key)
     return result

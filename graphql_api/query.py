@@ -12,7 +12,7 @@ import enum
 import hashlib
 import json
 import sys
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,7 +25,7 @@ from strawberry.types.private import is_private
 from strawberry.utils.str_converters import to_camel_case
 
 from graphql_api.context import Context
-from graphql_api.errors import BadUserInput, LimitExceeded
+from graphql_api.errors import BadUserInput, BlockNotFound, LimitExceeded
 
 T = TypeVar("T")
 
@@ -83,6 +83,7 @@ class Entity:
     # Nested filters `name_: OtherFilter`: name -> (entity name, local column, remote column).
     nested: dict[str, tuple[str, str, str]] = field(default_factory=dict)
     columns: dict[str, Any] = field(default_factory=dict)
+    nullable: set[str] = field(default_factory=set)  # columns that may hold NULL
     ops: dict[str, tuple[str, str]] = field(default_factory=dict)
     filter_input: Any = None
     order_input: Any = None
@@ -121,6 +122,8 @@ def register(entity: Entity) -> Entity:
     for f in definition.fields:
         if f.base_resolver is None and not is_private(f.type) and f.python_name[0] != "_":
             entity.columns[f.python_name] = _scalar(f.type)
+            if isinstance(f.type, StrawberryOptional):
+                entity.nullable.add(f.python_name)
     ENTITIES[entity.name] = entity
     return entity
 
@@ -338,28 +341,151 @@ def cursor_signature(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def encode_cursor(signature: str, values: Sequence[Any]) -> str:
-    raw = json.dumps([signature, [_to_json(v) for v in values]], separators=(",", ":"))
+@dataclass(frozen=True)
+class Pin:
+    """The canonical block a list's first page was read at. Every later page of that list
+    reads the state of this block (time travel), so paging while blocks arrive, or while a
+    fork replaces blocks above it, neither repeats nor skips a row. The hash makes a fork
+    that orphans the block itself visible: its height then holds another state."""
+
+    height: int
+    hash: str
+
+
+def encode_cursor(signature: str, values: Sequence[Any], pin: Pin | None = None) -> str:
+    body: list[Any] = [signature, [_to_json(v) for v in values]]
+    if pin is not None:
+        body.append([pin.height, pin.hash])
+    raw = json.dumps(body, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(signature: str, cursor: str, width: int) -> list[Any]:
+def _cursor_body(cursor: str) -> tuple[Any, Any, Pin | None]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        sig, values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, TypeError) as exc:
+        body = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        sig, values = body[0], body[1]
+        pin = None
+        if len(body) > 2:
+            height, block_hash = body[2]
+            if type(height) is not int or not isinstance(block_hash, str):
+                raise TypeError("pin")
+            pin = Pin(height, block_hash)
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
         raise BadUserInput("after: not a cursor issued by this API") from exc
+    return sig, values, pin
+
+
+def decode_cursor(signature: str, cursor: str, width: int) -> list[Any]:
+    sig, values, _ = _cursor_body(cursor)
     if sig != signature or not isinstance(values, list) or len(values) != width:
         raise BadUserInput("after: the cursor belongs to another list or ordering")
     return [_from_json(v) for v in values]
 
 
-def keyset(columns: Sequence[tuple[str, bool]], values: Sequence[Any], bind: Any) -> str:
-    """Rows strictly after `values` in the order `columns` (name, descending)."""
+def cursor_pin(cursor: str | None) -> Pin | None:
+    """The block a cursor's list is read at (None: a cursor from before pins existed, or of
+    a list read before the first block)."""
+    return None if cursor is None else _cursor_body(cursor)[2]
+
+
+def pinned_height(at: int | None, after: str | None) -> tuple[int | None, Pin | None]:
+    """The height a page reads: the cursor's block when it has one, else `at`. A `block`
+    argument naming another block than the cursor's is a contradiction, refused."""
+    pin = cursor_pin(after)
+    if pin is None:
+        return at, None
+    if at is not None and at != pin.height:
+        raise BadUserInput(
+            f"after: the cursor pages this list as of block {pin.height}; give that block or"
+            " none with it"
+        )
+    return pin.height, pin
+
+
+async def page_at(ctx: Context, block: Any, after: str | None) -> tuple[int | None, Pin | None]:
+    """`pinned_height` for a root field's `block` argument."""
+    return pinned_height(await ctx.at(block), after)
+
+
+_TIP = "(SELECT b.{col} FROM blocks b WHERE b.canonical ORDER BY b.block_height DESC LIMIT 1)"
+
+
+def pin_columns(at: int | None, pin: Pin | None, params: dict[str, Any]) -> str:
+    """Select-list items `_pin_h`, `_pin_hash`: the block a first page reads, from the page's
+    own statement (so from its snapshot). Empty when the cursor already names it."""
+    if pin is not None:
+        return ""
+    if at is None:
+        return (
+            f", {_TIP.format(col='block_height')} AS _pin_h,"
+            f" {_TIP.format(col='index_block_hash')} AS _pin_hash"
+        )
+    params["_pin_at"] = at
+    return (
+        ", CAST(:_pin_at AS bigint) AS _pin_h, (SELECT b.index_block_hash FROM blocks b"
+        " WHERE b.canonical AND b.block_height = :_pin_at LIMIT 1) AS _pin_hash"
+    )
+
+
+def row_pin(row: Any, pin: Pin | None) -> Pin | None:
+    if pin is not None or row.get("_pin_hash") is None:
+        return pin
+    return Pin(int(row["_pin_h"]), row["_pin_hash"])
+
+
+def pin_guard(pin: Pin, params: dict[str, Any]) -> str:
+    """True while the pinned block is canonical (its height then holds the pinned state)."""
+    params["_pin_h"], params["_pin_hash"] = pin.height, pin.hash
+    return (
+        "EXISTS (SELECT 1 FROM blocks b WHERE b.index_block_hash = :_pin_hash"
+        " AND b.block_height = :_pin_h AND b.canonical)"
+    )
+
+
+def pin_lost(pin: Pin) -> BlockNotFound:
+    return BlockNotFound(
+        f"after: the cursor pages this list as of block {pin.height} ({pin.hash}), which a fork"
+        " has taken off the canonical chain; start again from the first page",
+        reason="cursor_block_orphaned",
+    )
+
+
+async def ensure_pin(ctx: Context, pin: Pin | None) -> None:
+    """Raise `pin_lost` unless the pinned block is still canonical. A page that came back
+    short is checked with it: its statement's guard may have been what emptied it."""
+    if pin is None:
+        return
+    params: dict[str, Any] = {}
+    row = await ctx.reader.one(f"SELECT {pin_guard(pin, params)} AS ok", params)
+    if row is None or not row["ok"]:
+        raise pin_lost(pin)
+
+
+def keyset(
+    columns: Sequence[tuple[str, bool]],
+    values: Sequence[Any],
+    bind: Any,
+    nullable: Collection[str] = (),
+) -> str:
+    """Rows strictly after `values` in the order `columns` (name, descending). PostgreSQL sorts
+    NULL after every value ascending and before every value descending; comparing with NULL
+    is never true, so a NULL sort value (or, ascending, the NULLs that follow a value of a
+    `nullable` column) needs IS [NOT] NULL or the pages stop at the first NULL."""
+
+    def same(col: str, value: Any) -> str:
+        return f"{col} IS NULL" if value is None else f"{col} = {bind(value)}"
+
+    def beyond(col: str, desc: bool, value: Any) -> str:
+        if value is None:
+            return f"{col} IS NOT NULL" if desc else "FALSE"
+        cmp = f"{col} {'<' if desc else '>'} {bind(value)}"
+        return f"({cmp} OR {col} IS NULL)" if col in nullable and not desc else cmp
+
     ors = []
     for i, (col, desc) in enumerate(columns):
-        eqs = [f"{c} = {bind(v)}" for (c, _), v in zip(columns[:i], values[:i], strict=True)]
-        eqs.append(f"{col} {'<' if desc else '>'} {bind(values[i])}")
+        eqs = [same(c, v) for (c, _), v in zip(columns[:i], values[:i], strict=True)]
+        eqs.append(beyond(col, desc, values[i]))
         ors.append("(" + " AND ".join(eqs) + ")")
     return "(" + " OR ".join(ors) + ")"
 
@@ -377,7 +503,9 @@ class PageInfo:
 
 @strawberry.type(description="A node and the cursor that resumes after it.")
 class Edge(Generic[T]):
-    cursor: str = strawberry.field(description="Opaque keyset cursor; valid across new blocks.")
+    cursor: str = strawberry.field(
+        description="Opaque keyset cursor; the pages after it read the block the first page read."
+    )
     node: T = strawberry.field(description="The item.")
 
 
@@ -421,10 +549,17 @@ async def paginate(
     first: int,
     after: str | None,
     build: Callable[[Any], Any],
+    at: int | None,
+    pin: Pin | None,
     select: str | None = None,
     prefix: str = "",
+    nullable: Collection[str] = (),
 ) -> Connection[Any]:
-    """One keyset page: `order` must end with a unique column so the order is total."""
+    """One keyset page: `order` must end with a unique column so the order is total.
+
+    `at` is the height the page reads and `pin` the cursor's block (`page_at` gives both, and
+    `conditions` must read at `at`): the first page's cursors name the block it read, and a
+    later page reads only while that block is canonical."""
     check_first(ctx, first)
     sig = cursor_signature(signature)
     counter = [0]
@@ -439,24 +574,36 @@ async def paginate(
     page_where = base_where
     if after:
         values = decode_cursor(sig, after, len(order))
-        page_where += " AND " + keyset(order, values, bind)
+        page_where += " AND " + keyset(order, values, bind, nullable)
+    guard = "TRUE" if pin is None else pin_guard(pin, params)
     order_sql = ", ".join(f"{c} {'DESC' if d else 'ASC'}" for c, d in order)
     cols = ", ".join(f"{c} AS _o{i}" for i, (c, _) in enumerate(order))
+    cols += pin_columns(at, pin, params)
     sql = (
-        f"{prefix} SELECT {select or alias + '.*'}, {cols} FROM {from_sql} WHERE {page_where}"
-        f" ORDER BY {order_sql} LIMIT {first + 1}"
+        f"{prefix} SELECT {select or alias + '.*'}, {cols} FROM {from_sql}"
+        f" WHERE {page_where} AND {guard} ORDER BY {order_sql} LIMIT {first + 1}"
     )
     rows = await ctx.reader.all(sql, params) if first > 0 else []
+    if len(rows) <= first:
+        await ensure_pin(ctx, pin)
+    pinned = row_pin(rows[0], pin) if rows else pin
     edges = [
-        Edge(cursor=encode_cursor(sig, [r[f"_o{i}"] for i in range(len(order))]), node=build(r))
+        Edge(
+            cursor=encode_cursor(sig, [r[f"_o{i}"] for i in range(len(order))], pinned),
+            node=build(r),
+        )
         for r in rows[:first]
     ]
-    count_params = {k: v for k, v in params.items() if not k.startswith("k")}
+    count_params = {k: v for k, v in params.items() if not k.startswith("k") and k != "_pin_at"}
 
     async def count() -> int:
+        # The guard beside the count: one statement, one snapshot, a row even when n = 0.
         row = await ctx.reader.one(
-            f"{prefix} SELECT count(*) AS n FROM {from_sql} WHERE {base_where}", count_params
+            f"{prefix} SELECT count(*) AS n, {guard} AS ok FROM {from_sql} WHERE {base_where}",
+            count_params,
         )
+        if pin is not None and (row is None or not row["ok"]):
+            raise pin_lost(pin)
         return int(row["n"]) if row is not None else 0
 
     return Connection(
@@ -483,7 +630,9 @@ async def list_entity(
     extra: Sequence[str] = (),
     extra_params: dict[str, Any] | None = None,
 ) -> Connection[Any]:
-    """The root list fields: `where`, `orderBy`, keyset page, time travel."""
+    """The root list fields: `where`, `orderBy`, keyset page, time travel (`at`: the `block`
+    argument's height; a cursor's block overrides it)."""
+    at, pin = pinned_height(at, after)
     params: dict[str, Any] = dict(extra_params or {})
     conditions = [live("t", entity.versioned, at, params), *extra]
     if where is not None:
@@ -510,4 +659,7 @@ async def list_entity(
         first=first,
         after=after,
         build=lambda r: entity.from_row(r, at),
+        at=at,
+        pin=pin,
+        nullable={f"t.{c}" for c in entity.nullable},
     )

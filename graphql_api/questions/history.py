@@ -9,7 +9,7 @@ import strawberry
 
 from graphql_api.context import BlockInput, Context
 from graphql_api.errors import BadUserInput, LimitExceeded
-from graphql_api.query import ENTITIES, Connection, SqlWhere, live, paginate
+from graphql_api.query import ENTITIES, Connection, SqlWhere, live, page_at, paginate
 from graphql_api.questions.grouping import Breakdown, breakdowns, grouping_sets_sql
 from graphql_api.scalars import BigInt
 from graphql_api.types import Certificate, Ctx, Transfer
@@ -181,7 +181,7 @@ class HistoryQuery:
         after: str | None = None,
         block: BlockInput | None = None,
     ) -> Connection[Transfer]:
-        at = await info.context.at(block)
+        at, pin = await page_at(info.context, block, after)
         params: dict[str, Any] = {"tok": token_id}
         entity = ENTITIES["Transfer"]
         return await paginate(
@@ -197,6 +197,8 @@ class HistoryQuery:
             first=first,
             after=after,
             build=lambda r: entity.from_row(r, at),
+            at=at,
+            pin=pin,
         )
 
     @strawberry.field(
@@ -220,7 +222,8 @@ class HistoryQuery:
         after: str | None = None,
     ) -> Holdings:
         ctx = info.context
-        at = await ctx.at(block)
+        # Totals and page at the cursor's block: a later page's totals match its rows.
+        at, pin = await page_at(ctx, block, after)
         params: dict[str, Any] = {"owner": owner}
         cert = ENTITIES["Certificate"]
         cond = holdings_condition(at, params)
@@ -248,6 +251,8 @@ class HistoryQuery:
             first=first,
             after=after,
             build=lambda r: cert.from_row(r, at),
+            at=at,
+            pin=pin,
         )
         return Holdings(
             owner=owner, at_height=at, total_wh=total, breakdown=breakdown, certificates=page
