@@ -69,7 +69,7 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
                 if source == "api":
                     from indexer.api_source import ApiSource
 
-                    await ApiSource(indexer, settings.indexer.api_url).run()
+                    await ApiSource.from_settings(indexer, settings).run()
                     return 0
                 log.error("source %r is not available in this build", source)
                 return 2

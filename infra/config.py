@@ -64,6 +64,11 @@ class IndexerSettings(BaseModel):
     listen_host: str = "127.0.0.1"
     listen_port: int = 3700
     api_url: str = "http://127.0.0.1:3999"
+    # Sent as `x-api-key` (hosted APIs give a key 500 requests a minute instead of 50).
+    api_key: SecretStr | None = None
+    # The `api` source paces its requests to this; the hosted limit without a key is 50
+    # (docs.hiro.so/resources/guides/rate-limits). Unset: no pacing (an API of one's own).
+    api_requests_per_minute: float | None = Field(default=50.0, gt=0)
     max_body_bytes: int = 64 * 1024 * 1024
     # Blocks deeper than this below the tip are final; forks deeper than it are refused loudly.
     finality_depth: int = 1000

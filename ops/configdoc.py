@@ -55,6 +55,10 @@ MEANINGS: dict[str, str] = {
     "indexer.listen_host": "Bind address of the event-observer server.",
     "indexer.listen_port": "Port of the event-observer server (`[[events_observer]] endpoint`).",
     "indexer.api_url": "Stacks Blockchain API base URL for the `api` source.",
+    "indexer.api_key": "API key sent as `x-api-key` by the `api` source (hosted APIs: 500 "
+    "requests a minute with a key, 50 without).",
+    "indexer.api_requests_per_minute": "The `api` source paces its requests to this (the hosted "
+    "limit without a key is 50; raise it with a key); unset = no pacing.",
     "indexer.max_body_bytes": "Largest observer payload accepted; a larger one is answered 413 and "
     "holds the chain until this is raised.",
     "indexer.finality_depth": "Blocks below the tip that are final; a deeper fork holds the chain "

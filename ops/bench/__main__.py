@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from recchain.cli import CommandParser, run
 
 BENCH_MODULES: tuple[str, ...] = (
+    "ops.bench.apisource",
     "ops.bench.ingest",
     "ops.bench.query",
     "ops.bench.subscribe",

@@ -38,8 +38,8 @@ from indexer.schema import decode_event
 from indexer.tsv import write_requests
 from infra.config import PROJECT_ROOT, IndexerSettings, Settings
 from ops.bench.chaingen import Chain, print_tuple, to_requests
+from ops.bench.fake_stacks_api import serve
 from tests.indexer.conftest_db import fresh_db
-from tests.indexer.fake_stacks_api import serve
 from tests.indexer.helpers import query, run_requests, snapshot
 
 META = "{ _meta { tipHeight hold { kind reason blockHeight blockHash attempts since } } }"

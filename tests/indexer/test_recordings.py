@@ -19,8 +19,8 @@ from indexer.pipeline import Indexer
 from indexer.replay import replay_file
 from indexer.tsv import write_requests
 from infra.config import IndexerSettings, Settings
+from ops.bench.fake_stacks_api import serve
 from tests import recordings
-from tests.indexer.fake_stacks_api import serve
 from tests.indexer.helpers import query, tx_fields
 
 

@@ -16,8 +16,8 @@ from indexer.replay import replay_file
 from indexer.tsv import write_requests
 from infra.config import IndexerSettings, Settings
 from ops.bench.chaingen import Chain, to_requests
+from ops.bench.fake_stacks_api import FakeApi, serve
 from tests.indexer.conftest_db import fresh_db
-from tests.indexer.fake_stacks_api import FakeApi, serve
 from tests.indexer.helpers import query, run_requests, snapshot
 
 START = 5
