@@ -55,10 +55,12 @@ CURRENT: contextvars.ContextVar[SharedStream | None] = contextvars.ContextVar(
 class Prebuilt:
     """A `{data, errors}` payload already encoded as JSON, shared by every member."""
 
-    __slots__ = ("json",)
+    __slots__ = ("json", "memo")
 
     def __init__(self, encoded: str) -> None:
         self.json = encoded
+        # What a transport derives from the payload (its bytes, compressed), once for all.
+        self.memo: dict[str, Any] = {}
 
 
 class Member(Protocol):

@@ -42,7 +42,7 @@ from graphql_api.context import Context
 from graphql_api.errors import LimitExceeded
 from graphql_api.fanout import Prebuilt, SharedStream, shareable, shared_stream
 from graphql_api.guards import document_shape, shape_error, tag, variables_error
-from infra.httpserver import client_key
+from infra.httpserver import FRAMES_EXTENSION, Body, GuardedWebSocketProtocol, client_key
 from infra.ratelimit import Buckets
 
 log = logging.getLogger(__name__)
@@ -102,16 +102,36 @@ async def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
 
 class Outbox:
     """One connection's frames: written synchronously while the socket keeps up, queued (up to
-    `SEND_QUEUE`) behind one task while the transport pushes back, else `overflow()`."""
+    `SEND_QUEUE`) behind one task while the transport pushes back, else `overflow()`.
 
-    __slots__ = ("_backlog", "_send", "_task", "closed", "overflow")
+    A push goes straight to the server's websocket protocol (`direct`, httpserver.py) when it
+    offers that and nothing is queued; otherwise through ASGI `websocket.send`."""
 
-    def __init__(self, send: Send, overflow: Callable[[], None]) -> None:
+    __slots__ = ("_backlog", "_send", "_task", "closed", "direct", "overflow")
+
+    def __init__(
+        self,
+        send: Send,
+        overflow: Callable[[], None],
+        direct: GuardedWebSocketProtocol | None = None,
+    ) -> None:
         self._send = send
         self.overflow = overflow
+        self.direct = direct
         self._backlog: deque[str] | None = None  # not None while a send is in flight
         self._task: asyncio.Task[None] | None = None
         self.closed = False
+
+    def push(self, head: str, head_bytes: bytes, payload: Prebuilt) -> None:
+        """The message `head` + the payload + `}` (a `next`/`data` frame)."""
+        direct = self.direct
+        if direct is not None and self._backlog is None and not self.closed:
+            body = payload.memo.get("ws")
+            if body is None:
+                body = payload.memo["ws"] = Body((payload.json + "}").encode())
+            if direct.write_text(head_bytes, body):
+                return
+        self.put(head + payload.json + "}")
 
     def put(self, frame: str) -> None:
         if self.closed:
@@ -163,7 +183,7 @@ def _sendable(ws: WebSocket) -> Send:
 class Subscriber:
     """One shareable subscription operation of one connection: a member of a shared stream."""
 
-    __slots__ = ("conn", "head", "id", "stream")
+    __slots__ = ("conn", "head", "head_bytes", "id", "stream")
 
     def __init__(self, conn: Connection, op_id: str, stream: SharedStream) -> None:
         self.conn = conn
@@ -171,9 +191,10 @@ class Subscriber:
         self.stream = stream
         kind = "data" if conn.legacy else "next"
         self.head = f'{{"id":{json.dumps(op_id)},"type":"{kind}","payload":'
+        self.head_bytes = self.head.encode()
 
     def deliver(self, payload: Prebuilt) -> None:
-        self.conn.outbox.put(self.head + payload.json + "}")
+        self.conn.outbox.push(self.head, self.head_bytes, payload)
 
     def fail(self, errors: list[GraphQLError]) -> None:
         self.conn.forget(self)
@@ -197,11 +218,13 @@ class Connection:
         self.context = context
         self.legacy = legacy
         self.ops: dict[str, Subscriber] = {}
-        self.outbox = Outbox(_sendable(ws), self._overflowed)
+        direct = (ws.scope.get("extensions") or {}).get(FRAMES_EXTENSION)
+        self.outbox = Outbox(_sendable(ws), self._overflowed, direct)
         self.main: asyncio.Task[Any] | None = None
         self.evicted = False
         self.client = _client(ws)
         self.buckets = buckets
+        self.usage: _Usage | None = None  # while registered (`_register`)
 
     def can_share(self, payload: Any) -> bool:
         if not isinstance(payload, dict) or getattr(self.context, "hub", None) is None:
@@ -221,16 +244,22 @@ class Connection:
         query, name = payload["query"], payload.get("operationName")
         stream = shared_stream(schema, self.context, query, payload.get("variables"), name)
         subscriber = self.ops[op_id] = Subscriber(self, op_id, stream)
+        if self.usage is not None:
+            self.usage.shared += 1
         stream.join(subscriber)
 
     def forget(self, subscriber: Subscriber) -> None:
         if self.ops.get(subscriber.id) is subscriber:
             del self.ops[subscriber.id]
+            if self.usage is not None:
+                self.usage.shared -= 1
 
     def leave(self, op_id: str) -> bool:
         subscriber = self.ops.pop(op_id, None)
         if subscriber is None:
             return False
+        if self.usage is not None:
+            self.usage.shared -= 1
         subscriber.stream.leave(subscriber)
         return True
 
@@ -271,22 +300,57 @@ class Connection:
             self.outbox.close()
 
 
-# Subscription operations per client address, over all its connections to this process: each
-# one costs a topic or a shared stream to keep and recompute, so one client may not hold
-# without bound (api.max_subscriptions_per_client; per connection: ...per_connection).
-_CLIENTS: dict[str, dict[Any, None]] = {}
+class _Usage:
+    """One client address's operations over all its connections to this process: each costs a
+    topic or a shared stream to keep and recompute, so one client may not hold without bound
+    (api.max_subscriptions_per_client; per connection: ...per_connection). Kept as it changes:
+    summing every connection of the client per new operation made 10,000 sockets from one
+    address (a proxy, a NAT) cost seconds of CPU to subscribe."""
+
+    __slots__ = ("handlers", "own", "shared")
+
+    def __init__(self) -> None:
+        self.handlers: dict[Any, None] = {}
+        self.shared = 0  # shared-stream members (`Connection.join`/`leave`)
+        # Handlers that handed an operation to Strawberry, which ends it on its own: counted
+        # when asked, and dropped once they run none.
+        self.own: dict[Any, None] = {}
+
+    def held(self) -> int:
+        held = self.shared
+        for handler in list(self.own):
+            n = _own(handler)
+            if n:
+                held += n
+            else:
+                del self.own[handler]
+        return held
+
+
+_CLIENTS: dict[str, _Usage] = {}
 
 
 def _client(ws: WebSocket) -> str:
     return client_key(ws.client.host) if ws.client is not None else "unknown"
 
 
-def _held(handler: Any) -> int:
-    """Operations a handler runs: shared members and Strawberry's own."""
+def _own(handler: Any) -> int:
+    """Operations Strawberry runs for a handler."""
     own = getattr(handler, "operations", None)
     if own is None:
         own = getattr(handler, "tasks", {})
-    return len(handler.conn.ops) + len(own)
+    return len(own)
+
+
+def _held(handler: Any) -> int:
+    """Operations a handler runs: shared members and Strawberry's own."""
+    return len(handler.conn.ops) + _own(handler)
+
+
+def _by_strawberry(handler: Any) -> None:
+    """`handler` hands an operation to Strawberry's own handling."""
+    if handler.conn.usage is not None:
+        handler.conn.usage.own[handler] = None
 
 
 def _limit_error(handler: Any) -> GraphQLError | None:
@@ -296,8 +360,8 @@ def _limit_error(handler: Any) -> GraphQLError | None:
         limit, bound = "subscriptions_per_connection", api.max_subscriptions_per_connection
         scope = "this connection"
     elif (
-        sum(_held(h) for h in _CLIENTS.get(handler.conn.client, ()))
-        >= api.max_subscriptions_per_client
+        handler.conn.usage is not None
+        and handler.conn.usage.held() >= api.max_subscriptions_per_client
     ):
         limit, bound = "subscriptions_per_client", api.max_subscriptions_per_client
         scope = "this client"
@@ -311,15 +375,23 @@ def _limit_error(handler: Any) -> GraphQLError | None:
 
 
 def _register(handler: Any) -> None:
-    _CLIENTS.setdefault(handler.conn.client, {})[handler] = None
+    usage = _CLIENTS.get(handler.conn.client)
+    if usage is None:
+        usage = _CLIENTS[handler.conn.client] = _Usage()
+    usage.handlers[handler] = None
+    usage.shared += len(handler.conn.ops)
+    handler.conn.usage = usage
 
 
 def _unregister(handler: Any) -> None:
-    handlers = _CLIENTS.get(handler.conn.client)
-    if handlers is not None:
-        handlers.pop(handler, None)
-        if not handlers:
-            del _CLIENTS[handler.conn.client]
+    usage, handler.conn.usage = handler.conn.usage, None
+    if usage is None:
+        return
+    usage.handlers.pop(handler, None)
+    usage.own.pop(handler, None)
+    usage.shared -= len(handler.conn.ops)
+    if not usage.handlers and _CLIENTS.get(handler.conn.client) is usage:
+        del _CLIENTS[handler.conn.client]
 
 
 INVALID_CLOSE_CODE = 4400
@@ -431,6 +503,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self.conn.can_share(payload):
             self.conn.join(self.schema, op_id, dict(payload))
         else:
+            _by_strawberry(self)
             await super().handle_subscribe(message)
 
     async def handle_complete(self, message: CompleteMessage) -> None:
@@ -489,6 +562,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if self.conn.can_share(payload):
             self.conn.join(self.schema, op_id, dict(payload))
         else:
+            _by_strawberry(self)
             await super().handle_start(message)
 
     async def handle_async_results(

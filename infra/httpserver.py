@@ -29,12 +29,19 @@ import ipaddress
 import logging
 import resource
 import time
+import zlib
 from typing import Any, ClassVar
 
 import uvicorn
 from starlette.requests import ClientDisconnect
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.permessage_deflate import (
+    PerMessageDeflate,
+    ServerPerMessageDeflateFactory,
+)
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from infra.config import HttpSettings
 
@@ -269,10 +276,108 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+# The ASGI scope extension through which an application writes prebuilt text frames.
+FRAMES_EXTENSION = "recchain.websocket.frames"
+
+
+class Body:
+    """The shared tail of text messages sent to many sockets, encoded once for all of them:
+    as UTF-8, and compressed once per window size for sockets with permessage-deflate."""
+
+    __slots__ = ("_deflated", "plain")
+
+    def __init__(self, plain: bytes) -> None:
+        self.plain = plain
+        self._deflated: dict[int, bytes] = {}
+
+    def deflated(self, wbits: int) -> bytes:
+        data = self._deflated.get(wbits)
+        if data is None:
+            # A fresh compressor (the sockets negotiated no context takeover), ending on a byte
+            # boundary (sync flush): valid after any other byte-aligned deflate blocks.
+            encoder = zlib.compressobj(wbits=-wbits, memLevel=5)
+            data = encoder.compress(self.plain) + encoder.flush(zlib.Z_SYNC_FLUSH)
+            data = self._deflated[wbits] = data[:-4]  # the message ends without it (RFC 7692)
+        return data
+
+
+def _frame_head(first: int, n: int) -> bytes:
+    """A server frame's header (FIN, opcode, RSV1 in `first`; never masked)."""
+    if n < 126:
+        return bytes((first, n))
+    if n < 65536:
+        return bytes((first, 126)) + n.to_bytes(2, "big")
+    return bytes((first, 127)) + n.to_bytes(8, "big")
+
+
 class GuardedWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's websocket protocol, releasing the connection in the guard when it ends."""
+    """uvicorn's websocket protocol, releasing the connection in the guard when it ends, with
+    a direct path for pushes (`write_text`, offered to the application in the scope's
+    extensions as `FRAMES_EXTENSION`).
+
+    A push to thousands of sockets is one frame each; through ASGI `websocket.send` every frame
+    costs a coroutine, Starlette's and uvicorn's state checks and websockets' framing, several
+    times the `write` itself. With permessage-deflate, context takeover is declined both ways:
+    a socket then keeps no compressor of its own between messages (about 40 KB each), and a
+    shared payload is compressed once for every socket instead of once per socket.
+    """
 
     guard: ClassVar[ConnectionGuard]
+
+    def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self._deflate_bits: int | None = None
+        if config.ws_per_message_deflate:
+            self.conn = ServerProtocol(
+                extensions=[
+                    ServerPerMessageDeflateFactory(
+                        server_no_context_takeover=True,
+                        client_no_context_takeover=True,
+                        server_max_window_bits=12,
+                        client_max_window_bits=12,
+                        compress_settings={"memLevel": 5},
+                    )
+                ],
+                max_size=config.ws_max_size,
+                logger=logging.getLogger("uvicorn.error"),
+            )
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if self.response.status_code == 101:  # the application's task has not run yet
+            extensions: dict[str, Any] = self.scope["extensions"]
+            extensions[FRAMES_EXTENSION] = self
+            for extension in self.conn.extensions:
+                if isinstance(extension, PerMessageDeflate):
+                    self._deflate_bits = extension.local_max_window_bits
+
+    def write_text(self, head: bytes, body: Body) -> bool:
+        """Write the text message `head` + `body` as one frame now, if the socket is open and
+        its transport takes data; False (nothing written) otherwise, and the caller goes
+        through `websocket.send`, which waits for the transport or reports the socket gone."""
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or not self.writable.is_set()
+            or self.conn.state is not State.OPEN
+            or self.transport.is_closing()
+        ):
+            return False
+        bits = self._deflate_bits
+        if bits is None:
+            data = head + body.plain
+            self.transport.write(_frame_head(0x81, len(data)) + data)
+            return True
+        n = len(head)
+        if n > 0xFFFF:
+            return False
+        # The head as a stored (uncompressed) deflate block, then the shared compressed body.
+        tail = body.deflated(bits)
+        stored = b"\x00" + n.to_bytes(2, "little") + (n ^ 0xFFFF).to_bytes(2, "little")
+        size = 5 + n + len(tail)
+        self.transport.write(b"".join((_frame_head(0xC1, size), stored, head, tail)))
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         try:

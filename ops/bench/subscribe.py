@@ -129,10 +129,12 @@ class LeanClient(asyncio.Protocol):
         tally: Tally,
         deflate: bool,
         listing_ids: range | None = None,
+        blocks_ops: int = 1,
     ) -> None:
         self.host, self.port, self.protocol, self.tally = host, port, protocol, tally
         self.offer_deflate = deflate
         self.listing_ids = listing_ids
+        self.blocks_ops = blocks_ops
         self.transport: asyncio.Transport | None = None
         self.buf = b""
         self.handshake = True
@@ -190,7 +192,11 @@ class LeanClient(asyncio.Protocol):
             if b0 & 0x40 and self.inflate is not None:
                 payload = self.inflate.decompress(payload + b"\x00\x00\xff\xff")
             if opcode == 0x1:
-                self._message(json.loads(payload), at)
+                height = self._push_height(payload)
+                if height is not None:
+                    self.tally.arrived(height, at)
+                else:
+                    self._message(json.loads(payload), at)
             elif opcode == 0x9:  # ping -> pong with the same payload
                 assert self.transport is not None
                 self.transport.write(bytes((0x8A, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
@@ -200,6 +206,19 @@ class LeanClient(asyncio.Protocol):
                 assert self.transport is not None
                 self.transport.close()
         self.buf = buf
+
+    @staticmethod
+    def _push_height(payload: bytes) -> int | None:
+        """The height a `blocks` push carries, read without parsing the whole message (the
+        client must cost less than the server it measures); None for anything else."""
+        if b'"type":"next"' not in payload[:40] and b'"type":"data"' not in payload[:40]:
+            return None
+        at = payload.find(b'"blocks":{"block":{"height":')
+        if at < 0:
+            return None
+        at += 28
+        end = payload.find(b",", at)
+        return int(payload[at:end]) if end > at else None
 
     def _message(self, msg: dict[str, Any], at: float) -> None:
         kind = msg.get("type")
@@ -212,7 +231,8 @@ class LeanClient(asyncio.Protocol):
         elif kind == "connection_ack":
             start = "subscribe" if self.protocol == PROTOCOLS[0] else "start"
             if self.listing_ids is None:
-                self.send({"id": "1", "type": start, "payload": {"query": BLOCKS_QUERY}})
+                for op in range(1, self.blocks_ops + 1):
+                    self.send({"id": str(op), "type": start, "payload": {"query": BLOCKS_QUERY}})
             for lid in self.listing_ids or ():
                 payload = {"query": LISTING_QUERY, "variables": {"id": lid}}
                 self.send({"id": str(lid), "type": start, "payload": payload})
@@ -242,9 +262,10 @@ async def _client_main(
     deflate: bool,
     pipe: Connection,
     per_socket: int = 0,
+    blocks_ops: int = 1,
 ) -> None:
     loop = asyncio.get_running_loop()
-    tally = Tally(clients, pipe, each=per_socket > 0)
+    tally = Tally(clients * blocks_ops, pipe, each=per_socket > 0)
     conns: list[LeanClient] = []
     gate = asyncio.Semaphore(100)  # concurrent handshakes per process
 
@@ -256,7 +277,7 @@ async def _client_main(
             ids = range(first, first + per_socket)
         async with gate:
             _, client = await loop.create_connection(
-                lambda: LeanClient("127.0.0.1", port, proto, tally, deflate, ids),
+                lambda: LeanClient("127.0.0.1", port, proto, tally, deflate, ids, blocks_ops),
                 "127.0.0.1",
                 port,
             )
@@ -297,6 +318,7 @@ def client_process(
     deflate: bool,
     pipe: Connection,
     per_socket: int = 0,
+    blocks_ops: int = 1,
 ) -> None:
     raise_fd_limit()
     try:
@@ -305,7 +327,9 @@ def client_process(
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency of the API
         pass
-    asyncio.run(_client_main(port, clients, offset, protocol, deflate, pipe, per_socket))
+    asyncio.run(
+        _client_main(port, clients, offset, protocol, deflate, pipe, per_socket, blocks_ops)
+    )
 
 
 # -- the driver ---------------------------------------------------------------------------------
@@ -414,8 +438,14 @@ def bench(args: argparse.Namespace, url: str, read_url: str | None = None) -> di
     raise_fd_limit()
     port = free_port()
     extra = {"RECCHAIN_API__READ_DATABASE_URL": read_url} if read_url else {}
-    extra["RECCHAIN_API__MAX_SUBSCRIPTIONS_PER_CLIENT"] = str(max(1000, args.clients))
+    ops = args.subs_per_socket
+    subscribers = args.clients * ops
+    extra["RECCHAIN_API__MAX_SUBSCRIPTIONS_PER_CLIENT"] = str(max(1000, subscribers))
+    extra["RECCHAIN_API__MAX_SUBSCRIPTIONS_PER_CONNECTION"] = str(max(100, ops))
+    if args.compression:
+        extra["RECCHAIN_API__WS_COMPRESSION"] = "true"
     api = start_api(url, port, **extra)
+    api_rss_start = _rss_mb(api.pid)
     observer = Observer(url) if args.tip else None
     ctx = mp.get_context("spawn")
     pipes: list[Connection] = []
@@ -430,7 +460,7 @@ def bench(args: argparse.Namespace, url: str, read_url: str | None = None) -> di
             parent, child = ctx.Pipe()
             p = ctx.Process(
                 target=client_process,
-                args=(port, n, offset, args.protocol, not args.no_deflate, child),
+                args=(port, n, offset, args.protocol, not args.no_deflate, child, 0, ops),
                 daemon=True,
             )
             p.start()
@@ -444,8 +474,8 @@ def bench(args: argparse.Namespace, url: str, read_url: str | None = None) -> di
             errors += errs
         connect_s = time.perf_counter() - started
         # Every subscription registered in the API (not merely sent).
-        for _ in range(600):
-            if _subscriber_gauge(port) >= held:
+        for _ in range(1200):
+            if _subscriber_gauge(port) >= held * ops:
                 break
             time.sleep(0.1)
         api_rss_idle = _rss_mb(api.pid)
@@ -519,7 +549,9 @@ def bench(args: argparse.Namespace, url: str, read_url: str | None = None) -> di
             "rounds": len(sent),
             "connect_seconds": round(connect_s, 1),
             "delivered": len(latencies),
-            "missing": held * len(sent) - len(latencies),
+            "subscribers": held * ops,
+            "subscriptions_per_socket": ops,
+            "missing": held * ops * len(sent) - len(latencies),
             "closed_by_server": closes,
             "latency_ms": {
                 "p50": pct(0.5),
@@ -530,7 +562,10 @@ def bench(args: argparse.Namespace, url: str, read_url: str | None = None) -> di
             }
             if latencies
             else None,
-            "api_rss_mb": {"idle": api_rss_idle, "end": api_rss},
+            "api_rss_mb": {"before": api_rss_start, "idle": api_rss_idle, "end": api_rss},
+            "api_kb_per_subscriber": None
+            if api_rss_idle is None or api_rss_start is None or not held
+            else round((api_rss_idle - api_rss_start) * 1024 / (held * ops), 1),
             "api_cpu_s": round(api_cpu, 3),
             "api_cpu_ms_per_push": round(api_cpu * 1000 / pushes, 4),
             "api_cpu_ms_per_round": round(api_cpu * 1000 / max(1, len(sent)), 1),
@@ -805,9 +840,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     lat = report["latency_ms"] or {}
     print(
-        f"{report['held']}/{report['clients']} subscribers held ({report['protocol']},"
-        f" {report['procs']} client processes), connected in {report['connect_seconds']} s;"
-        f" API RSS {report['api_rss_mb']} MB"
+        f"{report['held']}/{report['clients']} sockets held, {report['subscribers']} subscribers"
+        f" ({report['protocol']}, {report['procs']} client processes), connected in"
+        f" {report['connect_seconds']} s; API RSS {report['api_rss_mb']} MB,"
+        f" {report['api_kb_per_subscriber']} KB per subscriber"
     )
     print(
         f"{report['mode']} over {report['rounds']} rounds: p50 {lat.get('p50')} ms,"
@@ -825,7 +861,18 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     p = sub.add_parser("subscribe", help="concurrent subscribers and change-to-delivery latency")
-    p.add_argument("--clients", type=int, default=1000, help="websocket clients")
+    p.add_argument("--clients", type=int, default=1000, help="websocket clients (sockets)")
+    p.add_argument(
+        "--subs-per-socket",
+        type=int,
+        default=1,
+        help="`blocks` subscriptions per socket (distinct operation ids; a frame each)",
+    )
+    p.add_argument(
+        "--compression",
+        action="store_true",
+        help="serve with api.ws_compression (permessage-deflate, when the clients offer it)",
+    )
     p.add_argument("--rounds", type=int, default=5, help="changes pushed and timed")
     p.add_argument("--procs", type=int, default=2, help="client processes")
     p.add_argument(

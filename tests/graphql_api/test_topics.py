@@ -237,6 +237,50 @@ async def test_subscriptions_are_capped_per_connection_and_per_client(
         await second.close()
 
 
+async def test_the_client_cap_counts_operations_strawberry_runs_and_frees_closed_sockets(
+    db_url: str, engine: Any
+) -> None:
+    chain = Chain()
+    chain.block()
+    await chain.write(engine)
+    blocks = "subscription { blocks { block { height } } }"
+    relay = "subscription($t: String!) { relayStatus(txid: $t) { status } }"
+    txid = "0x" + "ab" * 32
+    async with limited_api(db_url, engine, max_subscriptions_per_client=2) as url:
+        first = await Subscriber.connect(url)
+        relay_id = await first.subscribe(relay, {"t": txid})  # not shared: Strawberry runs it
+        await first.subscribe(blocks)
+        await asyncio.sleep(0.2)
+        second = await Subscriber.connect(url)
+        await second.subscribe(blocks)
+        error = await refusal(second)
+        assert error["extensions"]["limit"] == "subscriptions_per_client"
+        # Ending the relayStatus operation frees its place...
+        await first.ws.send(json.dumps({"id": relay_id, "type": "complete"}))
+        await asyncio.sleep(0.3)
+        await second.subscribe(blocks)
+        await second.subscribe(blocks)
+        error = await refusal(second)
+        assert error["extensions"]["limit"] == "subscriptions_per_client"
+        # ...and so does a closed socket, whatever it held.
+        await first.close()
+        await asyncio.sleep(0.3)
+        third = await Subscriber.connect(url)
+        await third.subscribe(blocks)
+        chain.block()
+        await chain.write(engine)
+        from tests.graphql_api.wsclient import notify
+
+        await notify(
+            db_url,
+            {"height": chain.height, "hash": chain.tip.hash, "rolled_back": [], "changes": {}},
+        )
+        msg = await third.next()
+        assert msg["data"]["blocks"]["block"]["height"] == chain.height, msg
+        await second.close()
+        await third.close()
+
+
 # -- 10,000 distinct topics against a real `recchain serve` ----------------------------------
 
 TOPICS = 10_000
