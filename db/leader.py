@@ -10,10 +10,16 @@ cancellable, reconnects by itself when the database restarts, and never holds a 
 in a lock wait.
 
 Losing the connection while leading means another process may already lead, so the holder
-must stop writing: `Leadership.lost` is set and `run_as_leader` cancels the work. The indexer's
-own writes are idempotent and checkpointed in the same transaction as the data, so the short
-window between a lost connection and the old leader noticing it cannot corrupt anything; it
-only wastes a few statements that the new leader repeats.
+must stop writing: `Leadership.lost` is set and `run_as_leader` cancels the work. Noticing
+takes up to a check interval, and a paused process (SIGSTOP, a long GC, a frozen VM) notices
+only when it runs again, so writes are also fenced in the database: whoever takes the lock bumps
+the name's epoch in `leader_epochs` (a fencing token), and every write transaction of the
+leader calls `Leadership.check(conn)` first, which reads the epoch `FOR SHARE` (held until the
+transaction ends). The bump waits for a transaction that holds that share lock, so the previous
+leader's last batch commits before the new leader's first one begins; if it does not end within
+`BUMP_WAIT_S` (its process is paused or cut off) the new leader ends that session, which rolls
+it back and frees its row locks. A check after the bump finds another epoch and raises `Fenced`.
+So two leaders never commit in the same window, whatever the timing.
 
 Usage, in the indexer:
 
@@ -31,7 +37,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -44,13 +50,23 @@ T = TypeVar("T")
 # Server-side keepalives for the lock session (user-settable GUCs): a holder whose host
 # disappears without closing its socket loses the lock after about idle + interval * count
 # seconds instead of the operating system's default of two hours.
+# The lock session is idle between checks by design: a server-wide idle_session_timeout must not
+# end a leadership (the data connections are subject to it, and reconnect).
 KEEPALIVE_OPTIONS = (
     "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+    " -c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0"
 )
+# How long the epoch bump waits for the previous leader's open write transaction before it ends
+# that session (it lost the lock; its transaction would fail its check anyway).
+BUMP_WAIT_S = 5.0
 
 
 class LeadershipLost(RuntimeError):
     """The lock connection failed while leading: another process may be the leader now."""
+
+
+class Fenced(LeadershipLost):
+    """A write transaction found that another process took the lock since: it must roll back."""
 
 
 def lock_key(name: str) -> int:
@@ -75,12 +91,26 @@ class Leadership:
     name: str
     key: int
     backend_pid: int
+    epoch: int = 0
     lost: asyncio.Event = field(default_factory=asyncio.Event)
 
     def ensure(self) -> None:
         """Raise `LeadershipLost` if the lock connection has failed; call before writing."""
         if self.lost.is_set():
             raise LeadershipLost(f"leadership of {self.name!r} lost")
+
+    async def check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """First in a write transaction on `conn`: raise `Fenced` unless this process still holds
+        the lock's epoch. The share lock it takes lasts until the transaction ends, so a
+        successor's bump waits for it."""
+        self.ensure()
+        cur = await conn.execute(
+            "SELECT 1 FROM leader_epochs WHERE name = %s AND epoch = %s FOR SHARE",
+            (self.name, self.epoch),
+        )
+        if await cur.fetchone() is None:
+            self.lost.set()
+            raise Fenced(f"leadership of {self.name!r} taken over (epoch {self.epoch} is stale)")
 
 
 async def _connect(url: str, name: str) -> psycopg.AsyncConnection[tuple[object, ...]]:
@@ -96,6 +126,37 @@ async def _connect(url: str, name: str) -> psycopg.AsyncConnection[tuple[object,
 async def _try_lock(conn: psycopg.AsyncConnection[tuple[object, ...]], key: int) -> bool:
     row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))).fetchone()
     return bool(row and row[0])
+
+
+async def _bump_epoch(conn: psycopg.AsyncConnection[tuple[object, ...]], name: str) -> int:
+    """Take the next epoch of `name` (on the lock connection, autocommit)."""
+    while True:
+        try:
+            await conn.execute(f"SET lock_timeout = '{int(BUMP_WAIT_S * 1000)}ms'")
+            cur = await conn.execute(
+                "INSERT INTO leader_epochs AS e (name, epoch, holder) VALUES (%s, 1, %s) "
+                "ON CONFLICT (name) DO UPDATE SET epoch = e.epoch + 1, holder = EXCLUDED.holder, "
+                "acquired_at = now() RETURNING epoch",
+                (name, holder_label(name)),
+            )
+            row = await cur.fetchone()
+            await conn.execute("SET lock_timeout = 0")
+            assert row is not None
+            return int(row[0])  # type: ignore[call-overload]
+        except psycopg.errors.LockNotAvailable:
+            # The previous leader is inside a write transaction (paused, or its host cut off):
+            # its session ends here, so its transaction rolls back instead of committing later.
+            cur = await conn.execute(
+                "SELECT a.pid, pg_terminate_backend(a.pid) FROM leader_epochs e "
+                "JOIN pg_stat_activity a ON a.backend_xid = e.xmax "
+                "WHERE e.name = %s AND a.pid <> pg_backend_pid()",
+                (name,),
+            )
+            ended = [r[0] for r in await cur.fetchall()]
+            log.warning(
+                "leader epoch: the previous leader's write transaction held it; ended its session",
+                extra={"leader": name, "backend_pids": ended},
+            )
 
 
 async def _backend_pid(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> int:
@@ -171,8 +232,16 @@ async def leadership(
             await conn.close()
             raise
 
-    held = Leadership(name=name, key=key, backend_pid=await _backend_pid(conn))
-    log.info("acquired leadership", extra={"leader": name, "backend_pid": held.backend_pid})
+    try:
+        epoch = await _bump_epoch(conn, name)
+        held = Leadership(name=name, key=key, backend_pid=await _backend_pid(conn), epoch=epoch)
+    except BaseException:
+        await conn.close()  # the lock goes with the session: a restart competes again
+        raise
+    log.info(
+        "acquired leadership",
+        extra={"leader": name, "backend_pid": held.backend_pid, "epoch": epoch},
+    )
     watcher = asyncio.create_task(_watch(conn, held, check_interval, check_timeout))
     try:
         yield held

@@ -56,6 +56,7 @@ from psycopg import sql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from db.channels import BLOCKS
+from db.leader import Leadership
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.models.chain import HOLD_KINDS
 from db.session import create_engine
@@ -309,6 +310,9 @@ class Indexer:
         self._open_holds: dict[str, int] = {}
         # Requests of a batch already answered, refused on its redo: (position, path, reason).
         self.late_rejections: list[tuple[int | None, str, str]] = []
+        # Set while leading (`recchain index`): every write transaction checks it first, so a
+        # process that lost the lock cannot commit beside its successor (db/leader.py).
+        self.fence: Leadership | None = None
 
     @property
     def pg(self) -> psycopg.AsyncConnection[Any]:
@@ -351,6 +355,18 @@ class Indexer:
         _show_holds(self._open_holds)
         metrics.ORPHANS.set(self._db_orphans)
         await load_column_types(self.pg, ["raw_requests", "blocks", *CHAIN_COLUMNS, *COLUMNS])
+
+    async def _fence(self, pg: psycopg.AsyncConnection[Any]) -> None:
+        # First in every write transaction: its share lock on the epoch lasts until the commit,
+        # so a successor's takeover waits for this transaction, or ends it (db/leader.py).
+        if self.fence is not None:
+            await self.fence.check(pg)
+
+    async def ping(self) -> None:
+        """One round trip on the data connection (readiness: raises if it is dead)."""
+        await self._begin()
+        await self.pg.execute("SELECT 1")
+        await self.conn.commit()
 
     async def position(self) -> int | None:
         """The last request position committed under `source` (None: nothing yet)."""
@@ -403,6 +419,7 @@ class Indexer:
         self._carry = None  # this path reads the database, which is then up to date
         await self._begin()
         try:
+            await self._fence(self.pg)
             outcomes = await self._process(batch, requests)
             commit = self._seal(batch)
             await self._write(commit, self.conn, self.pg)
@@ -528,6 +545,7 @@ class Indexer:
             # at each commit is therefore safe here (never at the tip, where an observer is
             # answered only after a durable commit).
             await pg.execute("SET LOCAL synchronous_commit = off")
+            await self._fence(pg)
             await self._write(commit, conn, pg)
             await conn.commit()
         except BaseException:
@@ -586,9 +604,10 @@ class Indexer:
         raised."""
         reason = f"held: {exc}"
         digest = request.digest or payload_hash(request.payload)
-        header = _header_of(request)
+        header = header_of(request)
         await self._begin()
         try:
+            await self._fence(self.pg)
             cur = await self.pg.execute(
                 "INSERT INTO raw_requests (received_at, event_path, payload, payload_hash, error) "
                 "VALUES (coalesce(%s, now()), %s, %s, %s, %s) ON CONFLICT (payload_hash) DO "
@@ -616,6 +635,7 @@ class Indexer:
         )
         await self._begin()
         try:
+            await self._fence(self.pg)
             await _open_holds(self.pg, [_Hold("body_too_large", reason, path)])
             self._open_holds = await _count_holds(self.pg)
             await self.conn.commit()
@@ -710,7 +730,7 @@ class Indexer:
         descendants wait as orphans until the genuine copy arrives."""
         if request.path != "/new_block":
             return
-        block_hash, height = _header_of(request)
+        block_hash, height = header_of(request)
         if block_hash is None or height is None or (self.tip and height <= self.tip[1]):
             return
         if await self._known_block(block_hash) is not None:
@@ -1298,7 +1318,7 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
 
 
-def _header_of(request: Request) -> tuple[str | None, int | None]:
+def header_of(request: Request) -> tuple[str | None, int | None]:
     """The block a `/new_block` payload names, when its header can be read at all."""
     if isinstance(request.parsed, Block):
         return request.parsed.hash, request.parsed.height

@@ -146,6 +146,21 @@ class ReplayPosition(Base):
     )
 
 
+class LeaderEpoch(Base):
+    """The fencing token of a leader lock (db/leader.py): bumped by each process that takes the
+    lock, and checked (`FOR SHARE`) by every write transaction of the leader, so a process that
+    lost the lock cannot commit once its successor holds it."""
+
+    __tablename__ = "leader_epochs"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    holder: Mapped[str] = mapped_column(Text, nullable=False)
+    acquired_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 HOLD_KINDS = ("refused_block", "deep_fork", "body_too_large")
 
 
