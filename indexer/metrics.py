@@ -5,7 +5,11 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 TIP = Gauge("recchain_indexer_tip_height", "Height of the canonical tip in the database")
-LAG = Gauge("recchain_indexer_lag_blocks", "Blocks between the source's tip and ours")
+LAG = Gauge(
+    "recchain_indexer_lag_blocks",
+    "Blocks between the source's tip and ours (observer: the highest block the node sent, "
+    "applied or not, less the tip)",
+)
 LAG_SECONDS = Gauge("recchain_indexer_lag_seconds", "Seconds since the tip block was produced")
 BLOCKS = Counter("recchain_indexer_blocks_total", "Canonical blocks applied")
 EVENTS = Counter("recchain_indexer_events_total", "Watched events applied")
@@ -27,6 +31,10 @@ HOLDS = Gauge(
 )
 ORPHANS = Gauge(
     "recchain_indexer_orphan_blocks", "Blocks stored whose parent has not arrived (waiting)"
+)
+UP = Gauge(
+    "recchain_indexer_database_up",
+    "1 while the leader's data connection works (0 on a standby and while it reconnects)",
 )
 LEADER = Gauge("recchain_indexer_leader", "1 while this process holds the indexer leader lock")
 OBSERVER_REQUESTS = Counter(

@@ -14,6 +14,11 @@ decided so that none repeats forever unrecorded (ops/RUNBOOK.md "Chain held" has
   and recorded as a hold until the limit is raised.
 
 Requests are applied one at a time (the node sends them in order and waits for each answer).
+
+Under `recchain index` the app serves an `IndexerService` (indexer/service.py): a process that
+cannot write now (a standby, a database that cannot be reached, a leader that lost its lock)
+answers 503 with a Retry-After, never 500, and `/healthz` (liveness) and `/readyz` (leader with
+a working data connection) report it.
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from db.outage import is_unavailable
 from indexer import metrics
 from indexer.pipeline import OBSERVER_PATHS, Indexer, Outcome, Request
+from indexer.service import IndexerService, Unavailable
 
 log = logging.getLogger("recchain.indexer.observer")
 
@@ -62,8 +69,14 @@ def _reply(outcome: Outcome) -> JSONResponse:
     return JSONResponse({"error": outcome.reason}, status_code=400)
 
 
-def create_app(indexer: Indexer, max_body_bytes: int) -> Starlette:
+def _unavailable(reason: str, retry_after: float = 1.0) -> JSONResponse:
+    headers = {"Retry-After": str(max(1, round(retry_after)))}
+    return JSONResponse({"error": reason, "unavailable": True}, 503, headers=headers)
+
+
+def create_app(indexer: Indexer | IndexerService, max_body_bytes: int) -> Starlette:
     lock = asyncio.Lock()
+    service = indexer if isinstance(indexer, IndexerService) else None
 
     async def handle(request: HttpRequest) -> JSONResponse:
         response = await _answer(request)
@@ -73,6 +86,8 @@ def create_app(indexer: Indexer, max_body_bytes: int) -> Starlette:
 
     async def _answer(request: HttpRequest) -> JSONResponse:
         path = request.url.path
+        if service is not None and service.held is None:
+            return _unavailable("standby: another indexer process leads")
         try:
             body = await _read_body(request, max_body_bytes)
         except BodyTooLarge as exc:
@@ -80,6 +95,8 @@ def create_app(indexer: Indexer, max_body_bytes: int) -> Starlette:
             async with lock:
                 try:
                     await indexer.hold_body(path, exc.size, max_body_bytes)
+                except Unavailable as gone:
+                    return _unavailable(gone.reason, gone.retry_after)
                 except Exception:  # the answer is 413 either way; the node retries
                     log.exception("could not record the oversized body on %s", path)
             error = f"body exceeds indexer.max_body_bytes ({max_body_bytes} bytes)"
@@ -93,10 +110,29 @@ def create_app(indexer: Indexer, max_body_bytes: int) -> Starlette:
         async with lock:
             try:
                 (outcome,) = await indexer.process([Request(path, text, refused=refused)])
+            except Unavailable as exc:
+                return _unavailable(exc.reason, exc.retry_after)
             except Exception as exc:  # a failure of ours, not of the payload: the node retries
+                if is_unavailable(exc):
+                    return _unavailable(f"database unavailable: {type(exc).__name__}")
                 log.exception("observer request on %s failed", path)
                 return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, 500)
         return _reply(outcome)
 
     routes = [Route(p, handle, methods=["POST"]) for p in sorted(OBSERVER_PATHS)]
+    if service is not None:
+
+        async def healthz(_: HttpRequest) -> JSONResponse:
+            why = service.liveness()
+            if why is None:
+                return JSONResponse({"status": "ok", "leader": service.held is not None})
+            return JSONResponse({"status": "stuck", "error": why}, 503)
+
+        async def readyz(_: HttpRequest) -> JSONResponse:
+            why = await service.readiness()
+            if why is None:
+                return JSONResponse({"status": "ready"})
+            return JSONResponse({"status": "unavailable", "error": why}, 503)
+
+        routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
     return Starlette(routes=routes)

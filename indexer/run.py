@@ -1,9 +1,12 @@
-"""`recchain index`: hold the leader lock, serve metrics, run the configured source."""
+"""`recchain index`: serve metrics, hold the leader lock, run the configured source (the
+observer listens leader or standby: indexer/service.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import start_http_server
 
@@ -12,17 +15,22 @@ from indexer import metrics
 from indexer.pipeline import Indexer
 from infra.config import Settings
 
+if TYPE_CHECKING:
+    from db.leader import Leadership
+
 log = logging.getLogger("recchain.indexer")
 
 
-async def _serve_observer(indexer: Indexer, settings: Settings) -> None:
+async def _serve_observer(settings: Settings, url: str) -> int:
+    """Listen at once, leader or standby (indexer/service.py); lead when the lock is free."""
     import uvicorn
 
+    from db.leader import run_as_leader
     from indexer.observer import create_app
+    from indexer.service import IndexerService
     from infra.httpserver import server_config
     from infra.listen import Listener, check_free
 
-    # Checked only now that this process leads: a standby waits for the leader's port.
     check_free(
         [
             Listener(
@@ -35,20 +43,35 @@ async def _serve_observer(indexer: Indexer, settings: Settings) -> None:
             )
         ]
     )
-    app = create_app(indexer, settings.indexer.max_body_bytes)
-    config = server_config(
-        app,
-        host=settings.indexer.listen_host,
-        port=settings.indexer.listen_port,
-        settings=settings.http,
-        log_level="warning",
-    )
-    await uvicorn.Server(config).serve()
+    async with engine_scope(url, pool_size=2) as engine:
+        service = IndexerService(engine, settings)
+        config = server_config(
+            create_app(service, settings.indexer.max_body_bytes),
+            host=settings.indexer.listen_host,
+            port=settings.indexer.listen_port,
+            settings=settings.http,
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        leading = asyncio.create_task(run_as_leader(url, "indexer", service.lead))
+        try:
+            await asyncio.wait({serving, leading}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            leading.cancel()
+            server.should_exit = True
+            await asyncio.gather(leading, serving, return_exceptions=True)
+        if not leading.cancelled() and leading.exception() is not None:
+            raise leading.exception()  # type: ignore[misc]  # LeadershipLost: exit, restart
+        serving.result()
+        return 0
 
 
 async def run_indexer(settings: Settings, source: str, replay_file: str | None = None) -> int:
     url = database_url(settings)
     start_http_server(settings.indexer.metrics_port, addr=settings.indexer.metrics_host)
+    if source == "observer":
+        return await _serve_observer(settings, url)
 
     async def work() -> int:
         async with engine_scope(url, pool_size=2) as engine:
@@ -63,9 +86,6 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
             async with engine.connect() as conn:
                 indexer = Indexer(conn, settings)
                 await indexer.start()
-                if source == "observer":
-                    await _serve_observer(indexer, settings)
-                    return 0
                 if source == "api":
                     from indexer.api_source import ApiSource
 
@@ -74,16 +94,13 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
                 log.error("source %r is not available in this build", source)
                 return 2
 
-    try:
-        from db.leader import run_as_leader
-    except ImportError:
-        return await work()
+    from db.leader import run_as_leader
 
-    async def lead() -> int:
+    async def lead(held: Leadership) -> int:
         metrics.LEADER.set(1)
         try:
             return await work()
         finally:
             metrics.LEADER.set(0)
 
-    return await run_as_leader(url, "indexer", lambda _held: lead())
+    return await run_as_leader(url, "indexer", lead)

@@ -118,7 +118,7 @@ def test_a_port_in_use_is_named_with_its_setting(
     assert setting in line
 
 
-def test_the_observer_port_in_use_is_named_once_the_indexer_leads(db_url: str) -> None:
+def test_the_observer_port_in_use_is_named_before_anything_starts(db_url: str) -> None:
     with _listening() as port:
         env = recchain_env(DATABASE_URL=to_libpq_url(db_url), RECCHAIN_INDEXER__METRICS_PORT="0")
         line = _one_error(run("index", "--listen", f"127.0.0.1:{port}", env=env, timeout=120))

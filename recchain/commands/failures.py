@@ -196,7 +196,11 @@ def _explain_library(exc: BaseException) -> str | None:
     from sqlalchemy import exc as sa_exc
 
     from db.embedded import EmbeddedPostgresUnavailable
+    from db.leader import LeadershipLost
     from indexer.errors import PayloadError
+
+    if isinstance(exc, LeadershipLost):
+        return f"{exc}; another process may lead now (restart this one: it stands by)"
 
     if isinstance(exc, ValidationError):
         problems = "; ".join(

@@ -102,8 +102,7 @@ def _index(args: argparse.Namespace) -> int:
     if args.url:
         settings.indexer.api_url = args.url
     check_database(database_url(settings))
-    # The observer port is checked when this process leads (indexer.run): a standby on the same
-    # host waits for the leader's port to be free.
+    # The observer port is checked by indexer.run: every process listens, leader or standby.
     check_free(
         [
             Listener(

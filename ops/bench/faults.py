@@ -1,0 +1,220 @@
+"""Fault recovery of the event-observer indexer, measured on real processes (`recchain bench
+faults`): for each fault, the time until the node's pushes are accepted again, and whether the
+final tables equal an uninterrupted replay of the same requests.
+
+Faults: the leader's data session ended by the server (`terminate`), ended by
+`idle_session_timeout` on a quiet chain (`idle`), kill -9 of the leader with a standby
+(`failover`, takeover = kill -> first push accepted by the standby), and the leader paused
+(SIGSTOP) inside a write transaction while the standby takes over (`pause`: the takeover waits
+for, then ends, the paused transaction).
+
+The pieces are also what the fault and failover tests use: `index_process` (a real `recchain
+index --source observer`), `NodeEmulator`, which behaves as stacks-node does toward its event
+observers (stacks-core `testnet/stacks-node/src/event_dispatcher.rs`): each payload is POSTed
+in order, and one that is not answered 200 (any status, or no answer at all) is sent again
+after a delay until it is; the next payload waits for that. The delay here is short (the
+node's grows to seconds) so what is measured is the indexer's recovery, not the node's
+patience. With several urls, each retry goes to the next one, as the bundled nginx does on a
+503 (`proxy_next_upstream`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from db.session import to_libpq_url
+from indexer.tsv import read_requests
+from infra.config import PROJECT_ROOT
+
+DEMO_CHAIN = PROJECT_ROOT / "tests" / "fixtures" / "demo" / "chain.tsv"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def demo_requests() -> list[tuple[str, str]]:
+    return [(r.path, r.payload) for r in read_requests(DEMO_CHAIN)]
+
+
+@dataclass
+class IndexProcess:
+    proc: asyncio.subprocess.Process
+    port: int
+    metrics_port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def status(self, path: str) -> int | None:
+        """The status of GET `path`, None when nothing answers."""
+        try:
+            async with httpx.AsyncClient(timeout=5) as client:
+                return (await client.get(self.url + path)).status_code
+        except httpx.HTTPError:
+            return None
+
+    def signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, sig)
+
+    def tail(self) -> str:
+        with contextlib.suppress(OSError):
+            return self.log.read_text(errors="replace")[-3000:]
+        return ""
+
+
+def _env(db_url: str, metrics_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RECCHAIN_")}
+    env.pop("DATABASE_URL", None)
+    env.update(
+        RECCHAIN_DATABASE_URL=db_url,
+        RECCHAIN_INDEXER__METRICS_PORT=str(metrics_port),
+        RECCHAIN_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@asynccontextmanager
+async def index_process(
+    db_url: str, workdir: Path, *, ready: bool = True
+) -> AsyncIterator[IndexProcess]:
+    """One process on free ports, its log in `workdir`; SIGKILLed on exit if still running.
+    Waits until it answers `/healthz` (and, with `ready`, until it leads: `/readyz` 200)."""
+    port, metrics_port = free_port(), free_port()
+    log = workdir / f"index-{port}.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "recchain.cli", "index", "--source", "observer",
+            "--listen", f"127.0.0.1:{port}",
+            cwd=PROJECT_ROOT, env=_env(db_url, metrics_port),
+            stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+        )  # fmt: skip
+    process = IndexProcess(proc, port, metrics_port, log)
+    try:
+        await wait_status(process, "/readyz" if ready else "/healthz", 200)
+        yield process
+    finally:
+        if proc.returncode is None:
+            process.signal(signal.SIGCONT)
+            proc.kill()
+        await proc.wait()
+
+
+async def wait_status(process: IndexProcess, path: str, status: int, limit: float = 90) -> float:
+    """Seconds until GET `path` answers `status`."""
+    start = time.monotonic()
+    while await process.status(path) != status:
+        assert process.proc.returncode is None, "index process exited:\n" + process.tail()
+        assert time.monotonic() - start < limit, (
+            f"{path} never answered {status}:\n" + process.tail()
+        )
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+@dataclass
+class Answer:
+    index: int  # position of the request in the pushed sequence
+    url: str
+    status: int | None  # None: no answer (refused connection, reset, timeout)
+    at: float  # time.monotonic() when answered
+
+
+@dataclass
+class NodeEmulator:
+    """Pushes `requests` in order to `urls`, each until it is answered 200 (a retry goes to the
+    next url)."""
+
+    urls: Sequence[str]
+    requests: Sequence[tuple[str, str]]
+    retry_s: float = 0.05
+    timeout_s: float = 30.0
+    answers: list[Answer] = field(default_factory=list)
+    delivered: int = 0  # requests answered 200 so far
+
+    async def push(self, stop_at: int | None = None) -> None:
+        """Deliver requests from `delivered` up to `stop_at` (all by default)."""
+        end = len(self.requests) if stop_at is None else stop_at
+        turn = 0
+        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+            while self.delivered < end:
+                path, body = self.requests[self.delivered]
+                url = self.urls[turn % len(self.urls)]
+                try:
+                    response = await client.post(
+                        url + path,
+                        content=body.encode(),
+                        headers={"content-type": "application/json"},
+                    )
+                    status: int | None = response.status_code
+                except httpx.HTTPError:
+                    status = None
+                self.answers.append(Answer(self.delivered, url, status, time.monotonic()))
+                if status == 200:
+                    self.delivered += 1
+                else:
+                    turn += 1
+                    await asyncio.sleep(self.retry_s)
+
+    def statuses(self) -> set[int | None]:
+        return {a.status for a in self.answers}
+
+
+def data_backends(db_url: str) -> list[int]:
+    """Backends of the indexer processes' data connections on the test database (not their leader
+    lock sessions, not this test's own connection)."""
+    with psycopg.connect(to_libpq_url(db_url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend' "
+            "AND application_name NOT LIKE 'recchain-leader:%'"
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def lock_backend(db_url: str, pid: int) -> int | None:
+    """The backend of the leader lock session of process `pid`."""
+    with psycopg.connect(to_libpq_url(db_url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s",
+            (f"recchain-leader:indexer:%:{pid}",),
+        ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def terminate(db_url: str, backends: Sequence[int]) -> None:
+    with psycopg.connect(to_libpq_url(db_url), autocommit=True) as conn:
+        for backend in backends:
+            conn.execute("SELECT pg_terminate_backend(%s)", (backend,))
+        # pg_terminate_backend only signals: wait until they are gone.
+        for _ in range(200):
+            left = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (list(backends),)
+            ).fetchone()
+            if left is None or left[0] == 0:
+                return
+            time.sleep(0.05)
