@@ -2,7 +2,7 @@
 of several processes behind it.
 
 The configuration is the file compose mounts, with only what names the compose network
-rewritten: the `api` and `relay` upstream servers, the listen port, and the pid, temp and log
+rewritten: the `api`, `relay` and `indexer` upstream servers, the listen ports, and the pid, temp and log
 paths (into a temporary directory). A rewrite that no longer finds its line fails loudly, so the
 test follows the real file. nginx is looked up on PATH and in /usr/sbin (Debian's
 `nginx-light` or `nginx`); without it `require_nginx` skips with the reason.
@@ -53,7 +53,15 @@ def _sub(pattern: str, replacement: str, text: str) -> str:
     return out
 
 
-def render(conf: str, workdir: Path, port: int, api: list[int], relay: int) -> str:
+def render(
+    conf: str,
+    workdir: Path,
+    port: int,
+    api: list[int],
+    relay: int,
+    indexer: list[int] | None = None,
+    observer_port: int | None = None,
+) -> str:
     conf = _sub(r"^pid \S+;", f"pid {workdir}/nginx.pid;", conf)
     conf = _sub(r"^(\s*)(\w+_temp_path) /tmp/(\w+);", rf"\1\2 {workdir}/\3;", conf)
     conf = _sub(r"access_log /dev/stdout json;", f"access_log {workdir}/access.log json;", conf)
@@ -64,18 +72,31 @@ def render(conf: str, workdir: Path, port: int, api: list[int], relay: int) -> s
     )
     conf = _sub(r"server relay:8010;", f"server 127.0.0.1:{relay};", conf)
     conf = _sub(r"listen 8080;", f"listen 127.0.0.1:{port};", conf)
+    indexers = "".join(f"    server 127.0.0.1:{p} max_fails=0;\n" for p in indexer or [_free_port()])
+    conf = _sub(
+        r"^    server indexer-\d+:3700[^\n]*\n(?:    server indexer-\d+:3700[^\n]*\n)*",
+        indexers,
+        conf,
+    )
+    conf = _sub(r"listen 3700;", f"listen 127.0.0.1:{observer_port or _free_port()};", conf)
     return conf
 
 
 class NginxProxy:
     """nginx serving ops/nginx/nginx.conf in front of `api` ports (and a `relay` port)."""
 
-    def __init__(self, api: list[int], relay: int | None = None) -> None:
+    def __init__(
+        self, api: list[int], relay: int | None = None, indexer: list[int] | None = None
+    ) -> None:
         self.binary = require_nginx()
         self.workdir = Path(tempfile.mkdtemp(prefix="recchain-nginx-"))
         os.chmod(self.workdir, 0o755)  # workers run as nobody when the master is root
         self.port = _free_port()
-        text = render(CONF.read_text(), self.workdir, self.port, api, relay or _free_port())
+        self.observer_port = _free_port()
+        text = render(
+            CONF.read_text(), self.workdir, self.port, api, relay or _free_port(),
+            indexer, self.observer_port,
+        )  # fmt: skip
         self.conf = self.workdir / "nginx.conf"
         self.conf.write_text(text)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -83,6 +104,11 @@ class NginxProxy:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def observer_url(self) -> str:
+        """The event-observer address in front of the `indexer` ports."""
+        return f"http://127.0.0.1:{self.observer_port}"
 
     @property
     def ws_url(self) -> str:

@@ -24,7 +24,7 @@ from infra.config import PROJECT_ROOT
 OPS = PROJECT_ROOT / "ops"
 K8S_VERSION = "1.30.0"
 RECCHAIN_IMAGE_SERVICES = {
-    "migrate", "indexer", "metadata", "api-1", "api-2", "relay", "webhooks"
+    "migrate", "indexer-1", "indexer-2", "metadata", "api-1", "api-2", "relay", "webhooks"
 }  # fmt: skip
 
 # Metrics the dashboards and alerts use that no role registers yet. A name here that the code
@@ -129,7 +129,7 @@ def test_proxy_and_prometheus_point_at_real_services() -> None:
     services = set(_compose()["services"])
     nginx = (OPS / "nginx" / "nginx.conf").read_text()
     upstreams = set(re.findall(r"server\s+([\w-]+):\d+", nginx))
-    assert upstreams == {"api-1", "api-2", "relay"}
+    assert upstreams == {"api-1", "api-2", "relay", "indexer-1", "indexer-2"}
     assert upstreams <= services
     prom = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
     hosts = {
@@ -139,7 +139,7 @@ def test_proxy_and_prometheus_point_at_real_services() -> None:
         for target in static["targets"]
     }
     assert hosts - {"127.0.0.1"} <= services
-    assert {"indexer", "metadata", "api-1", "api-2", "relay", "webhooks"} <= hosts
+    assert {"indexer-1", "indexer-2", "metadata", "api-1", "api-2", "relay", "webhooks"} <= hosts
 
 
 # --- images -----------------------------------------------------------------------------------
