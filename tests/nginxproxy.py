@@ -2,8 +2,8 @@
 of several processes behind it.
 
 The configuration is the file compose mounts, with only what names the compose network
-rewritten: the `api`, `relay` and `indexer` upstream servers, the listen ports, and the pid, temp and log
-paths (into a temporary directory). A rewrite that no longer finds its line fails loudly, so the
+rewritten: the `api`, `relay` and `indexer` upstream servers, the listen ports, and the pid,
+temp and log paths (into a temporary directory). A rewrite that no longer finds its line fails loudly, so the
 test follows the real file. nginx is looked up on PATH and in /usr/sbin (Debian's
 `nginx-light` or `nginx`); without it `require_nginx` skips with the reason.
 """
@@ -72,7 +72,8 @@ def render(
     )
     conf = _sub(r"server relay:8010;", f"server 127.0.0.1:{relay};", conf)
     conf = _sub(r"listen 8080;", f"listen 127.0.0.1:{port};", conf)
-    indexers = "".join(f"    server 127.0.0.1:{p} max_fails=0;\n" for p in indexer or [_free_port()])
+    ports = indexer or [_free_port()]
+    indexers = "".join(f"    server 127.0.0.1:{p} max_fails=0;\n" for p in ports)
     conf = _sub(
         r"^    server indexer-\d+:3700[^\n]*\n(?:    server indexer-\d+:3700[^\n]*\n)*",
         indexers,
