@@ -3,8 +3,8 @@ of several processes behind it.
 
 The configuration is the file compose mounts, with only what names the compose network
 rewritten: the `api`, `relay` and `indexer` upstream servers, the listen ports, and the pid,
-temp and log paths (into a temporary directory). A rewrite that no longer finds its line fails loudly, so the
-test follows the real file. nginx is looked up on PATH and in /usr/sbin (Debian's
+temp and log paths (into a temporary directory). A rewrite that no longer finds its line fails
+loudly, so the test follows the real file. nginx is looked up on PATH and in /usr/sbin (Debian's
 `nginx-light` or `nginx`); without it `require_nginx` skips with the reason.
 """
 
