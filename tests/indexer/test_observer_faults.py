@@ -19,6 +19,7 @@ from sqlalchemy import make_url
 from db.leader import Fenced, leadership
 from db.session import create_engine, to_libpq_url
 from indexer.pipeline import Indexer, Request, payload_hash
+from infra.config import Settings
 from ops.bench.faults import (
     NodeEmulator,
     data_backends,
@@ -28,7 +29,6 @@ from ops.bench.faults import (
     terminate,
     wait_status,
 )
-from infra.config import Settings
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot
 
