@@ -539,8 +539,21 @@ class RequestGuard(SchemaExtension):
         yield
 
 
+# graphql-core's words when parsing stops at `max_tokens`: a limit, not a malformed document.
+_TOO_MANY_TOKENS = re.compile(r"Document contains more than (\d+) tokens")
+
+
+def _token_limit(error: GraphQLError) -> int | None:
+    if not isinstance(error, GraphQLSyntaxError):
+        return None
+    found = _TOO_MANY_TOKENS.search(error.message[:200])
+    return int(found.group(1)) if found else None
+
+
 def error_code(error: GraphQLError) -> str:
     """The code of an error that carries none yet: what kind of client mistake (or not)."""
+    if _token_limit(error) is not None:
+        return "LIMIT_EXCEEDED"
     if isinstance(error, GraphQLSyntaxError):
         return "GRAPHQL_PARSE_FAILED"
     if error.message == MASKED_MESSAGE or is_internal(error):
@@ -557,6 +570,9 @@ def tag(error: GraphQLError, code: str | None = None) -> GraphQLError:
     extensions = error.extensions or {}
     if "code" not in extensions:
         error.extensions = {**extensions, "code": code or error_code(error)}
+        tokens = _token_limit(error)
+        if tokens is not None and error.extensions["code"] == "LIMIT_EXCEEDED":
+            error.extensions.update(limit="max_tokens", max=tokens)
     return error
 
 
