@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,6 +27,10 @@ from pydantic_settings import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEPLOYER = "ST1PQHQKV0RJXZFY1DGX8MNSNYVE3VGZJSRTPGZGM"
 DEFAULT_CONTRACTS = ("verification", "rec-nft", "marketplace", "sbtc-token")
+# The second character of a c32 address is its version (STACKS.md §4): P (22) and M (20) on
+# mainnet, T (26) and N (21) on testnet.
+ADDRESS_PREFIXES = {"mainnet": ("SP", "SM"), "testnet": ("ST", "SN")}
+_C32 = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
 class HttpSettings(BaseModel):
@@ -249,6 +253,28 @@ class Settings(BaseSettings):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value in ("", None) else value
 
+    @model_validator(mode="after")
+    def _addresses_of_the_network(self) -> Settings:
+        """Every watched contract must be `ADDRESS.name` with an address of `network`: a
+        testnet id on mainnet (or the reverse) would match nothing the chain ever sends, and
+        every relayed call would be refused, silently."""
+        prefixes = ADDRESS_PREFIXES[self.network]
+        for cid in self.watched_contracts:
+            address, _, name = cid.partition(".")
+            where = "deployer" if not any(c == cid for c in self.contracts) else "contracts"
+            if not name or "." in name or not (1 <= len(name) <= 128):
+                raise ValueError(f"{where}: {cid!r} is not a contract id ADDRESS.name")
+            if not (28 <= len(address) <= 41 and set(address[1:]) <= _C32):
+                raise ValueError(f"{where}: {address!r} of {cid!r} is not a c32 address")
+            if not address.startswith(prefixes):
+                other = "testnet" if self.network == "mainnet" else "mainnet"
+                raise ValueError(
+                    f"{where}: {cid!r} has a {other} address but network is {self.network} "
+                    f"({self.network} addresses start with {' or '.join(prefixes)}); set "
+                    "deployer, or list the contracts by their fully qualified ids"
+                )
+        return self
+
     @property
     def chain_id(self) -> int:
         return 0x00000001 if self.network == "mainnet" else 0x80000000
@@ -256,10 +282,16 @@ class Settings(BaseSettings):
     @property
     def watched_contracts(self) -> frozenset[str]:
         """Fully-qualified contract identifiers the indexer follows; all else is skipped."""
-        return frozenset(c if "." in c else f"{self.deployer}.{c}" for c in self.contracts)
+        return frozenset(self.contract_id(c) for c in self.contracts)
 
     def contract_id(self, name: str) -> str:
-        return name if "." in name else f"{self.deployer}.{name}"
+        """A contract's id from its name: as given when fully qualified; a short name is the
+        watched contract of that name when `contracts` lists it fully qualified (contracts
+        deployed at real addresses, e.g. `SP3K8....rec-nft`), else the deployer's."""
+        if "." in name:
+            return name
+        listed = [c for c in self.contracts if "." in c and c.rpartition(".")[2] == name]
+        return listed[0] if len(listed) == 1 else f"{self.deployer}.{name}"
 
     @classmethod
     def settings_customise_sources(

@@ -42,7 +42,12 @@ def watched_in(reqs: list[tuple[str, str]]) -> list[str]:
 
 
 def settings_for(db_url: str, path: Path, reqs: list[tuple[str, str]], watch_all: bool) -> Settings:
-    extra = {"contracts": watched_in(reqs)} if watch_all else {}
+    extra: dict[str, object] = {}
+    if watch_all:
+        contracts = watched_in(reqs)
+        # A mainnet recording's contracts are watched on mainnet (addresses must match it).
+        mainnet = any(c.startswith(("SP", "SM")) for c in contracts)
+        extra = {"contracts": contracts, "network": "mainnet" if mainnet else "testnet"}
     return Settings(
         database_url=SecretStr(db_url),
         indexer=IndexerSettings(start_height=recordings.start_height(path)),

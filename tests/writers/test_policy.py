@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from infra.config import RelaySettings, Settings
 from stacks.transactions import decode_transaction
+from tests.stacks.vectors import load
 from tests.writers.conftest import ACCEPTED, REFUSED, VECTORS
 from writers.errors import Reject, SubmissionRejected
 from writers.policy import Policy, parse_body
@@ -142,3 +143,30 @@ def test_whitelist_is_configurable() -> None:
     with pytest.raises(SubmissionRejected) as info:
         narrow.check(buy)
     assert info.value.reason is Reject.FUNCTION_NOT_ALLOWED
+
+
+def test_mainnet_relay_takes_mainnet_calls_to_contracts_at_real_addresses() -> None:
+    """A mainnet transaction signed by @stacks/transactions, to a contract listed by its fully
+    qualified id, is accepted by a mainnet relay and refused by a testnet one (and a testnet
+    transaction by the mainnet relay)."""
+    vectors = {v["name"]: v for v in load("transactions")}
+    call = vectors["contract call mainnet rich args"]
+    contract, function = call["payload"]["contract"], call["payload"]["function_name"]
+    name = contract.rpartition(".")[2]
+    mainnet = Policy.from_settings(
+        Settings(
+            database_url=SecretStr("postgresql://unused/x"),
+            network="mainnet",
+            contracts=[contract],
+            relay=RelaySettings(allowed_functions=[f"{name}.{function}"]),
+        )
+    )
+    facts = mainnet.check(bytes.fromhex(call["hex"]))
+    assert (facts.contract_id, facts.function_name) == (contract, function)
+    with pytest.raises(SubmissionRejected) as refused:
+        POLICY.check(bytes.fromhex(call["hex"]))
+    assert refused.value.reason is Reject.WRONG_NETWORK
+    testnet_tx = next(v for v in VECTORS if v["expect"] == "accepted")
+    with pytest.raises(SubmissionRejected) as refused:
+        mainnet.check(bytes.fromhex(testnet_tx["hex"]))
+    assert refused.value.reason is Reject.WRONG_NETWORK
