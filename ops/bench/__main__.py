@@ -16,6 +16,7 @@ from recchain.cli import CommandParser, run
 
 BENCH_MODULES: tuple[str, ...] = (
     "ops.bench.apisource",
+    "ops.bench.faults",
     "ops.bench.ingest",
     "ops.bench.query",
     "ops.bench.subscribe",

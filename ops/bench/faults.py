@@ -20,17 +20,25 @@ patience. With several urls, each retry goes to the next one, as the bundled ngi
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import os
+import random
 import signal
 import socket
+import statistics
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -218,3 +226,192 @@ def terminate(db_url: str, backends: Sequence[int]) -> None:
             if left is None or left[0] == 0:
                 return
             time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------- the benchmark
+def _snapshot(db_url: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every domain table and the block index, sorted, surrogate ids left out."""
+    from db.models.base import FACT_TABLES, VERSIONED_TABLES
+    from indexer.state import COLUMNS
+
+    out: dict[str, list[tuple[object, ...]]] = {}
+    with psycopg.connect(to_libpq_url(db_url)) as conn:
+        for table in (*VERSIONED_TABLES, *FACT_TABLES):
+            rows = conn.execute(f"SELECT {', '.join(COLUMNS[table])} FROM {table}").fetchall()
+            out[table] = sorted(rows, key=repr)
+        out["blocks"] = conn.execute(
+            "SELECT index_block_hash, block_height, canonical FROM blocks ORDER BY 1"
+        ).fetchall()
+        out["raw_requests"] = conn.execute("SELECT count(*) FROM raw_requests").fetchall()
+    return out
+
+
+@contextlib.contextmanager
+def _database(server_url: str) -> Iterator[str]:
+    from db.migrate import upgrade
+    from db.session import to_sqlalchemy_url
+
+    name = f"recchain_faults_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(to_libpq_url(server_url), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = to_sqlalchemy_url(server_url).rsplit("/", 1)[0] + "/" + name
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with psycopg.connect(to_libpq_url(server_url), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def _reference(server_url: str, requests: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The tables after an uninterrupted run of `requests` through one process."""
+    with _database(server_url) as url, tempfile.TemporaryDirectory() as tmp:
+        async with index_process(url, Path(tmp)) as proc:
+            await NodeEmulator([proc.url], requests).push()
+        return _snapshot(url)
+
+
+Recovery = tuple[float, list[int | None]]  # seconds, the refusals the node met meanwhile
+
+
+def _first_accepted_after(node: NodeEmulator, at: float) -> Recovery:
+    """Seconds from `at` to the first push accepted, and the refusals the node met meanwhile."""
+    first = next(a.at for a in node.answers if a.at > at and a.status == 200)
+    return first - at, [a.status for a in node.answers if at < a.at < first]
+
+
+async def _terminate(
+    url: str, requests: Sequence[tuple[str, str]], work: Path
+) -> tuple[float, list[int | None]]:
+    """Data session ended between two pushes: the next push's latency."""
+    async with index_process(url, work) as proc:
+        node = NodeEmulator([proc.url], requests)
+        await node.push(len(requests) // 2)
+        terminate(url, data_backends(url))
+        at = time.monotonic()
+        await node.push()
+        return _first_accepted_after(node, at)
+
+
+async def _idle(
+    url: str, requests: Sequence[tuple[str, str]], work: Path
+) -> tuple[float, list[int | None]]:
+    """idle_session_timeout (1 s) ended the data session on a quiet chain: the next push."""
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE \"{name}\" SET idle_session_timeout = '1s'")
+    async with index_process(url, work) as proc:
+        node = NodeEmulator([proc.url], requests)
+        await node.push(len(requests) // 2)
+        await asyncio.sleep(2.0)
+        at = time.monotonic()
+        await node.push()
+        return _first_accepted_after(node, at)
+
+
+async def _failover(
+    url: str, requests: Sequence[tuple[str, str]], work: Path
+) -> tuple[float, list[int | None]]:
+    """kill -9 of the leader mid-stream, the node's retries alternating between the two."""
+    async with (
+        index_process(url, work) as a,
+        index_process(url, work, ready=False) as b,
+    ):
+        node = NodeEmulator([a.url, b.url], requests)
+        await node.push(len(requests) // 2)
+        pushing = asyncio.create_task(node.push())
+        await asyncio.sleep(random.uniform(0.0, 0.05))  # with a push in flight, mostly
+        a.signal(signal.SIGKILL)
+        at = time.monotonic()
+        await pushing
+        return _first_accepted_after(node, at)
+
+
+async def _pause(
+    url: str, requests: Sequence[tuple[str, str]], work: Path
+) -> tuple[float, list[int | None]]:
+    """The leader SIGSTOPped inside a write transaction, its lock session ended: kill of the lock
+    session -> first push accepted by the standby (waits BUMP_WAIT_S for the paused transaction,
+    then ends it); the old leader is resumed afterwards and exits."""
+    half = len(requests) // 2
+    async with (
+        index_process(url, work) as a,
+        index_process(url, work, ready=False) as b,
+    ):
+        node = NodeEmulator([a.url], requests)
+        await node.push(half)
+        with psycopg.connect(to_libpq_url(url), autocommit=True) as watch:
+            in_flight = asyncio.create_task(
+                NodeEmulator([a.url], requests[half : half + 1], retry_s=3600).push()
+            )
+            while not in_flight.done() and not _in_transaction(watch):  # noqa: ASYNC110
+                await asyncio.sleep(0)  # polled: the moment is a state of another process
+            a.signal(signal.SIGSTOP)
+        backend = lock_backend(url, a.pid)
+        assert backend is not None
+        terminate(url, [backend])
+        at = time.monotonic()
+        node.urls = [b.url]
+        await node.push()
+        a.signal(signal.SIGCONT)
+        in_flight.cancel()
+        await a.proc.wait()
+        return _first_accepted_after(node, at)
+
+
+def _in_transaction(watch: psycopg.Connection[Any]) -> bool:
+    row = watch.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL "
+        "AND application_name NOT LIKE 'recchain-leader:%'"
+    ).fetchone()
+    return bool(row and row[0])
+
+
+FAULTS = {"terminate": _terminate, "idle": _idle, "failover": _failover, "pause": _pause}
+
+
+async def run(faults: Sequence[str], runs: int, count: int) -> dict[str, Any]:
+    from db.session import to_sqlalchemy_url
+
+    server_url = to_sqlalchemy_url(os.environ["DATABASE_URL"])
+    requests = demo_requests()[:count]
+    reference = await _reference(server_url, requests)
+    report: dict[str, Any] = {"requests": len(requests), "load_average": os.getloadavg()[0]}
+    for fault in faults:
+        times, equal, refused = [], 0, Counter[str]()
+        for _ in range(runs):
+            with _database(server_url) as url, tempfile.TemporaryDirectory() as tmp:
+                took, statuses = await FAULTS[fault](url, requests, Path(tmp))
+                times.append(round(took, 3))
+                refused.update(str(x or "no answer") for x in statuses)
+                equal += _snapshot(url) == reference
+        report[fault] = {
+            "recovery_s": times,
+            "refusals_met_by_the_node": dict(refused),
+            "median_s": round(statistics.median(times), 3),
+            "max_s": max(times),
+            "equal_to_replay": f"{equal}/{runs}",
+        }
+    report["load_average_after"] = os.getloadavg()[0]
+    return report
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    report = asyncio.run(run(args.faults or list(FAULTS), args.runs, args.requests))
+    print(json.dumps(report, indent=None if args.json else 2))
+    return 0
+
+
+def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = bench_sub.add_parser(
+        "faults", help="indexer recovery per fault (real processes), vs an uninterrupted replay"
+    )
+    p.add_argument(
+        "--fault", dest="faults", action="append", choices=sorted(FAULTS),
+        help="a fault to measure (repeat; default: all)",
+    )  # fmt: skip
+    p.add_argument("--runs", type=int, default=3, help="runs per fault, each on a fresh database")
+    p.add_argument("--requests", type=int, default=120, help="demo-chain requests pushed per run")
+    p.add_argument("--json", action="store_true", help="one JSON line")
+    p.set_defaults(handler=_cmd)

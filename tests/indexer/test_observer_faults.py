@@ -7,6 +7,7 @@ the tables equal to an uninterrupted replay of the same requests."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 
@@ -220,3 +221,34 @@ async def test_leader_paused_inside_a_transaction_commits_nothing_after_the_take
     assert took < 20, took
     assert 500 not in node.statuses(), node.answers
     await _assert_equals_replay(db_url, server_url, requests)
+
+
+def _metric(text: str, name: str) -> float:
+    line = next(x for x in text.splitlines() if x.startswith(name + " "))
+    return float(line.split()[1])
+
+
+async def test_lag_blocks_counts_the_blocks_sent_but_not_applied(
+    db_url: str, tmp_path: Path
+) -> None:
+    requests = demo_requests()[:40]
+    blocks = [i for i, (path, _) in enumerate(requests) if path == "/new_block"]
+    missing = blocks[10]  # its descendants wait as orphans until it comes
+    rest = [r for i, r in enumerate(requests) if i != missing]
+    async with index_process(db_url, tmp_path) as proc, httpx.AsyncClient() as client:
+        metrics_url = f"http://127.0.0.1:{proc.metrics_port}/metrics"
+        await NodeEmulator([proc.url], rest).push()
+        text = (await client.get(metrics_url)).text
+
+        def height(i: int) -> int:
+            return int(json.loads(requests[i][1])["block_height"])
+
+        # The highest block sent, less the tip (the parent of the missing one).
+        lag = max(height(i) for i in blocks if i != missing) - (height(missing) - 1)
+        assert lag > 0
+        assert _metric(text, "recchain_indexer_lag_blocks") == lag
+        assert _metric(text, "recchain_indexer_database_up") == 1
+        assert _metric(text, "recchain_indexer_leader") == 1
+        await NodeEmulator([proc.url], [requests[missing]]).push()
+        text = (await client.get(metrics_url)).text
+        assert _metric(text, "recchain_indexer_lag_blocks") == 0
