@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 TIP = Gauge("recchain_indexer_tip_height", "Height of the canonical tip in the database")
@@ -11,6 +13,16 @@ LAG = Gauge(
     "applied or not, less the tip)",
 )
 LAG_SECONDS = Gauge("recchain_indexer_lag_seconds", "Seconds since the tip block was produced")
+_tip_time: list[float] = []  # the tip block's time, once a block has been applied
+
+
+def set_tip_time(when: float) -> None:
+    """Record the tip block's time; the lag is computed at each scrape, so it keeps growing
+    while nothing commits (a stalled chain is what the lag alert is for)."""
+    _tip_time[:] = [when]
+
+
+LAG_SECONDS.set_function(lambda: max(time.time() - _tip_time[0], 0.0) if _tip_time else 0.0)
 BLOCKS = Counter("recchain_indexer_blocks_total", "Canonical blocks applied")
 EVENTS = Counter("recchain_indexer_events_total", "Watched events applied")
 FORK_DEPTH = Histogram(

@@ -45,7 +45,6 @@ import hashlib
 import json
 import logging
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -582,7 +581,7 @@ class Indexer:
         if commit.tip is not None:
             metrics.TIP.set(commit.tip[1])
         if commit.tip_time:
-            metrics.LAG_SECONDS.set(max(time.time() - commit.tip_time, 0.0))
+            metrics.set_tip_time(commit.tip_time)
         for depth in commit.fork_heights:
             metrics.FORK_DEPTH.observe(depth)
 

@@ -242,8 +242,13 @@ def _snapshot(db_url: str) -> dict[str, list[tuple[object, ...]]]:
         out["blocks"] = conn.execute(
             "SELECT index_block_hash, block_height, canonical FROM blocks ORDER BY 1"
         ).fetchall()
-        out["raw_requests"] = conn.execute("SELECT count(*) FROM raw_requests").fetchall()
     return out
+
+
+def _raw_requests(db_url: str) -> int:
+    with psycopg.connect(to_libpq_url(db_url)) as conn:
+        row = conn.execute("SELECT count(*) FROM raw_requests").fetchone()
+    return int(row[0]) if row else 0
 
 
 @contextlib.contextmanager
@@ -368,7 +373,43 @@ def _in_transaction(watch: psycopg.Connection[Any]) -> bool:
     return bool(row and row[0])
 
 
-FAULTS = {"terminate": _terminate, "idle": _idle, "failover": _failover, "pause": _pause}
+def _corrupted(payload: str) -> str | None:
+    """The block with its first real transaction's raw_tx truncated (still valid hex), or None."""
+    doc = json.loads(payload)
+    for tx in doc.get("transactions", []):
+        if tx.get("raw_tx") not in (None, "0x00"):
+            tx["raw_tx"] = tx["raw_tx"][:-4]
+            return json.dumps(doc)
+    return None
+
+
+async def _corrupt(url: str, requests: Sequence[tuple[str, str]], work: Path) -> Recovery:
+    """A corrupt copy of a block a third of the way (issue: a truncated raw_tx) is refused, the
+    node moves on and the descendants wait as orphans; then the genuine copy arrives (an
+    archive replay, or another node): its answer's latency, descendants adopted in it. The
+    corrupt copy stays in raw_requests with its reason (one row more than the replay)."""
+    k, bad = next(
+        (i, c)
+        for i in range(len(requests) // 3, len(requests))
+        if requests[i][0] == "/new_block" and (c := _corrupted(requests[i][1])) is not None
+    )
+    async with index_process(url, work) as proc:
+        node = NodeEmulator([proc.url], [*requests[:k], (requests[k][0], bad), *requests[k + 1 :]])
+        await node.push()
+        at = time.monotonic()
+        genuine = NodeEmulator([proc.url], requests[k : k + 1])
+        await genuine.push()
+        return _first_accepted_after(genuine, at)
+
+
+FAULTS = {
+    "terminate": _terminate,
+    "idle": _idle,
+    "failover": _failover,
+    "pause": _pause,
+    "corrupt": _corrupt,
+}
+EXTRA_RAW_REQUESTS = {"corrupt": 1}  # stored refusals the uninterrupted replay does not have
 
 
 async def run(faults: Sequence[str], runs: int, count: int) -> dict[str, Any]:
@@ -385,7 +426,8 @@ async def run(faults: Sequence[str], runs: int, count: int) -> dict[str, Any]:
                 took, statuses = await FAULTS[fault](url, requests, Path(tmp))
                 times.append(round(took, 3))
                 refused.update(str(x or "no answer") for x in statuses)
-                equal += _snapshot(url) == reference
+                extra = EXTRA_RAW_REQUESTS.get(fault, 0)
+                equal += _snapshot(url) == reference and _raw_requests(url) == len(requests) + extra
         report[fault] = {
             "recovery_s": times,
             "refusals_met_by_the_node": dict(refused),

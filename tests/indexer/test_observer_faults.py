@@ -248,6 +248,11 @@ async def test_lag_blocks_counts_the_blocks_sent_but_not_applied(
         assert lag > 0
         assert _metric(text, "recchain_indexer_lag_blocks") == lag
         assert _metric(text, "recchain_indexer_database_up") == 1
+        # Seconds since the tip block keep growing while nothing commits (a stalled chain).
+        stalled = _metric(text, "recchain_indexer_lag_seconds")
+        await asyncio.sleep(1.1)
+        later = _metric((await client.get(metrics_url)).text, "recchain_indexer_lag_seconds")
+        assert stalled > 0 and later >= stalled + 1
         assert _metric(text, "recchain_indexer_leader") == 1
         await NodeEmulator([proc.url], [requests[missing]]).push()
         text = (await client.get(metrics_url)).text
