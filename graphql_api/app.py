@@ -34,6 +34,7 @@ from graphql_api.errors import BadUserInput
 from graphql_api.fanout import splice
 from graphql_api.guards import (
     BAD_TEXT_MESSAGE,
+    MAX_INPUT_DEPTH,
     BodyLimit,
     RateLimit,
     build_extensions,
@@ -166,11 +167,20 @@ class GraphQLApp(GraphQL[Context, None]):
             if _json_content(scope):
                 try:
                     data = json.loads(body)
-                except (ValueError, RecursionError):
-                    # Not UTF-8, not JSON, or nested past the decoder's depth: the client's
-                    # mistake, answered as such (Strawberry's path let two of them out as 500).
+                except ValueError:
+                    # Not UTF-8 or not JSON: the client's mistake, answered as such
+                    # (Strawberry's path let them out as 500).
                     await refuse(
                         send, 400, "the body is not a JSON document in UTF-8", code="BAD_REQUEST"
+                    )
+                    return
+                except RecursionError:
+                    await refuse(
+                        send,
+                        400,
+                        "the body nests deeper than the JSON decoder goes (variables may nest"
+                        f" {MAX_INPUT_DEPTH} levels)",
+                        code="BAD_REQUEST",
                     )
                     return
                 problem = _envelope_problem(data)

@@ -225,13 +225,24 @@ def nested_query(first: int, levels: int = 3) -> str:
     return f"{{ certificates(first: {first}) {{ nodes {{ {inner} }} }} }}"
 
 
+def nested_plain_query(first: int, levels: int = 4) -> str:
+    # The same attack against a schema whose relations are plain lists (before they became
+    # connections): four levels reach depth 11, as in the report that found it.
+    inner = "tokenId"
+    for _ in range(levels):
+        inner = f"facility {{ certificates {{ {inner} }} }}"
+    return f"{{ certificates(first: {first}) {{ nodes {{ {inner} }} }} }}"
+
+
 async def nested(api: Server, first: int) -> dict[str, Any]:
     """Item 2: nested relations, which the cost estimate once counted at 10 rows each (now
     connections, counted at their page)."""
     async with client(source(12), api.url) as c:
-        return await during(
-            api.port, timed_post(c, "/graphql", json={"query": nested_query(first)})
-        )
+        probe = await c.post("/graphql", json={"query": nested_query(0)})
+        plain = "Cannot query field 'nodes'" in probe.text
+        query = nested_plain_query(first) if plain else nested_query(first)
+        result = await during(api.port, timed_post(c, "/graphql", json={"query": query}))
+    return {**result, "form": "plain lists" if plain else "connections"}
 
 
 @dataclass

@@ -298,6 +298,8 @@ async def test_a_where_nested_2000_deep_is_a_client_error_in_every_form(
             r = await c.post("/graphql", content=body, headers={"content-type": "application/json"})
             assert r.status_code < 500, r.text[:300]
             assert_client_error(r.json(), body[:60])
+            if deep_var in body:  # deeper than the decoder goes: said so, not "not JSON"
+                assert r.status_code == 400 and "nests deeper" in r.text, r.text
         # And as a subscription filter.
         ws = await attacks._ws(api_process, attacks.source(43))
         try:
