@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import inspect, text
 
 from db.migrate import current_revisions, head_revisions, is_up_to_date, upgrade
@@ -105,3 +106,26 @@ async def test_0013_brings_existing_rows_to_the_split_and_revocation_model(
     ]
     assert [tuple(r) for r in report_rows][-1] == ("revoked", "ST1ATTESTER", "ST1REVOKER", 7)
     assert [tuple(r) for r in report_rows][1] == ("attested", "ST1ATTESTER", None, None)
+
+
+def test_raw_payloads_are_stored_with_lz4(db_url: str) -> None:
+    """0041: large raw payloads (every observer request is kept) use lz4, not pglz."""
+    import psycopg
+
+    from db.session import to_libpq_url
+
+    with psycopg.connect(to_libpq_url(db_url)) as conn:
+        supported = conn.execute(
+            "SELECT attcompression = 'l' FROM pg_attribute WHERE attrelid = "
+            "'raw_requests'::regclass AND attname = 'payload'"
+        ).fetchone()
+        if not (supported and supported[0]):
+            pytest.skip("this PostgreSQL was built without lz4 (the column keeps pglz)")
+        payload = '{"transactions": [' + ",".join(['{"txid": "0x00"}'] * 20000) + "]}"
+        conn.execute(
+            "INSERT INTO raw_requests (event_path, payload, payload_hash) VALUES "
+            "('/new_block', %s, sha256(convert_to(%s, 'UTF8')))",
+            (payload, payload),
+        )
+        row = conn.execute("SELECT pg_column_compression(payload) FROM raw_requests").fetchone()
+        assert row == ("lz4",)

@@ -19,6 +19,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "ops.bench.faults",
     "ops.bench.ingest",
     "ops.bench.query",
+    "ops.bench.skip",
     "ops.bench.subscribe",
     "ops.bench.webhooks_bench",
 )
