@@ -4,6 +4,7 @@ it; a fork that orphans that block itself is refused with a typed error."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import random
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from graphql_api.query import ENTITIES
 from ops.bench.chaingen import account
 from tests.graphql_api.conftest import Api
 from tests.graphql_api.livechain import LiveChain
+from tests.graphql_api.wsclient import Subscriber
 from tests.indexer.helpers import query as sql
 
 PAGE = 3
@@ -192,3 +194,66 @@ async def test_a_fork_that_orphans_the_cursors_block_is_refused(api: Api, db_url
     # A first page reads the new branch, and its cursors page it.
     fresh = (await api.data(root))["certificates"]
     assert (await api.data(root, {"after": fresh["pageInfo"]["endCursor"]}))["certificates"]
+
+
+async def test_paging_while_the_indexer_commits_blocks_concurrently(api: Api, db_url: str) -> None:
+    """The first page and its pin come from one statement even while commits land; pages over
+    HTTP and over a websocket (which reads each statement on its own) stay on the pin."""
+    chain = LiveChain(db_url, seed=23)
+    await chain.add(chain.setup_and_mint(tokens=40))
+    for _ in range(2):
+        await chain.add(random_block(chain, 12))
+    pages = [
+        Paged("certificates by owner", "certificates", ", orderBy: [{field: owner}]"),
+        Paged(
+            "certificates by wh desc", "certificates", ", orderBy: [{field: wh, direction: desc}]"
+        ),
+        Paged(
+            "transfers of ten tokens, newest first",
+            "transfers",
+            ", where: {tokenId_lte: 10}, orderBy: [{field: blockHeight, direction: desc}]",
+        ),
+        Paged("holdings", "holdings", f', owner: "{account(1)}"', inner="certificates {{ {} }}"),
+    ]
+    done = asyncio.Event()
+
+    async def indexing() -> int:
+        blocks = 0
+        while not done.is_set():
+            await chain.add(random_block(chain, 4))
+            blocks += 1
+            await asyncio.sleep(0.1)  # a chain's pace, not a catch-up: pages interleave
+        return blocks
+
+    async def over_ws(sub: Subscriber, document: str, after: str | None) -> dict[str, Any]:
+        await sub.subscribe(document, {"after": after})
+        got = await sub.next()
+        assert "errors" not in got, got
+        assert (await sub.next())["type"] == "complete"
+        data: dict[str, Any] = got["data"]
+        return data
+
+    task = asyncio.create_task(indexing())
+    sub = await Subscriber.connect(api.ws_url)
+    try:
+        for run in range(4):
+            for p in pages:
+                data = await api.data(p.document(with_reference=True), {"after": None})
+                reference = [n["id"] for n in p.connection(data, "ref")["nodes"]]
+                page = p.connection(data, "page")
+                seen = [e["node"]["id"] for e in page["edges"]]
+                while page["pageInfo"]["hasNextPage"]:
+                    after = page["pageInfo"]["endCursor"]
+                    doc = p.document(with_reference=False)
+                    data = await (
+                        over_ws(sub, doc, after) if run % 2 else api.data(doc, {"after": after})
+                    )
+                    page = p.connection(data, "page")
+                    assert page["totalCount"] == len(reference), p.label
+                    seen += [e["node"]["id"] for e in page["edges"]]
+                assert seen == reference, (run, p.label)
+    finally:
+        done.set()
+        blocks = await task
+        await sub.close()
+    assert blocks >= 3, "blocks were committed while the pages were read"
