@@ -72,11 +72,12 @@ class IndexerService:
     async def lead(self, held: Leadership) -> None:
         """Run while this process leads (cancelled by `run_as_leader` when it stops)."""
         self.held = held
-        metrics.LEADER.set(1)
         try:
             async with self.lock:
                 with contextlib.suppress(Unavailable):
                     await self._connected()  # ready before the first request, if it can be
+            # After the connection, so a leader's gauges (the tip) are read when it says it leads.
+            metrics.LEADER.set(1)
             await asyncio.Event().wait()
         finally:
             self.held = None
