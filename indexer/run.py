@@ -73,7 +73,7 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
     if source == "observer":
         return await _serve_observer(settings, url)
 
-    async def work() -> int:
+    async def work(held: Leadership) -> int:
         async with engine_scope(url, pool_size=2) as engine:
             if source == "replay":
                 from indexer.replay import replay_file as replay
@@ -86,6 +86,7 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
             async with engine.connect() as conn:
                 indexer = Indexer(conn, settings)
                 await indexer.start()
+                indexer.fence = held
                 if source == "api":
                     from indexer.api_source import ApiSource
 
@@ -99,7 +100,7 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
     async def lead(held: Leadership) -> int:
         metrics.LEADER.set(1)
         try:
-            return await work()
+            return await work(held)
         finally:
             metrics.LEADER.set(0)
 
