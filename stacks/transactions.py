@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import struct
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -500,13 +501,32 @@ def _payload(r: _Reader) -> Payload:
     raise r.fail(f"unknown payload type 0x{kind:02x}", at)
 
 
+# version, chain id, auth type, then a single-sig spending condition: hash mode, signer, nonce,
+# fee, key encoding and the 65-byte signature (the head of almost every transaction).
+_SINGLE_SIG_HEAD = struct.Struct(">BIBB20sQQB65s")
+_SINGLE_SIG_CODES = frozenset(m.value for m in SINGLE_SIG_MODES)
+
+
 def decode_transaction(data: bytes | bytearray | memoryview) -> Transaction:
     r = _Reader(bytes(data))
-    version = r.enum({TX_VERSION_MAINNET, TX_VERSION_TESTNET}, "transaction version")
-    chain_id = r.uint(4, "chain id")
-    auth_type = r.enum({AUTH_STANDARD, AUTH_SPONSORED}, "auth type")
-    origin = _spending_condition(r)
-    sponsor = _spending_condition(r) if auth_type == AUTH_SPONSORED else None
+    head = _single_sig_head(r.data)
+    if head is not None:
+        # The common head in one unpack (an indexer decodes every stored transaction); any
+        # other shape, or bytes the checks below would refuse, take the field-by-field path,
+        # which reports the precise error.
+        version, chain_id, auth_type, mode, signer, nonce, fee, key_encoding, signature = head
+        hash_mode = HashMode(mode)
+        origin: SpendingCondition = SingleSigCondition(
+            hash_mode, signer, nonce, fee, key_encoding, signature
+        )
+        sponsor = None
+        r.pos = _SINGLE_SIG_HEAD.size
+    else:
+        version = r.enum({TX_VERSION_MAINNET, TX_VERSION_TESTNET}, "transaction version")
+        chain_id = r.uint(4, "chain id")
+        auth_type = r.enum({AUTH_STANDARD, AUTH_SPONSORED}, "auth type")
+        origin = _spending_condition(r)
+        sponsor = _spending_condition(r) if auth_type == AUTH_SPONSORED else None
     anchor_mode = r.enum(ANCHOR_MODES, "anchor mode")
     pc_mode = r.enum(POST_CONDITION_MODES, "post-condition mode")
     count = r.uint(4, "post-condition count")
@@ -518,6 +538,23 @@ def decode_transaction(data: bytes | bytearray | memoryview) -> Transaction:
         raise r.fail(f"{len(r.data) - r.pos} bytes after the transaction")
     auth = Authorization(auth_type, origin, sponsor)
     return Transaction(version, chain_id, auth, anchor_mode, pc_mode, post_conditions, payload)
+
+
+def _single_sig_head(data: bytes) -> tuple[Any, ...] | None:
+    """The fields of a standard single-sig head that passes every check of the general path
+    (known version, P2PKH or compressed P2WPKH), or None."""
+    if len(data) < _SINGLE_SIG_HEAD.size:
+        return None
+    head = _SINGLE_SIG_HEAD.unpack_from(data)
+    version, _, auth_type, mode, _, _, _, key_encoding, _ = head
+    if (
+        version in (TX_VERSION_TESTNET, TX_VERSION_MAINNET)
+        and auth_type == AUTH_STANDARD
+        and mode in _SINGLE_SIG_CODES
+        and (key_encoding == KEY_COMPRESSED or (key_encoding == KEY_UNCOMPRESSED and mode == 0))
+    ):
+        return head
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stacks import transactions
 from stacks.transactions import (
     MultiSigCondition,
     PoisonMicroblockPayload,
@@ -157,6 +159,31 @@ def test_corrupted_transactions_only_raise_decode_errors(base: bytes, data: st.D
             continue
         assert encode_transaction(tx) == candidate
         verify_signatures(tx)  # must report, never raise
+
+
+def _outcome(data: bytes) -> object:
+    try:
+        return decode_transaction(data)
+    except TransactionDecodeError as exc:
+        return ("error", str(exc))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.sampled_from([TRANSFER, CALL, MULTISIG]), st.data())
+def test_single_sig_head_in_one_unpack_decodes_as_field_by_field(
+    base: bytes, data: st.DataObject
+) -> None:
+    """The one-unpack reading of a standard single-sig head gives the same transaction, or the
+    same error, as reading it field by field, whatever the head's bytes."""
+    raw = bytearray(base)
+    for _ in range(data.draw(st.integers(1, 3))):
+        raw[data.draw(st.integers(0, ANCHOR_AT + 1))] = data.draw(
+            st.sampled_from([0, 1, 2, 3, 4, 5, 0x80, 0xFF, data.draw(st.integers(0, 255))])
+        )
+    candidate = bytes(raw[: data.draw(st.integers(0, len(raw)))])
+    fast = _outcome(candidate)
+    with mock.patch.object(transactions, "_single_sig_head", lambda data: None):
+        assert _outcome(candidate) == fast
 
 
 @pytest.mark.parametrize("vector", load("transactions"), ids=lambda v: v["name"])
