@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from db.session import create_engine, to_sqlalchemy_url
+from db import indexes
+from db.session import create_engine, to_libpq_url, to_sqlalchemy_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -25,7 +27,10 @@ def alembic_config(url: str) -> Config:
 
 
 def upgrade(url: str, revision: str = "heads") -> None:
-    """Apply migrations up to `revision` (all branch heads by default). Blocking."""
+    """Apply migrations up to `revision` (all branch heads by default). Blocking. Indexes an
+    interrupted replay left deferred are built first (`db.indexes`): a migration may name them."""
+    with psycopg.connect(to_libpq_url(url)) as conn:
+        indexes.restore_sync(conn)
     command.upgrade(alembic_config(url), revision)
 
 

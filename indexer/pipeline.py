@@ -45,6 +45,7 @@ import hashlib
 import json
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from db import indexes
 from db.channels import BLOCKS
 from db.leader import Leadership
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
@@ -324,12 +326,53 @@ class Indexer:
         if not self.conn.in_transaction():
             await self.conn.begin()
 
-    async def start(self) -> None:
+    async def start(self, *, keep_deferred: bool = False) -> None:
+        """Load the block index; first build the secondary indexes an interrupted catch-up
+        replay left deferred (`db.indexes`), unless `keep_deferred` (a resumed replay, which
+        builds them at its end)."""
         await self._begin()
         raw = await self.conn.get_raw_connection()
         self._pg = raw.driver_connection
         await self._load()
         await self.conn.commit()
+        if not keep_deferred:
+            await self.build_deferred_indexes()
+
+    async def defer_indexes(self) -> int:
+        """Before a catch-up replay: drop the deferrable secondary indexes if nothing is indexed
+        yet (`db.indexes`). Returns how many are deferred, counting those an interrupted replay
+        left deferred."""
+        await self._begin()
+        try:
+            await self._fence(self.pg)
+            waiting = await indexes.pending(self.pg)
+            if not waiting and self.tip is None:
+                waiting = await indexes.defer(self.pg)
+            await self.conn.commit()
+        except BaseException:
+            await self.conn.rollback()
+            raise
+        return waiting
+
+    async def build_deferred_indexes(self) -> int:
+        """Build the deferred indexes, each committed with the removal of its record."""
+        await self._begin()
+        todo = await indexes.deferred(self.pg)
+        await self.conn.commit()
+        started = time.monotonic()
+        built = 0
+        for name, definition in todo:
+            await self._begin()
+            try:
+                await self._fence(self.pg)
+                built += await indexes.build(self.pg, name, definition)
+                await self.conn.commit()
+            except BaseException:
+                await self.conn.rollback()
+                raise
+        if built:
+            log.info("built %d deferred index(es) in %.1f s", built, time.monotonic() - started)
+        return built
 
     async def _load(self) -> None:
         self._known.clear()

@@ -50,6 +50,9 @@ class ReplayStats:
 
 
 MAX_REJECTIONS = 1000
+# Requests in a file from which a catch-up replay into an empty database defers the building of
+# its secondary indexes to its end (below, rebuilding them costs more than it saves).
+DEFER_INDEXES_FROM = 2000
 
 
 def _parse_ts(text: str) -> datetime | None:
@@ -219,6 +222,7 @@ async def replay_file(
     enqueue_metadata: bool = True,
     parse_workers: int = 0,
     payload_format: PayloadFormat = "auto",
+    defer_indexes_from: int = DEFER_INDEXES_FROM,
 ) -> ReplayStats:
     stats = ReplayStats()
     started = time.monotonic()
@@ -226,7 +230,12 @@ async def replay_file(
     bar = Progress(lines, enabled=progress)
     async with engine.connect() as conn:
         indexer = Indexer(conn, settings, enqueue_metadata=enqueue_metadata)
-        await indexer.start()
+        # A catch-up replay into an empty database builds its secondary indexes once at the
+        # end (`db.indexes`); a small file gains nothing from it (a gzipped one counts as large).
+        deferring = not follow and (lines is None or lines >= defer_indexes_from)
+        await indexer.start(keep_deferred=deferring)
+        if deferring:
+            await indexer.defer_indexes()
         indexer.source = archive_key(path, payload_format)
         done = await indexer.position() or 0
 
@@ -273,6 +282,9 @@ async def replay_file(
                         break
         finally:
             await indexer.stop_ahead()  # the last batch commits (or its failure is raised) here
+        if deferring:
+            # Also after a replay stopped at a held request: what is indexed is queryable.
+            await indexer.build_deferred_indexes()
         # Refused when their batch was redone at write time, after it had been answered.
         late = indexer.late_rejections
         stats.rejected += len(late)

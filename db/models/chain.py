@@ -134,6 +134,20 @@ class Checkpoint(Base):
     )
 
 
+class DeferredIndex(Base):
+    """A secondary index a catch-up replay into an empty database dropped, and the statement
+    that builds it again (`db.indexes`), recorded in the transaction that dropped it."""
+
+    __tablename__ = "deferred_indexes"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    table_name: Mapped[str] = mapped_column(Text, nullable=False)
+    definition: Mapped[str] = mapped_column(Text, nullable=False)
+    deferred_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+
+
 class ReplayPosition(Base):
     """How far `recchain replay` got in one archive (the last request id committed), committed
     with the data, so a restarted replay skips it; keyed by the archive's first request."""

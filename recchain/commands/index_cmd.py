@@ -46,6 +46,11 @@ def _replay(args: argparse.Namespace) -> int:
                 batch_size=args.batch,
                 parse_workers=args.parse_workers,
                 payload_format=args.payload_format,
+                **(
+                    {}
+                    if args.defer_indexes_from is None
+                    else {"defer_indexes_from": args.defer_indexes_from}
+                ),
             )
         if stats.skipped:
             print(
@@ -143,6 +148,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=0,
         help="processes that parse the next batch while one is written (catch-up only; with 0 "
         "a thread does, while the database works)",
+    )
+    p.add_argument(
+        "--defer-indexes-from",
+        type=int,
+        default=None,
+        metavar="N",
+        help="into an empty database, a catch-up replay of a file of at least N requests (or "
+        "gzipped) builds the secondary indexes once at its end instead of row by row "
+        "(default 2000; 0: always)",
     )
     p.set_defaults(handler=_replay)
 
