@@ -257,3 +257,29 @@ async def test_lag_blocks_counts_the_blocks_sent_but_not_applied(
         await NodeEmulator([proc.url], [requests[missing]]).push()
         text = (await client.get(metrics_url)).text
         assert _metric(text, "recchain_indexer_lag_blocks") == 0
+
+
+async def test_takeover_waits_for_an_open_write_transaction_then_ends_it(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old leader's write transaction holds the epoch's share lock (it is paused there): the
+    new leader's bump waits `BUMP_WAIT_S`, then ends that session, so the transaction can never
+    commit and the takeover is not held up for good."""
+    import db.leader
+
+    monkeypatch.setattr(db.leader, "BUMP_WAIT_S", 0.5)
+    async with leadership(db_url, "indexer", check_interval=3600) as a:
+        conn = await psycopg.AsyncConnection.connect(to_libpq_url(db_url))
+        try:
+            await a.check(conn)  # inside a write transaction, which stays open
+            await conn.execute("UPDATE checkpoints SET updated_at = now()")
+            terminate(db_url, [a.backend_pid])
+            started = asyncio.get_running_loop().time()
+            async with leadership(db_url, "indexer", poll_interval=0.05) as b:
+                waited = asyncio.get_running_loop().time() - started
+                assert b.epoch == a.epoch + 1
+            assert waited >= 0.5, waited
+            with pytest.raises(psycopg.OperationalError):
+                await conn.execute("SELECT 1")
+        finally:
+            await conn.close()
