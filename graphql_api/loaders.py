@@ -18,7 +18,6 @@ from graphql_api.query import (
     check_first,
     cursor_signature,
     decode_cursor,
-    encode_cursor,
     ensure_pin,
     keyset,
     live,
@@ -127,8 +126,8 @@ async def page_by(
     def page(parent: Any, rows: list[Any], pinned: Pin | None) -> Connection[Any]:
         edges = [
             Edge(
-                cursor=encode_cursor(sig, [r[f"_o{i}"] for i in range(len(order))], pinned),
                 node=entity.from_row(r, at),
+                _key=(sig, [r[f"_o{i}"] for i in range(len(order))], pinned),
             )
             for r in rows[:first]
         ]
@@ -137,8 +136,8 @@ async def page_by(
             page_info=PageInfo(
                 has_next_page=len(rows) > first,
                 has_previous_page=after is not None,
-                start_cursor=edges[0].cursor if edges else None,
-                end_cursor=edges[-1].cursor if edges else None,
+                start_cursor=edges[0].cursor() if edges else None,
+                end_cursor=edges[-1].cursor() if edges else None,
             ),
             _count=lambda: count_by(ctx, entity, column, parent, at, pin),
         )

@@ -503,10 +503,16 @@ class PageInfo:
 
 @strawberry.type(description="A node and the cursor that resumes after it.")
 class Edge(Generic[T]):
-    cursor: str = strawberry.field(
+    node: T = strawberry.field(description="The item.")
+    # Encoded when asked: most selections of a page take `nodes`, and a cursor per row was a
+    # tenth of a page's CPU.
+    _key: strawberry.Private[tuple[str, list[Any], Pin | None]]
+
+    @strawberry.field(
         description="Opaque keyset cursor; the pages after it read the block the first page read."
     )
-    node: T = strawberry.field(description="The item.")
+    def cursor(self) -> str:
+        return encode_cursor(*self._key)
 
 
 @strawberry.type(description="A page of a keyset-paginated list.")
@@ -554,12 +560,18 @@ async def paginate(
     select: str | None = None,
     prefix: str = "",
     nullable: Collection[str] = (),
+    with_count: bool = False,
 ) -> Connection[Any]:
     """One keyset page: `order` must end with a unique column so the order is total.
 
     `at` is the height the page reads and `pin` the cursor's block (`page_at` gives both, and
     `conditions` must read at `at`): the first page's cursors name the block it read, and a
-    later page reads only while that block is canonical."""
+    later page reads only while that block is canonical.
+
+    `with_count` (the caller knows `totalCount` is asked for) reads the count in the page's own
+    statement: a request of one statement runs without a transaction (db.Reader), where a
+    second one costs BEGIN, the statement and ROLLBACK. A page with no rows still counts apart
+    (its count need not be 0 after a cursor)."""
     check_first(ctx, first)
     sig = cursor_signature(signature)
     counter = [0]
@@ -579,6 +591,9 @@ async def paginate(
     order_sql = ", ".join(f"{c} {'DESC' if d else 'ASC'}" for c, d in order)
     cols = ", ".join(f"{c} AS _o{i}" for i, (c, _) in enumerate(order))
     cols += pin_columns(at, pin, params)
+    base_params = {k: v for k, v in params.items() if not k.startswith("k") and k != "_pin_at"}
+    if with_count:
+        cols += f", (SELECT count(*) FROM {from_sql} WHERE {base_where}) AS _n"
     sql = (
         f"{prefix} SELECT {select or alias + '.*'}, {cols} FROM {from_sql}"
         f" WHERE {page_where} AND {guard} ORDER BY {order_sql} LIMIT {first + 1}"
@@ -588,15 +603,14 @@ async def paginate(
         await ensure_pin(ctx, pin)
     pinned = row_pin(rows[0], pin) if rows else pin
     edges = [
-        Edge(
-            cursor=encode_cursor(sig, [r[f"_o{i}"] for i in range(len(order))], pinned),
-            node=build(r),
-        )
+        Edge(node=build(r), _key=(sig, [r[f"_o{i}"] for i in range(len(order))], pinned))
         for r in rows[:first]
     ]
-    count_params = {k: v for k, v in params.items() if not k.startswith("k") and k != "_pin_at"}
+    count_params = base_params
 
     async def count() -> int:
+        if with_count and rows:  # read with the page, under its guard
+            return int(rows[0]["_n"])
         # The guard beside the count: one statement, one snapshot, a row even when n = 0.
         row = await ctx.reader.one(
             f"{prefix} SELECT count(*) AS n, {guard} AS ok FROM {from_sql} WHERE {base_where}",
@@ -611,8 +625,8 @@ async def paginate(
         page_info=PageInfo(
             has_next_page=len(rows) > first,
             has_previous_page=after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
+            start_cursor=edges[0].cursor() if edges else None,
+            end_cursor=edges[-1].cursor() if edges else None,
         ),
         _count=count,
     )

@@ -3,9 +3,12 @@ and how (query 6), and what an owner holds at a block (query 8)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import strawberry
+from strawberry.types.nodes import SelectedField
 
 from graphql_api.context import BlockInput, Context
 from graphql_api.errors import BadUserInput, LimitExceeded
@@ -35,15 +38,34 @@ HOLDING_DIMS = {
 class Holdings:
     owner: str = strawberry.field(description="The owner principal.")
     at_height: int | None = strawberry.field(description="The block (null = current).")
-    total_wh: BigInt = strawberry.field(
-        description="Energy held, every status (split parents no longer exist), Wh."
-    )
-    breakdown: list[Breakdown] = strawberry.field(
-        description="Energy by status, vintage, energy source, technology and market boundary."
-    )
     certificates: Connection[Certificate] = strawberry.field(
         description="The certificates, by token id."
     )
+    # The totals are one grouped read over all the owner's certificates, several times the
+    # page's cost for a large holder: read once, and only when a selection asks for them.
+    _totals: strawberry.Private[Callable[[], Awaitable[tuple[int, list[Breakdown]]]]]
+
+    @strawberry.field(description="Energy held, every status (split parents no longer exist), Wh.")
+    async def total_wh(self) -> BigInt:
+        return BigInt((await self._totals())[0])
+
+    @strawberry.field(
+        description="Energy by status, vintage, energy source, technology and market boundary."
+    )
+    async def breakdown(self) -> list[Breakdown]:
+        return (await self._totals())[1]
+
+
+def _asks(selections: Any, *path: str) -> bool:
+    """Whether a selection set asks for the field at `path` (through fragments)."""
+    name, rest = path[0], path[1:]
+    for s in selections:
+        if isinstance(s, SelectedField):
+            if s.name == name and (not rest or _asks(s.selections, *rest)):
+                return True
+        elif _asks(getattr(s, "selections", ()), *path):  # a fragment
+            return True
+    return False
 
 
 def holdings_condition(at: int | None, params: dict[str, Any]) -> str:
@@ -230,16 +252,26 @@ class HistoryQuery:
         if where is not None:
             cond += " AND " + SqlWhere(cert, at, params).compile(where, "c")
         fac_live = live("f", True, at, params)
-        grouped = await ctx.reader.all(
-            grouping_sets_sql(
-                HOLDING_DIMS,
-                "SELECT c.status, c.vintage, f.energy_source, f.technology, f.market_boundary,"
-                " c.wh AS wh_ FROM certificates c LEFT JOIN facilities f"
-                f" ON f.facility_id = c.facility_id AND {fac_live} WHERE {cond}",
-            ),
-            params,
+        totals_sql = grouping_sets_sql(
+            HOLDING_DIMS,
+            "SELECT c.status, c.vintage, f.energy_source, f.technology, f.market_boundary,"
+            " c.wh AS wh_ FROM certificates c LEFT JOIN facilities f"
+            f" ON f.facility_id = c.facility_id AND {fac_live} WHERE {cond}",
         )
-        total, breakdown = breakdowns(grouped, HOLDING_DIMS)
+        totals_params = dict(params)
+        read: asyncio.Task[tuple[int, list[Breakdown]]] | None = None
+
+        async def grouped() -> tuple[int, list[Breakdown]]:
+            rows = await ctx.reader.all(totals_sql, totals_params)
+            total, breakdown = breakdowns(rows, HOLDING_DIMS)
+            return int(total), breakdown
+
+        def totals() -> Awaitable[tuple[int, list[Breakdown]]]:
+            nonlocal read
+            if read is None:  # totalWh and breakdown together share one read
+                read = asyncio.ensure_future(grouped())
+            return read
+
         page = await paginate(
             ctx,
             from_sql="certificates c",
@@ -253,7 +285,6 @@ class HistoryQuery:
             build=lambda r: cert.from_row(r, at),
             at=at,
             pin=pin,
+            with_count=_asks(info.selected_fields, "holdings", "certificates", "totalCount"),
         )
-        return Holdings(
-            owner=owner, at_height=at, total_wh=total, breakdown=breakdown, certificates=page
-        )
+        return Holdings(owner=owner, at_height=at, certificates=page, _totals=totals)

@@ -18,6 +18,7 @@ BENCH_MODULES: tuple[str, ...] = (
     "ops.bench.apisource",
     "ops.bench.faults",
     "ops.bench.ingest",
+    "ops.bench.holdings",
     "ops.bench.query",
     "ops.bench.skip",
     "ops.bench.subscribe",

@@ -9,6 +9,10 @@ show the client was not the bottleneck.
     python -m ops.bench.loadgen --port P --family certificate --connections 32 --seconds 10
 
 prints one JSON object: requests, seconds, requests/s, p50/p99 ms, client CPU seconds.
+`--targets FILE` replaces the family with a JSON list of requests (`{"method", "path", "body"}`,
+body null for a GET), each drawn at random; a target answering anything but 200, or a GraphQL
+body with `errors`, fails the run. `--host` aims at a server other than loopback's API (a peer
+serving the same data, `bench holdings`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import json
 import os
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from ops.bench.families import FAMILIES
@@ -33,6 +38,18 @@ class Failure(RuntimeError):
     pass
 
 
+def _encoded(host: str, port: int, target: dict[str, Any]) -> bytes:
+    """One request of `--targets`, ready to write."""
+    body = target.get("body")
+    head = f"{target['method']} {target['path']} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    head += "Accept: application/json\r\n"
+    if body is None:
+        return (head + "\r\n").encode()
+    data = json.dumps(body).encode()
+    head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+    return head.encode() + data
+
+
 async def _client(
     port: int,
     family: str,
@@ -41,21 +58,28 @@ async def _client(
     stop_at: float,
     budget: list[int],
     times: list[float],
+    host: str = "127.0.0.1",
+    targets: list[bytes] | None = None,
 ) -> None:
-    make = FAMILIES[family]
+    make = FAMILIES.get(family)
     rnd = random.Random(seed)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection(host, port)
     head = (
-        f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST /graphql HTTP/1.1\r\nHost: {host}:{port}\r\n"
         "Content-Type: application/json\r\nAccept: application/json\r\nContent-Length: "
     ).encode()
     try:
         while time.perf_counter() < stop_at and budget[0] > 0:
             budget[0] -= 1
-            query, variables = make(rnd, certificates)
-            body = json.dumps({"query": query, "variables": variables}).encode()
+            if targets is not None:
+                request = targets[rnd.randrange(len(targets))]
+            else:
+                assert make is not None
+                query, variables = make(rnd, certificates)
+                body = json.dumps({"query": query, "variables": variables}).encode()
+                request = head + str(len(body)).encode() + b"\r\n\r\n" + body
             started = time.perf_counter()
-            writer.write(head + str(len(body)).encode() + b"\r\n\r\n" + body)
+            writer.write(request)
             header = await reader.readuntil(b"\r\n\r\n")
             length = 0
             for line in header.split(b"\r\n"):
@@ -73,12 +97,24 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     times: list[float] = []
     budget = [args.requests if args.requests else 1 << 62]
     stop_at = time.perf_counter() + (args.seconds if args.seconds else 1e9)
+    targets = None
+    if args.targets:
+        listed = json.loads(Path(args.targets).read_text())  # noqa: ASYNC240 - before the load
+        targets = [_encoded(args.host, args.port, t) for t in listed]
     cpu0 = os.times()
     started = time.perf_counter()
     await asyncio.gather(
         *(
             _client(
-                args.port, args.family, args.certificates, args.seed + i, stop_at, budget, times
+                args.port,
+                args.family,
+                args.certificates,
+                args.seed + i,
+                stop_at,
+                budget,
+                times,
+                args.host,
+                targets,
             )
             for i in range(args.connections)
         )
@@ -86,7 +122,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     cpu1 = os.times()
     return {
-        "family": args.family,
+        "family": "targets" if targets is not None else args.family,
         "connections": args.connections,
         "requests": len(times),
         "seconds": round(elapsed, 3),
@@ -100,6 +136,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--targets", help="JSON list of requests to draw from instead of --family")
     p.add_argument("--family", choices=sorted(FAMILIES), default="certificate")
     p.add_argument("--certificates", type=int, default=1_000_000)
     p.add_argument("--connections", type=int, default=32)
