@@ -18,7 +18,7 @@ from stacks.clarity import StringAsciiCV, UIntCV, encode_hex
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot
 
-FOREIGN = "SP3FBR2AGK5H9QBDH3EEN6DF8EK8JY7RX8QJ5SVTE.foreign-market"
+FOREIGN = "ST3FBR2AGK5H9QBDH3EEN6DF8EK8JY7RX8NQXMNRQ.foreign-market"
 CONTRACTS = ["verification", "rec-nft", "marketplace", "sbtc-token", FOREIGN]
 
 
