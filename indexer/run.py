@@ -85,8 +85,8 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
                 return 0
             async with engine.connect() as conn:
                 indexer = Indexer(conn, settings)
+                indexer.fence = held  # before start(): it may write (deferred indexes)
                 await indexer.start()
-                indexer.fence = held
                 if source == "api":
                     from indexer.api_source import ApiSource
 

@@ -102,6 +102,7 @@ class IndexerService:
             raise Unavailable(self._down(exc), self.outage.delay()) from exc
         try:
             indexer = Indexer(conn, self.settings)
+            indexer.fence = held  # before start(): it may write (deferred indexes)
             await indexer.start()
         except BaseException as exc:
             with contextlib.suppress(Exception):
@@ -109,7 +110,6 @@ class IndexerService:
             if isinstance(exc, Exception) and is_unavailable(exc):
                 raise Unavailable(self._down(exc), self.outage.delay()) from exc
             raise
-        indexer.fence = held
         self._conn, self.indexer = conn, indexer
         self.outage.ok()
         metrics.UP.set(1)
