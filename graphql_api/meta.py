@@ -8,7 +8,7 @@ from typing import Any
 import strawberry
 from sqlalchemy import RowMapping
 
-from db.finality import finalized_height
+from db.finality import SIGNED_FINAL_SQL, finalized_height, signed_params
 from graphql_api.context import BlockInput, Context
 
 BLOCK_COLUMNS = (
@@ -77,7 +77,8 @@ class Meta:
         " null before the first block is indexed."
     )
     finalized_height: int | None = strawberry.field(
-        description="Highest height deeper than the finality horizon: never rolled back."
+        description="Highest final height: never rolled back (deeper than the finality horizon,"
+        " or a signed Nakamoto block whose burn block is buried; docs/stacks.md)."
     )
     lag_seconds: float | None = strawberry.field(
         description="Seconds between now and the tip block's time (indexing lag)."
@@ -144,9 +145,17 @@ async def load_meta(ctx: Context, block: BlockInput | None) -> Meta:
     )
     return Meta(
         block=answer,
-        finalized_height=finalized_height(tip_block.height, ctx.settings),
+        finalized_height=finalized_height(
+            tip_block.height, ctx.settings, await _signed_final(ctx, tip_block.height)
+        ),
         lag_seconds=lag,
         tip_height=tip_block.height,
         replica_lag_seconds=_replica_lag(ctx),
         hold=await _hold(ctx),
     )
+
+
+async def _signed_final(ctx: Context, tip: int) -> int | None:
+    """The Nakamoto part of finality (db/finality.py), read on the request's reader."""
+    row = await ctx.reader.one(SIGNED_FINAL_SQL, signed_params(tip, ctx.settings))
+    return None if row is None else int(row["block_height"])

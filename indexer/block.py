@@ -40,6 +40,11 @@ class BlockHeader:
     burn_block_height: int | None = None
     burn_block_time: int | None = None
     block_time: int | None = None
+    # Nakamoto blocks only (STACKS.md §1; docs/stacks.md): None before epoch 3.0.
+    tenure_height: int | None = None
+    consensus_hash: str | None = None
+    signer_signature_hash: str | None = None
+    signer_count: int | None = None
 
 
 @dataclass(slots=True)
@@ -217,7 +222,23 @@ def parse_header(payload: Mapping[str, Any], where: str = "block") -> BlockHeade
         burn_block_height=_opt_height(payload, "burn_block_height", where, INT4_MAX),
         burn_block_time=_opt_height(payload, "burn_block_time", where, INT8_MAX),
         block_time=_opt_height(payload, "block_time", where, INT8_MAX),
+        tenure_height=_opt_height(payload, "tenure_height", where, INT4_MAX),
+        consensus_hash=_hex(payload, "consensus_hash", where, required=False),
+        signer_signature_hash=_hex(payload, "signer_signature_hash", where, required=False),
+        signer_count=_signer_count(payload, where),
     )
+
+
+def _signer_count(payload: Mapping[str, Any], where: str) -> int | None:
+    """How many signer signatures a Nakamoto block carries (`signer_signature`: 65-byte
+    recoverable signatures in hex, stacks-node writes them without `0x`); None before Nakamoto."""
+    signatures = _opt(payload, "signer_signature", list, where)
+    if signatures is None:
+        return None
+    for i, sig in enumerate(signatures):
+        if type(sig) is not str or not _HEX_BODY.fullmatch(sig.removeprefix("0x")):
+            raise PayloadError(f"{where}.signer_signature[{i}]: not a hex signature")
+    return len(signatures)
 
 
 def _asset_contract(asset_identifier: str) -> str:

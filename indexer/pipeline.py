@@ -57,6 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from db import indexes
 from db.channels import BLOCKS
+from db.finality import signed_final_height
 from db.leader import Leadership
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.models.chain import HOLD_KINDS
@@ -103,6 +104,7 @@ _BLOCK_COLS = [
     "index_block_hash", "block_hash", "block_height", "parent_index_block_hash",
     "parent_block_hash", "burn_block_hash", "burn_block_height", "burn_block_time", "block_time",
     "canonical", "orphan", "tx_count", "event_count", "raw_request_id",
+    "tenure_height", "consensus_hash", "signer_signature_hash", "signer_count",
 ]  # fmt: skip
 
 
@@ -1085,8 +1087,15 @@ class Indexer:
                 f"fork at height {floor} is {depth} blocks deep, beyond the "
                 f"finality horizon of {self.settings.indexer.finality_depth}"
             )
-        log.warning("fork: rolling back %d block(s) above %d for %s", depth, floor, block.hash)
         await self._flush(batch)
+        final = await signed_final_height(self.pg, self.tip[1], self.settings)
+        if final is not None and floor < final:
+            raise FinalityError(
+                f"fork at height {floor} would undo block {final}, final by the Nakamoto rule "
+                f"(signed, its burn block {self.settings.indexer.nakamoto_burn_confirmations} "
+                "Bitcoin blocks deep)"
+            )
+        log.warning("fork: rolling back %d block(s) above %d for %s", depth, floor, block.hash)
         await self._rollback_above(batch, floor)
         batch.fork_heights.append(depth)
         for block_hash in reversed(branch):
@@ -1173,7 +1182,8 @@ class Indexer:
                     h.index_block_hash, h.block_hash, h.block_height, h.parent_index_block_hash,
                     h.parent_block_hash, h.burn_block_hash, h.burn_block_height,
                     h.burn_block_time, h.block_time, known.canonical, known.orphan,
-                    block.tx_count, block.event_count, raw_id,
+                    block.tx_count, block.event_count, raw_id, h.tenure_height,
+                    h.consensus_hash, h.signer_signature_hash, h.signer_count,
                 )
             )  # fmt: skip
             bh, height, canonical = block.hash, block.height, known.canonical

@@ -76,6 +76,9 @@ class IndexerSettings(BaseModel):
     max_body_bytes: int = 64 * 1024 * 1024
     # Blocks deeper than this below the tip are final; forks deeper than it are refused loudly.
     finality_depth: int = 1000
+    # Nakamoto: a signed block is final once this many Bitcoin blocks bury its burn block
+    # (db/finality.py; 6 is Bitcoin's customary settlement depth).
+    nakamoto_burn_confirmations: int = Field(default=6, ge=1)
     # Following mainnet from genesis is pointless (and slow): an empty database takes the block
     # at this height as its root without its parent; lower blocks are stored raw, never applied.
     start_height: int = Field(default=1, ge=1)

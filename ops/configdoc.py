@@ -63,6 +63,9 @@ MEANINGS: dict[str, str] = {
     "holds the chain until this is raised.",
     "indexer.finality_depth": "Blocks below the tip that are final; a deeper fork holds the chain "
     "(answered 409, recorded) until this is raised.",
+    "indexer.nakamoto_burn_confirmations": "Nakamoto: a block the signers signed is final once "
+    "this many Bitcoin blocks bury its burn block (with the depth rule, the higher final height "
+    "wins; docs/stacks.md).",
     "indexer.start_height": "First block indexed (the root); lower blocks are stored, not applied; "
     "a sibling of the root replaces it if its branch wins.",
     "indexer.catchup_batch_blocks": "Most blocks per transaction while catching up (the first"

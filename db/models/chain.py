@@ -53,6 +53,13 @@ class Block(Base):
     burn_block_height: Mapped[int | None] = mapped_column(Integer)
     burn_block_time: Mapped[int | None] = mapped_column(BigInteger)
     block_time: Mapped[int | None] = mapped_column(BigInteger)
+    # Nakamoto (epoch 3.0 on): the block's tenure, the sortition that elected its miner, what the
+    # signers signed and how many signatures it carries (NULL before Nakamoto). db/finality.py
+    # reads signer_count with burn_block_height.
+    tenure_height: Mapped[int | None] = mapped_column(Integer)
+    consensus_hash: Mapped[str | None] = mapped_column(Text)
+    signer_signature_hash: Mapped[str | None] = mapped_column(Text)
+    signer_count: Mapped[int | None] = mapped_column(Integer)
     canonical: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))
     # A block whose parent is not known yet is stored, not applied, until the parent arrives.
     orphan: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=text("false"))

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from db.channels import WEBHOOKS
-from db.finality import finalized_height
+from db.finality import final_height
 from db.webhooks.docs import DOC_SQL
 from infra.config import Settings
 
@@ -143,7 +143,10 @@ async def feed(pg: psycopg.AsyncConnection[Any], span: FeedSpan, settings: Setti
         return 0
     ranges = {
         "tip": (span.low, span.tip),
-        "final": (finalized_height(span.prior, settings), finalized_height(span.tip, settings)),
+        "final": (
+            await final_height(pg, span.prior, settings),
+            await final_height(pg, span.tip, settings),
+        ),
     }
     queued = 0
     for mode, kinds in modes.items():

@@ -43,7 +43,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from db.channels import WEBHOOKS
-from db.finality import finalized_height
+from db.finality import final_height
 from db.webhooks.docs import render
 from infra.config import Settings
 from infra.netguard import DestinationRefused
@@ -350,13 +350,15 @@ class Sender:
                 },
             )
             rows = await cur.fetchall()
-        if not rows:
-            return False
-        head = rows[0]
+            if not rows:
+                return False
+            head = rows[0]
+            final_at = (
+                None
+                if head["delivery"] == "final"
+                else await final_height(conn, head["tip"], self.settings)
+            )
         secrets = [head["secret"]] + ([head["previous_secret"]] if head["previous_secret"] else [])
-        final_at = (
-            None if head["delivery"] == "final" else finalized_height(head["tip"], self.settings)
-        )
         target: Target | None = None
         refused = ""
         try:
