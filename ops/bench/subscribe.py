@@ -676,7 +676,14 @@ def bench_listings(args: argparse.Namespace, url: str) -> dict[str, Any]:
     with psycopg.connect(to_libpq_url(url)) as conn:
         seed_listings(conn, topics)
     port = free_port()
-    api = start_api(url, port)
+    # Every socket comes from 127.0.0.1: one client as the subscription caps count, which
+    # would refuse all but the first 1,000 topics (and each round would wait for their pushes).
+    api = start_api(
+        url,
+        port,
+        RECCHAIN_API__MAX_SUBSCRIPTIONS_PER_CLIENT=str(max(1000, topics)),
+        RECCHAIN_API__MAX_SUBSCRIPTIONS_PER_CONNECTION=str(max(100, args.per_socket)),
+    )
     ctx = mp.get_context("spawn")
     pipes: list[Connection] = []
     procs: list[Any] = []
