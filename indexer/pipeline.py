@@ -380,13 +380,15 @@ class Indexer:
         self._known.clear()
         self._orphans.clear()
         cur = await self.pg.execute(
-            "SELECT index_block_hash, block_height FROM blocks WHERE canonical "
-            "ORDER BY block_height DESC LIMIT 1"
+            "SELECT index_block_hash, block_height, coalesce(block_time, burn_block_time) "
+            "FROM blocks WHERE canonical ORDER BY block_height DESC LIMIT 1"
         )
         row = await cur.fetchone()
         self.tip = (row[0], row[1]) if row else None
-        if self.tip is not None:  # from the start, not only after the next block
-            metrics.TIP.set(self.tip[1])
+        if row is not None:  # from the start, not only after the next block
+            metrics.TIP.set(row[1])
+            if row[2]:
+                metrics.set_tip_time(row[2])
         cur = await self.pg.execute("SELECT to_regclass('relay_txs') IS NOT NULL")
         self._has_relay = bool((await cur.fetchone())[0])  # type: ignore[index]
         cur = await self.pg.execute(
