@@ -100,8 +100,9 @@ MEANINGS: dict[str, str] = {
     "api.rate_limit_per_minute": "Requests per client per minute.",
     "api.cors_origins": "Allowed CORS origins (JSON list in the environment).",
     "api.ws_allowed_origins": "Allowed websocket `Origin`s for subscriptions.",
-    "api.ws_compression": "Offer permessage-deflate on websockets (costs CPU and memory per"
-    " subscriber; frames are small JSON).",
+    "api.ws_compression": "Offer permessage-deflate on websockets, without context takeover:"
+    " a push is compressed once for every socket and no socket keeps a compressor; frames are"
+    " small JSON, so it saves little.",
     "api.max_subscriptions_per_connection": "Most operations (subscriptions) running at once on"
     " one websocket; one more gets an error with code `LIMIT_EXCEEDED` (`limit:"
     " subscriptions_per_connection`), the socket stays open.",
