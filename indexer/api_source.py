@@ -49,7 +49,8 @@ import websockets
 
 from indexer import metrics
 from indexer.errors import SourceError
-from indexer.pipeline import Indexer, Request
+from indexer.pipeline import Indexer
+from indexer.requests import Request
 from infra.config import Settings
 from infra.netguard import parse_retry_after
 

@@ -33,7 +33,8 @@ from starlette.routing import Route
 
 from db.outage import is_unavailable
 from indexer import metrics
-from indexer.pipeline import OBSERVER_PATHS, Indexer, Outcome, Request
+from indexer.pipeline import Indexer
+from indexer.requests import OBSERVER_PATHS, Outcome, Request
 from indexer.service import IndexerService, Unavailable
 
 log = logging.getLogger("recchain.indexer.observer")

@@ -29,7 +29,8 @@ from typing import TextIO
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from indexer.block import Block
-from indexer.pipeline import Indexer, Request, parse_block_request, payload_hash
+from indexer.pipeline import Indexer
+from indexer.requests import Request, parse_block_request, payload_hash
 from indexer.tsv import PayloadFormat, count_lines, read_requests
 from infra.config import Settings
 from infra.progress import StatusLine

@@ -30,7 +30,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from db.leader import Leadership, LeadershipLost
 from db.outage import Outage, is_unavailable
 from indexer import metrics
-from indexer.pipeline import Indexer, Outcome, Request, header_of
+from indexer.pipeline import Indexer
+from indexer.requests import Outcome, Request, header_of
 from infra.config import Settings
 
 log = logging.getLogger("recchain.indexer")

@@ -34,7 +34,8 @@ from sqlalchemy import make_url
 
 from db.session import database_url, engine_scope, to_libpq_url
 from db.webhooks import store
-from indexer.pipeline import Indexer, Request
+from indexer.pipeline import Indexer
+from indexer.requests import Request
 from infra.config import PROJECT_ROOT, Settings, WebhookSettings, get_settings
 from ops.bench import chaingen
 from ops.bench.ingest import BackendCpu, _create_db, _drop_db, process_cpu_seconds

@@ -11,7 +11,8 @@ from pydantic import SecretStr
 
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.session import create_engine, to_libpq_url
-from indexer.pipeline import Indexer, Outcome, Request
+from indexer.pipeline import Indexer
+from indexer.requests import Outcome, Request
 from indexer.state import COLUMNS
 from infra.config import Settings
 from stacks.transactions import decode_transaction, transaction_json

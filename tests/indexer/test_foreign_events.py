@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from indexer import metrics, pipeline
+from indexer import metrics, requests
 from infra.config import DEFAULT_DEPLOYER, Settings
 from ops.bench.chaingen import Chain, print_tuple, to_requests
 from stacks.clarity import StringAsciiCV, UIntCV, encode_hex
@@ -75,7 +75,7 @@ async def test_foreign_shapes_are_stored_and_skipped_never_refused(
     monkeypatch: pytest.MonkeyPatch,
     ahead: bool,
 ) -> None:
-    monkeypatch.setattr(pipeline, "_warned", set())  # warnings are once per process
+    monkeypatch.setattr(requests, "_warned", set())  # warnings are once per process
     chain = Chain(seed=70)
     main = chain.grow(None, 8, "main")
     side = chain.grow(main[3]["index_block_hash"], 6, "side")  # wins: re-applies stored blocks

@@ -19,7 +19,8 @@ from sqlalchemy import make_url
 
 from db.leader import Fenced, leadership
 from db.session import create_engine, to_libpq_url
-from indexer.pipeline import Indexer, Request, payload_hash
+from indexer.pipeline import Indexer
+from indexer.requests import Request, payload_hash
 from infra.config import Settings
 from ops.bench.faults import (
     NodeEmulator,
