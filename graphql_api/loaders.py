@@ -18,13 +18,13 @@ from graphql_api.query import (
     check_first,
     cursor_signature,
     decode_cursor,
-    ensure_pin,
+    guarded,
     keyset,
     live,
     pin_columns,
-    pin_guard,
     pinned_height,
     row_pin,
+    unguarded,
 )
 
 
@@ -89,8 +89,6 @@ async def page_by(
     async def load(keys: Sequence[Any]) -> list[Connection[Any]]:
         params: dict[str, Any] = {"keys": list(keys)}
         conds = [f"t.{column} = ANY(:keys)", live("t", entity.versioned, at, params)]
-        if pin is not None:
-            conds.append(pin_guard(pin, params))
         if values is not None:
             counter = [0]
 
@@ -105,21 +103,18 @@ async def page_by(
         cols += pin_columns(at, pin, params)
         # One statement for every parent; the window cuts each parent's page (and one row more,
         # which tells whether a next page exists).
-        rows = (
-            await ctx.reader.all(
-                f"SELECT * FROM (SELECT t.*, {cols}, row_number() OVER (PARTITION BY t.{column}"
-                f" ORDER BY {order_sql}) AS _rn FROM {entity.table} t"
-                f" WHERE {' AND '.join(conds)}) s WHERE _rn <= {first + 1} ORDER BY _rn",
-                params,
-            )
-            if first > 0
-            else []
+        window = (
+            f"SELECT * FROM (SELECT t.*, {cols}, row_number() OVER (PARTITION BY t.{column}"
+            f" ORDER BY {order_sql}) AS _rn FROM {entity.table} t"
+            f" WHERE {' AND '.join(conds)}) s WHERE _rn <= {first + 1} ORDER BY _rn"
         )
+        rows: Sequence[Any] = []
+        if first > 0:
+            sql = guarded(window, pin, params, "p._rn")
+            rows = unguarded(await ctx.reader.all(sql, params), pin, "_rn")
         grouped: dict[Any, list[Any]] = defaultdict(list)
         for r in rows:
             grouped[r[column]].append(r)
-        if any(len(grouped.get(k, ())) <= first for k in keys):
-            await ensure_pin(ctx, pin)
         pinned = row_pin(rows[0], pin) if rows else pin
         return [page(k, grouped.get(k, []), pinned) for k in keys]
 
@@ -155,14 +150,13 @@ async def count_by(
 
     async def load(keys: Sequence[Any]) -> list[int]:
         params: dict[str, Any] = {"keys": list(keys)}
-        rows = await ctx.reader.all(
+        counts = (
             f"SELECT t.{column} AS _k, count(*) AS n FROM {entity.table} t"
             f" WHERE t.{column} = ANY(:keys) AND {live('t', entity.versioned, at, params)}"
-            f" GROUP BY t.{column}",
-            params,
+            f" GROUP BY t.{column}"
         )
-        # Counted first, checked after: a block orphaned in between is refused, not counted.
-        await ensure_pin(ctx, pin)
+        sql = guarded(counts, pin, params, "p._k")
+        rows = unguarded(await ctx.reader.all(sql, params), pin, "_k")
         found = {r["_k"]: int(r["n"]) for r in rows}
         return [found.get(k, 0) for k in keys]
 

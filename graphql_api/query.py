@@ -451,15 +451,27 @@ def pin_lost(pin: Pin) -> BlockNotFound:
     )
 
 
-async def ensure_pin(ctx: Context, pin: Pin | None) -> None:
-    """Raise `pin_lost` unless the pinned block is still canonical. A page that came back
-    short is checked with it: its statement's guard may have been what emptied it."""
+def guarded(sql: str, pin: Pin | None, params: dict[str, Any], order_by: str) -> str:
+    """`sql` (a SELECT) read only while the pinned block is canonical, in one statement that
+    always returns a row, so that an empty page and a lost block differ without a second
+    statement: `_pin_ok` beside the rows of `sql` in `order_by` (over its output columns, as
+    `p.<name>`), or beside one row of NULLs when it gives none."""
     if pin is None:
-        return
-    params: dict[str, Any] = {}
-    row = await ctx.reader.one(f"SELECT {pin_guard(pin, params)} AS ok", params)
-    if row is None or not row["ok"]:
+        return sql
+    return (
+        f"SELECT p.*, g.ok AS _pin_ok FROM (SELECT {pin_guard(pin, params)} AS ok) g"
+        f" LEFT JOIN LATERAL ({sql}) p ON g.ok ORDER BY {order_by}"
+    )
+
+
+def unguarded(rows: Sequence[Any], pin: Pin | None, key: str) -> Sequence[Any]:
+    """The rows of a `guarded` statement (`key`: an output column never NULL in a real row);
+    `pin_lost` if the block was no longer canonical."""
+    if pin is None:
+        return rows
+    if not rows or not rows[0]["_pin_ok"]:
         raise pin_lost(pin)
+    return [r for r in rows if r[key] is not None]
 
 
 def keyset(
@@ -594,13 +606,15 @@ async def paginate(
     base_params = {k: v for k, v in params.items() if not k.startswith("k") and k != "_pin_at"}
     if with_count:
         cols += f", (SELECT count(*) FROM {from_sql} WHERE {base_where}) AS _n"
-    sql = (
-        f"{prefix} SELECT {select or alias + '.*'}, {cols} FROM {from_sql}"
-        f" WHERE {page_where} AND {guard} ORDER BY {order_sql} LIMIT {first + 1}"
+    page_sql = (
+        f"SELECT {select or alias + '.*'}, {cols} FROM {from_sql}"
+        f" WHERE {page_where} ORDER BY {order_sql} LIMIT {first + 1}"
     )
-    rows = await ctx.reader.all(sql, params) if first > 0 else []
-    if len(rows) <= first:
-        await ensure_pin(ctx, pin)
+    outer = ", ".join(f"p._o{i} {'DESC' if d else 'ASC'}" for i, (_, d) in enumerate(order))
+    rows: Sequence[Any] = []
+    if first > 0:
+        sql = f"{prefix} {guarded(page_sql, pin, params, outer)}"
+        rows = unguarded(await ctx.reader.all(sql, params), pin, f"_o{len(order) - 1}")
     pinned = row_pin(rows[0], pin) if rows else pin
     edges = [
         Edge(node=build(r), _key=(sig, [r[f"_o{i}"] for i in range(len(order))], pinned))

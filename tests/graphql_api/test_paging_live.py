@@ -10,9 +10,11 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from strawberry.utils.str_converters import to_camel_case
 
 import graphql_api.schema  # noqa: F401  (builds the entities and their order inputs)
+from graphql_api.db import Reader
 from graphql_api.query import ENTITIES
 from ops.bench.chaingen import account
 from tests.graphql_api.conftest import Api
@@ -257,3 +259,45 @@ async def test_paging_while_the_indexer_commits_blocks_concurrently(api: Api, db
         blocks = await task
         await sub.close()
     assert blocks >= 3, "blocks were committed while the pages were read"
+
+
+async def test_each_page_on_a_pin_is_one_statement(
+    api: Api, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pin is checked inside the page's statement, the last page's included: a page stays
+    one statement (a root list's page alone runs without a transaction: no BEGIN, no
+    ROLLBACK)."""
+    chain = LiveChain(db_url, seed=3)
+    await chain.add(chain.setup_and_mint(tokens=7))
+    statements: list[Any] = []
+    execute = Reader._execute
+
+    async def counted(self: Reader, conn: Any, sql: Any, params: Any) -> Any:
+        statements.append(sql)
+        return await execute(self, conn, sql, params)
+
+    monkeypatch.setattr(Reader, "_execute", counted)
+    for doc, path in (
+        ("query($a: String) { certificates(first: 3, after: $a, orderBy: [{field: owner}])"
+         " { nodes { tokenId } pageInfo { hasNextPage endCursor } } }", ("certificates",)),
+        ("query($a: String) { facility(id: 1) { certificates(first: 3, after: $a)"
+         " { nodes { tokenId } pageInfo { hasNextPage endCursor } } } }",
+         ("facility", "certificates")),
+    ):  # fmt: skip
+        after, pages = None, 0
+        while True:
+            await chain.add([])  # the chain moves between pages
+            statements.clear()
+            data = await api.data(doc, {"a": after})
+            for key in path:
+                data = data[key]
+            pages += 1
+            pages_read = [s for s in statements if "FROM certificates" in str(s)]
+            assert len(pages_read) == 1, (pages, statements)
+            if len(path) == 1:  # the page alone: no transaction around it
+                assert len(statements) == 1, (pages, statements)
+            assert pages < 6, (path, data)
+            if not data["pageInfo"]["hasNextPage"]:
+                break
+            after = data["pageInfo"]["endCursor"]
+        assert pages == 3
