@@ -368,7 +368,8 @@ def _cursor_body(cursor: str) -> tuple[Any, Any, Pin | None]:
         pin = None
         if len(body) > 2:
             height, block_hash = body[2]
-            if type(height) is not int or not isinstance(block_hash, str):
+            # A height the block columns can hold (int4): anything else was not issued here.
+            if type(height) is not int or not 0 <= height < 2**31 or type(block_hash) is not str:
                 raise TypeError("pin")
             pin = Pin(height, block_hash)
     except (ValueError, TypeError, IndexError, KeyError) as exc:

@@ -5,7 +5,9 @@ it; a fork that orphans that block itself is refused with a typed error."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import json
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -301,3 +303,26 @@ async def test_each_page_on_a_pin_is_one_statement(
                 break
             after = data["pageInfo"]["endCursor"]
         assert pages == 3
+
+
+async def test_a_forged_pin_is_a_client_error(api: Api, db_url: str) -> None:
+    chain = LiveChain(db_url, seed=4)
+    await chain.add(chain.setup_and_mint(tokens=4))
+    q = """query($a: String) { certificates(first: 2, after: $a) { totalCount
+        pageInfo { endCursor } } }"""
+    cursor = (await api.data(q))["certificates"]["pageInfo"]["endCursor"]
+    sig, values, (height, block_hash) = json.loads(
+        base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+    )
+    for pin, code in (
+        ([10**30, block_hash], "BAD_USER_INPUT"),
+        ([-1, block_hash], "BAD_USER_INPUT"),
+        (["1", block_hash], "BAD_USER_INPUT"),
+        ([height, 7], "BAD_USER_INPUT"),
+        ([height + 1, block_hash], "BLOCK_NOT_FOUND"),  # a height its hash does not have
+        ([height, "0x" + "00" * 32], "BLOCK_NOT_FOUND"),
+    ):
+        raw = json.dumps([sig, values, pin]).encode()
+        forged = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        body = await api.query(q, {"a": forged})
+        assert body["errors"][0]["extensions"]["code"] == code, (pin, body)
