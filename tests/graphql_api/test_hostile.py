@@ -334,7 +334,7 @@ def fuzz_api(
     tmp_path_factory: pytest.TempPathFactory, server_url: str, template_db: str
 ) -> Iterator[attacks.Server]:
     """One API process for every example, over a database of the module's own."""
-    from tests.conftest import _admin, _with_database
+    from tests.conftest import DROPPER, _admin, _with_database
 
     name = f"recchain_fuzz_{uuid.uuid4().hex[:10]}"
     with _admin(server_url) as conn:
@@ -351,5 +351,4 @@ def fuzz_api(
         yield server
     finally:
         server.stop()
-        with _admin(server_url) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        DROPPER.drop(server_url, name)

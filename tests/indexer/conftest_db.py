@@ -10,7 +10,7 @@ import psycopg
 from sqlalchemy import make_url
 
 from db.session import to_libpq_url
-from tests.conftest import RUN_ID
+from tests.conftest import DROPPER, RUN_ID
 
 
 @contextmanager
@@ -22,5 +22,4 @@ def fresh_db(server_url: str) -> Iterator[str]:
     try:
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with psycopg.connect(to_libpq_url(server_url), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        DROPPER.drop(server_url, name)
