@@ -55,6 +55,19 @@ def _admin(url: str) -> psycopg.Connection:
     return psycopg.connect(to_libpq_url(url), autocommit=True)
 
 
+def create_database(url: str, name: str, template: str | None = None) -> str:
+    """Create database `name` on the server of `url` (a copy of `template`) and return its URL.
+
+    Its commits do not wait for the WAL flush (`synchronous_commit = off`): on a busy server that
+    wait is most of a small transaction's time, and it matters only if the server itself crashes,
+    which no test does to this server (the outage tests run their own, ops/pgcluster.py).
+    """
+    with _admin(url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    return _with_database(url, name)
+
+
 def _drop(url: str, name: str) -> None:
     with _admin(url) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -94,6 +107,29 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     DROPPER.wait()
 
 
+# Session fixtures that cost seconds to start: under `pytest -n` (make test), the tests that use
+# one run in one worker, so it is started once per run, not once per worker.
+SHARED_SESSION_FIXTURES = ("pg_cluster",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep together, for `--dist loadgroup`, the tests that share an expensive fixture: those of
+    a module with a module-scoped fixture (a devnet node, an API process), and those of each
+    SHARED_SESSION_FIXTURES. Without xdist the marks change nothing."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        group = next((f for f in SHARED_SESSION_FIXTURES if f in info.names_closure), None)
+        if group is None and any(
+            defs[-1].scope == "module" for defs in info.name2fixturedefs.values() if defs
+        ):
+            group = item.nodeid.split("::", 1)[0]
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def server_url() -> str:
     return _server_url()
@@ -102,10 +138,7 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def template_db(server_url: str) -> Iterator[str]:
     name = f"recchain_tmpl_{RUN_ID}"
-    with _admin(server_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(server_url, name)
-    upgrade(url)
+    upgrade(create_database(server_url, name))
     yield name
     DROPPER.drop(server_url, name)
 
@@ -114,9 +147,7 @@ def template_db(server_url: str) -> Iterator[str]:
 def db_url(server_url: str, template_db: str) -> Iterator[str]:
     """A fresh, fully migrated database for one test (SQLAlchemy URL)."""
     name = f"recchain_t_{RUN_ID}_{uuid.uuid4().hex[:8]}"
-    with _admin(server_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    yield _with_database(server_url, name)
+    yield create_database(server_url, name, template_db)
     DROPPER.drop(server_url, name)
 
 
@@ -124,9 +155,7 @@ def db_url(server_url: str, template_db: str) -> Iterator[str]:
 def empty_db_url(server_url: str) -> Iterator[str]:
     """A fresh database with no schema at all (for migration tests)."""
     name = f"recchain_e_{RUN_ID}_{uuid.uuid4().hex[:8]}"
-    with _admin(server_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield _with_database(server_url, name)
+    yield create_database(server_url, name)
     DROPPER.drop(server_url, name)
 
 

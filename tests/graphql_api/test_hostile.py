@@ -334,15 +334,13 @@ def fuzz_api(
     tmp_path_factory: pytest.TempPathFactory, server_url: str, template_db: str
 ) -> Iterator[attacks.Server]:
     """One API process for every example, over a database of the module's own."""
-    from tests.conftest import DROPPER, _admin, _with_database
+    from tests.conftest import DROPPER, create_database
 
     name = f"recchain_fuzz_{uuid.uuid4().hex[:10]}"
-    with _admin(server_url) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     server = attacks.start(
         "api",
         ["serve", "--host", "127.0.0.1"],
-        _with_database(server_url, name),
+        create_database(server_url, name, template_db),
         PROJECT_ROOT,
         tmp_path_factory.mktemp("fuzz"),
         {"RECCHAIN_API__RATE_LIMIT_PER_MINUTE": "1000000"},
