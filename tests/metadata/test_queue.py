@@ -433,6 +433,8 @@ async def test_jobs_of_a_dead_owner_are_claimable_at_once(db_url: str, engine: A
                     text(
                         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
                         " AND classid::bigint = :c AND objid::bigint = :o AND objsubid = 2"
+                        " AND database = (SELECT oid FROM pg_database"
+                        " WHERE datname = current_database())"
                     ),
                     {"c": q.OWNER_LOCK_CLASS, "o": owner},
                 )
@@ -460,6 +462,8 @@ async def test_jobs_of_a_dead_owner_are_claimable_at_once(db_url: str, engine: A
                 text(
                     "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
                     " AND classid::bigint = :c AND objid::bigint = :o AND pid <> :p"
+                    " AND database = (SELECT oid FROM pg_database"
+                    " WHERE datname = current_database())"
                 ),
                 {"c": q.OWNER_LOCK_CLASS, "o": owner, "p": pid},
             )

@@ -140,7 +140,8 @@ async def test_two_senders_never_reorder_or_overlap_an_endpoint(db_url: str) -> 
             rows = query(
                 db_url,
                 "SELECT DISTINCT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                " AND classid::bigint = %s AND objid > 0",
+                " AND classid::bigint = %s AND objid > 0 AND database ="
+                " (SELECT oid FROM pg_database WHERE datname = current_database())",
                 LOCK_SPACE,
             )
             lock_holders.update(r[0] for r in rows)
