@@ -10,7 +10,11 @@ NODE_STAMP := contracts/node_modules/.installed
 # The GraphiQL IDE's assets, served by the API itself (graphql_api/ide.py: pinned npm tarballs,
 # sha512-checked, no Node needed).
 IDE_STAMP := graphql_api/ide_assets/installed.json
-PYTEST_ARGS ?=
+# The Python suite runs in worker processes (pytest-xdist). Its tests mostly wait (on PostgreSQL,
+# subprocesses, sockets), so more workers than cores pay off; tests sharing an expensive fixture
+# stay in one worker (tests/conftest.py). `make test PYTEST_WORKERS=0` runs it in one process.
+PYTEST_WORKERS ?= 4
+PYTEST_ARGS ?= $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadgroup)
 
 .PHONY: dev test test-python test-contracts install lint format demo-chain clean
 
@@ -36,14 +40,23 @@ install: $(PY_STAMP) $(NODE_STAMP) $(IDE_STAMP)
 dev: install
 	$(BIN)/recchain dev
 
-## Run the entire test suite: the Clarity contracts on simnet, then the Python suite.
-test: install test-contracts test-python
+## Run the entire test suite: the Clarity contracts on simnet beside the Python suite (the
+## contracts' output is printed once both are done); fails if either fails.
+test: install
+	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; \
+	$(MAKE) --no-print-directory test-contracts >"$$log" 2>&1 & contracts=$$!; \
+	$(MAKE) --no-print-directory test-python; python=$$?; \
+	wait $$contracts; status=$$?; \
+	echo "--- contracts (simnet), run beside the Python suite ---"; cat "$$log"; \
+	test $$python = 0 && test $$status = 0
 
 test-contracts: $(NODE_STAMP)
 	cd contracts && npm test
 
+# Bytecode is cached even where PYTHONDONTWRITEBYTECODE is set: the suite starts the `recchain`
+# command a few hundred times, and each start would compile the project again.
 test-python: $(PY_STAMP) $(IDE_STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(PY_STAMP)
 	$(BIN)/ruff check .
