@@ -30,6 +30,14 @@ from infra.config import PROJECT_ROOT
 # The primary + hot standby pair, for every test package (see tests/pgcluster.py).
 from tests.pgcluster import _replica_template, pg_cluster, replica_db  # noqa: F401
 
+# Which tests share a worker under `pytest -n` (make test): see tests/xdistgroups.py.
+from tests.xdistgroups import (  # noqa: F401
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_unconfigure,
+    pytest_xdist_make_scheduler,
+)
+
 RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
 
 
@@ -105,29 +113,6 @@ DROPPER = Dropper()
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     DROPPER.wait()
-
-
-# Session fixtures that cost seconds to start: under `pytest -n` (make test), the tests that use
-# one run in one worker, so it is started once per run, not once per worker.
-SHARED_SESSION_FIXTURES = ("pg_cluster",)
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Keep together, for `--dist loadgroup`, the tests that share an expensive fixture: those of
-    a module with a module-scoped fixture (a devnet node, an API process), and those of each
-    SHARED_SESSION_FIXTURES. Without xdist the marks change nothing."""
-    for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        group = next((f for f in SHARED_SESSION_FIXTURES if f in info.names_closure), None)
-        if group is None and any(
-            defs[-1].scope == "module" for defs in info.name2fixturedefs.values() if defs
-        ):
-            group = item.nodeid.split("::", 1)[0]
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

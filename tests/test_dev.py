@@ -14,8 +14,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -205,14 +207,24 @@ def _postmaster(data_dir: Path) -> int:
     return int((data_dir / "pg" / "postmaster.pid").read_text().splitlines()[0])
 
 
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data folder outside pytest's: run as root, the embedded server runs as another user
+    (pgserver) and must reach it, and pytest makes /tmp/pytest-of-root private again whenever
+    any pytest session on the machine starts."""
+    path = Path(tempfile.mkdtemp(prefix="recchain-stop-db-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.mark.skipif(
     not __import__("importlib.util").util.find_spec("pgserver"), reason="no embedded PostgreSQL"
 )
-def test_stop_db_stops_the_embedded_postgresql(tmp_path: Path) -> None:
-    env = recchain_env(RECCHAIN_DATA_DIR=str(tmp_path))
+def test_stop_db_stops_the_embedded_postgresql(data_dir: Path) -> None:
+    env = recchain_env(RECCHAIN_DATA_DIR=str(data_dir))
     started = run("migrate", env=env, timeout=300)  # starts the embedded server, which stays up
     assert started.returncode == 0, started.stderr
-    pid = _postmaster(tmp_path)
+    pid = _postmaster(data_dir)
     os.kill(pid, 0)  # running after the command exited
     stopped = run("dev", "--stop-db", env=env, timeout=120)
     assert stopped.returncode == 0, stopped.stderr

@@ -1,0 +1,91 @@
+"""Which tests share a worker under `pytest -n N --dist loadgroup` (what `make test` runs).
+
+A test that uses an expensive shared fixture runs in the same worker as the others using it, so
+the fixture starts once per run instead of once per worker: each of SHARED_SESSION_FIXTURES (the
+primary + standby pair), and any module-scoped fixture (a devnet node, an API process) for the
+tests of its module. `@pytest.mark.xdist_group(name)` adds a test to a group by hand.
+
+pytest-xdist's own loadgroup scheduler finds the groups through a suffix it writes into each
+test's node id, which pytest 9.2's structured node ids no longer take, so every test ran on its
+own. Here each worker writes the groups of what it collected to a file in a folder the controller
+made (named by RECCHAIN_TEST_GROUPS, which the workers inherit), before it reports its
+collection; the controller's scheduler (xdist's load-by-scope scheduling, which starts the
+largest groups first) reads them once every worker has reported. Without xdist nothing here runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHARED_SESSION_FIXTURES = ("pg_cluster",)
+GROUPS_ENV = "RECCHAIN_TEST_GROUPS"
+
+_groups: dict[str, str] = {}
+_loaded: list[bool] = []
+
+
+def group_of(item: pytest.Item) -> str | None:
+    marks = [
+        m.args[0] if m.args else m.kwargs.get("name") for m in item.iter_markers("xdist_group")
+    ]
+    if marks and marks[0]:
+        return str(marks[0])
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    shared = next((f for f in SHARED_SESSION_FIXTURES if f in info.names_closure), None)
+    if shared is not None:
+        return shared
+    if any(defs[-1].scope == "module" for defs in info.name2fixturedefs.values() if defs):
+        return item.nodeid.split("::", 1)[0]
+    return None
+
+
+def _distributed(config: pytest.Config) -> bool:
+    return config.getoption("dist", "no") == "loadgroup" and not hasattr(config, "workerinput")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if _distributed(config):
+        os.environ[GROUPS_ENV] = tempfile.mkdtemp(prefix="recchain-test-groups-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _distributed(config) and GROUPS_ENV in os.environ:
+        shutil.rmtree(os.environ.pop(GROUPS_ENV), ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    folder = os.environ.get(GROUPS_ENV)
+    workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
+    if folder is None or workerinput is None:
+        return
+    groups = {item.nodeid: g for item in items if (g := group_of(item)) is not None}
+    target = Path(folder) / f"{workerinput['workerid']}.json"
+    partial = target.with_suffix(".part")
+    partial.write_text(json.dumps(groups))
+    partial.replace(target)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    if config.getoption("dist", "no") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FixtureGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if not _loaded:
+                for path in Path(os.environ[GROUPS_ENV]).glob("*.json"):
+                    _groups.update(json.loads(path.read_text()))
+                _loaded.append(True)
+            return _groups.get(nodeid, nodeid)
+
+    return FixtureGroupScheduling(config, log)
