@@ -106,6 +106,18 @@ async def both_paths(api: Api, query: str, variables: dict[str, Any]) -> tuple[A
             {},
         ),
         ("{ certificates(first: -1) { totalCount } }", {}),
+        # Leaf attributes read directly (scalars, enums, BigInt, DateTime, nulls) and fields
+        # with resolvers beside them.
+        (
+            "{ certificates(first: 3) { edges { cursor node { id tokenId owner status wh"
+            " periodStart reportId metadataUri parentTokenId issuedTxid splitHeight } } } }",
+            {},
+        ),
+        (
+            "query($o: String!) { holdings(owner: $o) { owner atHeight totalWh breakdown"
+            " { dimension key wh } certificates { totalCount nodes { tokenId wh } } } }",
+            {"o": "ST1HOLDER1"},
+        ),
         ("{ certificate(tokenId: 1, block: {number: 99}) { owner } }", {}),
         ("query($t: Int!) { certificate(tokenId: $t) { owner } }", {"t": "x"}),
     ],
