@@ -62,8 +62,10 @@ def prepare(events: int, reuse: bool) -> tuple[str, str, Path, bool]:
     tsv, _, _, _ = _cached_chain(events, 10, False)
     with psycopg.connect(to_libpq_url(server), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if exists and reuse:
-            return url, name, tsv, True
+    if exists and reuse:
+        upgrade(url)  # migrations added since the database was made
+        return url, name, tsv, True
+    with psycopg.connect(to_libpq_url(server), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
     upgrade(url)
