@@ -34,8 +34,10 @@ from tests.pgcluster import _replica_template, pg_cluster, replica_db  # noqa: F
 from tests.xdistgroups import (  # noqa: F401
     pytest_collection_modifyitems,
     pytest_configure,
+    pytest_runtest_logreport,
     pytest_unconfigure,
     pytest_xdist_make_scheduler,
+    remember_durations,
 )
 
 RUN_ID = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -113,6 +115,7 @@ DROPPER = Dropper()
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     DROPPER.wait()
+    remember_durations(session)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,11 @@ test's node id, which pytest 9.2's structured node ids no longer take, so every 
 own. Here each worker writes the groups of what it collected to a file in a folder the controller
 made (named by RECCHAIN_TEST_GROUPS, which the workers inherit), before it reports its
 collection; the controller's scheduler (xdist's load-by-scope scheduling, which starts the
-largest groups first) reads them once every worker has reported. Without xdist nothing here runs.
+largest groups first) reads them once every worker has reported.
+
+The other tests start longest first, by the durations the previous run kept in pytest's cache
+(`recchain/durations`), so the run does not end with one worker on a long test while the others
+idle; a test the cache does not know counts as long. Without xdist nothing here runs.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ import pytest
 
 SHARED_SESSION_FIXTURES = ("pg_cluster",)
 GROUPS_ENV = "RECCHAIN_TEST_GROUPS"
+DURATIONS_KEY = "recchain/durations"
 
 _groups: dict[str, str] = {}
 _loaded: list[bool] = []
+_controller: list[pytest.Config] = []
+_durations: dict[str, float] = {}
 
 
 def group_of(item: pytest.Item) -> str | None:
@@ -55,6 +62,7 @@ def _distributed(config: pytest.Config) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     if _distributed(config):
         os.environ[GROUPS_ENV] = tempfile.mkdtemp(prefix="recchain-test-groups-")
+        _controller.append(config)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -62,11 +70,30 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         shutil.rmtree(os.environ.pop(GROUPS_ENV), ignore_errors=True)
 
 
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if _controller:  # the controller sees every worker's reports
+        _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+def remember_durations(session: pytest.Session) -> None:
+    """Keep this run's durations for the next run's order (from the controller, at its end)."""
+    cache = session.config.cache
+    if _controller and _durations and cache is not None:
+        kept: dict[str, float] = cache.get(DURATIONS_KEY, {})
+        cache.set(DURATIONS_KEY, {**kept, **{k: round(v, 2) for k, v in _durations.items()}})
+
+
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     folder = os.environ.get(GROUPS_ENV)
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if folder is None or workerinput is None:
         return
+    # Every worker sorts alike (one cache), so their collections stay identical, as xdist needs.
+    known: dict[str, float] = config.cache.get(DURATIONS_KEY, {}) if config.cache else {}
+    if known:
+        longest = max(known.values())
+        items.sort(key=lambda item: -known.get(item.nodeid, longest))
     groups = {item.nodeid: g for item in items if (g := group_of(item)) is not None}
     target = Path(folder) / f"{workerinput['workerid']}.json"
     partial = target.with_suffix(".part")
