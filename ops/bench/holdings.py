@@ -169,7 +169,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     )
     port = free_port()
-    api = start_api(url, port)
+    try:
+        api = start_api(url, port)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     peer = urlsplit(args.peer_url) if args.peer_url else None
     rounds: list[dict[str, Any]] = []
     try:
