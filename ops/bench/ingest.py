@@ -31,7 +31,7 @@ from sqlalchemy import make_url
 from db.migrate import upgrade
 from db.models.base import FACT_TABLES, VERSIONED_TABLES
 from db.session import database_url, engine_scope, to_libpq_url
-from indexer.replay import replay_file
+from indexer.replay import DEFER_INDEXES_FROM, replay_file
 from indexer.tsv import write_requests
 from infra.config import Settings, get_settings
 from ops.bench import chaingen
@@ -212,6 +212,7 @@ def run(
     fresh_chain: bool = False,
     webhook_endpoints: int = 0,
     baseline: bool = True,
+    defer_indexes_from: int | None = None,
 ) -> dict[str, Any]:
     settings = get_settings()
     server = database_url(settings)
@@ -240,6 +241,9 @@ def run(
                     batch_size=batch,
                     enqueue_metadata=metadata,
                     parse_workers=parse_workers,
+                    defer_indexes_from=DEFER_INDEXES_FROM
+                    if defer_indexes_from is None
+                    else defer_indexes_from,
                 )
                 cpu_s = _cpu_seconds() - cpu0
                 return time.perf_counter() - start
@@ -316,6 +320,7 @@ def _cmd(args: argparse.Namespace) -> int:
         args.fresh_chain,
         args.webhook_endpoints,
         not args.no_baseline,
+        args.defer_indexes_from,
     )
     if args.json:
         print(json.dumps(result))
@@ -332,6 +337,13 @@ def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--batch", type=int, default=None, help="requests per transaction")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--parse-workers", type=int, default=0, help="see `recchain replay`")
+    p.add_argument(
+        "--defer-indexes-from",
+        type=int,
+        default=None,
+        metavar="N",
+        help="see `recchain replay` (a very large N keeps every index maintained row by row)",
+    )
     p.add_argument(
         "--fresh-chain", action="store_true", help="regenerate the chain even if one is cached"
     )
