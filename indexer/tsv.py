@@ -9,19 +9,23 @@ escape is raw JSON (`payload_format="auto"`, the default), and from that line on
 is read as raw. A raw file whose only escapes are `\\\\` and `\\n`-like ones cannot be told apart
 from COPY text: name its format (`recchain replay --payload-format raw`).
 
-Files ending in `.gz` (or starting with the gzip magic) are read through gzip: the public
-archives are published gzipped.
+Files starting with the gzip magic are read through gzip: the public archives are published
+gzipped. They are inflated by ISA-L (`isal`, about three times zlib's speed) on a thread of its
+own, which runs without the GIL beside the parsing: on a mostly-foreign archive, inflating is
+most of what a replay does.
 """
 
 from __future__ import annotations
 
-import gzip
 import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from gzip import BadGzipFile
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import BinaryIO, Literal, TextIO, cast
+
+from isal import igzip_threaded, isal_zlib
 
 from indexer.errors import PayloadError
 
@@ -122,14 +126,26 @@ def is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
+# What inflating a cut-short or damaged gzip stream raises (isal's stubs declare its error class
+# as an instance, hence the cast).
+_CORRUPT_GZIP: tuple[type[BaseException], ...] = (
+    EOFError,
+    BadGzipFile,
+    cast("type[Exception]", isal_zlib.error),
+)
+
+
+def open_binary(path: Path) -> BinaryIO:
+    """The file's bytes, inflated when it is gzipped (a multi-member file reads whole, as with
+    zcat). Read in blocks of 1 MiB: smaller reads cost a call per few lines of a real archive."""
+    if is_gzip(path):
+        return igzip_threaded.open(path, "rb", threads=1, block_size=1 << 20)
+    return io.BufferedReader(io.FileIO(path, "rb"), buffer_size=1 << 20)
+
+
 def open_text(path: Path) -> TextIO:
     """The file as text, through gzip when it is gzipped."""
-    if is_gzip(path):
-        # A large buffer: the default 8 KiB reads cost a call per few lines of a real archive.
-        raw = gzip.GzipFile(filename=path, mode="rb")
-        buffered = io.BufferedReader(raw, buffer_size=1 << 20)
-        return io.TextIOWrapper(buffered, encoding="utf-8", newline="\n")
-    return path.open("r", encoding="utf-8", newline="\n")
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="\n")
 
 
 def read_requests(path: Path, payload_format: PayloadFormat = "auto") -> Iterator[Request]:
@@ -139,31 +155,37 @@ def read_requests(path: Path, payload_format: PayloadFormat = "auto") -> Iterato
 
 def check_file(path: Path) -> int:
     """Every line of `path` (gzipped or not) has the 4 columns and an integer id: raises
-    `PayloadError` naming the first line that does not; returns the number of requests. A byte
-    scan that unescapes nothing, so a whole recording is checked before any of it is written.
-    (Tabs inside a payload are escaped in both formats: COPY writes `\\t`, JSON `\\t` too.)"""
-    n = 0
-    opened = gzip.GzipFile(filename=path, mode="rb") if is_gzip(path) else path.open("rb")
-    with opened as f:
-        for line_no, raw in enumerate(io.BufferedReader(f, buffer_size=1 << 20), start=1):
-            line = raw.rstrip(b"\n")
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if not line:
-                continue
-            columns = line.count(b"\t") + 1
-            if columns != 4:
-                raise PayloadError(
-                    f"line {line_no}: expected 4 tab-separated columns, got {columns}"
-                )
-            raw_id = line[: line.index(b"\t")]
-            try:
-                int(raw_id)
-            except ValueError:
-                shown = raw_id[:40].decode("utf-8", "replace")
-                raise PayloadError(f"line {line_no}: id {shown!r} is not an integer") from None
-            n += 1
+    `PayloadError` naming the first line that does not (or saying that the gzip stream is cut
+    short or corrupt); returns the number of requests. A byte scan that unescapes nothing, so a
+    whole recording is checked before any of it is written. (Tabs inside a payload are escaped
+    in both formats: COPY writes `\\t`, JSON `\\t` too.)"""
+    n = line_no = 0
+    try:
+        with open_binary(path) as f:
+            for line_no, raw in enumerate(f, start=1):
+                n += _check_line(raw, line_no)
+    except _CORRUPT_GZIP as exc:
+        raise PayloadError(f"after line {line_no}: the gzip stream is corrupt: {exc}") from None
     return n
+
+
+def _check_line(raw: bytes, line_no: int) -> bool:
+    """False for an empty line (skipped, as the reader does)."""
+    line = raw.rstrip(b"\n")
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    if not line:
+        return False
+    columns = line.count(b"\t") + 1
+    if columns != 4:
+        raise PayloadError(f"line {line_no}: expected 4 tab-separated columns, got {columns}")
+    raw_id = line[: line.index(b"\t")]
+    try:
+        int(raw_id)
+    except ValueError:
+        shown = raw_id[:40].decode("utf-8", "replace")
+        raise PayloadError(f"line {line_no}: id {shown!r} is not an integer") from None
+    return True
 
 
 def count_lines(path: Path) -> int | None:

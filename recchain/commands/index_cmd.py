@@ -5,28 +5,61 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from recchain.commands.failures import CommandError
 
+_T = TypeVar("_T")
+
+
+class _Background(Generic[_T]):
+    """`fn(*args)` on a daemon thread: the command may fail for another reason meanwhile and
+    must not wait for it then."""
+
+    def __init__(self, fn: Callable[..., _T], *args: object) -> None:
+        self._value: _T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, args), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[..., _T], args: tuple[object, ...]) -> None:
+        try:
+            self._value = fn(*args)
+        except BaseException as exc:  # re-raised in the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> _T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
 
 def _replay(args: argparse.Namespace) -> int:
+    from indexer.tsv import check_file
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise CommandError(f"replay: no such file: {path}", 2)
+    # The whole file is checked before anything is written: a malformed line must not leave half
+    # a recording indexed. Inflating a gzipped archive (most of the check) runs without the GIL,
+    # so the check goes on while the command imports the indexer, which would otherwise wait.
+    check = _Background(check_file, path)
+
     import asyncio
 
     from db.session import database_url, engine_scope
     from indexer.errors import PayloadError
     from indexer.replay import replay_file
-    from indexer.tsv import check_file
     from infra.config import get_settings
     from recchain.commands.failures import check_database
 
     settings = get_settings()
-    path = Path(args.file)
-    if not path.is_file():
-        raise CommandError(f"replay: no such file: {path}", 2)
     try:
-        # The whole file first: a malformed line must not leave half a recording indexed.
-        check_file(path)
+        check.result()
     except PayloadError as exc:
         raise CommandError(f"replay: {path}: {exc}; nothing was indexed", 2) from exc
     except UnicodeDecodeError as exc:

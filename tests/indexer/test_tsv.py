@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from indexer.errors import PayloadError
-from indexer.tsv import count_lines, read_requests, write_requests
+from indexer.tsv import check_file, count_lines, read_requests, write_requests
 
 PAYLOADS = [
     {"memo": 'say "hi"\tand\\ leave', "n": 1},
@@ -80,3 +80,31 @@ def test_bad_lines_are_typed_errors(tmp_path: Path) -> None:
     path.write_bytes(gzip.compress(b"1\tonly three\tcolumns\n"))
     with pytest.raises(PayloadError, match="line 1: expected 4"):
         list(read_requests(path))
+
+
+def test_multi_member_archive_reads_whole(tmp_path: Path) -> None:
+    # `cat a.gz b.gz` is a valid gzip file (zcat reads both): an archive appended to in parts.
+    rows = [(i, "2024-01-01 00:00:00+00", "/new_block", json.dumps({"n": i})) for i in (1, 2)]
+    parts = []
+    for row in rows:
+        plain = tmp_path / f"part{row[0]}.tsv"
+        with plain.open("w", encoding="utf-8", newline="\n") as f:
+            write_requests(f, [row])
+        parts.append(gzip.compress(plain.read_bytes()))
+    path = tmp_path / "joined.tsv.gz"
+    path.write_bytes(b"".join(parts))
+    assert [r.payload for r in read_requests(path)] == [row[3] for row in rows]
+    assert check_file(path) == 2
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_damaged_gzip_is_a_typed_error(tmp_path: Path, damage: str) -> None:
+    lines = b"".join(b"%d\t2024-01-01\t/new_burn_block\t{}\n" % i for i in range(1, 20_001))
+    packed = gzip.compress(lines)
+    path = tmp_path / "damaged.tsv.gz"
+    if damage == "truncated":  # an interrupted download
+        path.write_bytes(packed[: len(packed) // 2])
+    else:
+        path.write_bytes(packed[:10] + bytes(b ^ 0x5A for b in packed[10:200]) + packed[200:])
+    with pytest.raises(PayloadError, match="the gzip stream is corrupt"):
+        check_file(path)
