@@ -15,6 +15,7 @@ import gzip
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from db.session import database_url, to_libpq_url
 from indexer.tsv import write_requests
 from infra.config import get_settings
 from ops.bench import chaingen
-from ops.bench.ingest import _create_db, _drop_db
+from ops.bench.ingest import BackendCpu, _create_db, _drop_db
 
 FOREIGN = "SP2C2YFP12AJZB4MABJBAJ55XECVS7E4PMMZ89YZR.arkadiko-swap-v2-1"
 
@@ -92,24 +93,34 @@ def _raw_bytes(path: Path) -> int:
     return n
 
 
-def run(path: Path | None, blocks: int, txs: int) -> dict[str, Any]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(path: Path | None, blocks: int, txs: int, replay_cwd: Path | None = None) -> dict[str, Any]:
     file = path or generate(blocks, txs)
     size = _raw_bytes(file)
     reader = "zcat" if file.suffix == ".gz" else "cat"
+    cpu = _children_cpu()
     started = time.perf_counter()
     subprocess.run(f"{reader} '{file}' | wc -l", shell=True, check=True, capture_output=True)
     zcat_s = time.perf_counter() - started
+    zcat_cpu = _children_cpu() - cpu
     server = database_url(get_settings())
     name = f"recchain_bench_skip_{uuid.uuid4().hex[:8]}"
     url = _create_db(server, name)
     try:
         env = {**os.environ, "DATABASE_URL": to_libpq_url(url)}
+        cpu = _children_cpu()
         started = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "recchain.cli", "replay", "--quiet", str(file)],
-            env=env, capture_output=True, text=True, check=False,
-        )  # fmt: skip
+        with BackendCpu(name) as pg:
+            proc = subprocess.run(
+                [sys.executable, "-m", "recchain.cli", "replay", "--quiet", str(file)],
+                env=env, capture_output=True, text=True, check=False, cwd=replay_cwd,
+            )  # fmt: skip
         replay_s = time.perf_counter() - started
+        replay_cpu = _children_cpu() - cpu
     finally:
         _drop_db(server, name)
     if proc.returncode != 0:
@@ -124,6 +135,11 @@ def run(path: Path | None, blocks: int, txs: int) -> dict[str, Any]:
         "replay_s": round(replay_s, 2),
         # The replay's own time (after start-up: imports, settings, the database checks).
         "replay_own_s": summary["seconds"],
+        # CPU seconds: the steadier figures on a shared machine (pg: the backends serving the
+        # replay, when the server runs on this host).
+        "zcat_wc_cpu_s": round(zcat_cpu, 2),
+        "replay_cpu_s": round(replay_cpu, 2),
+        "replay_pg_cpu_s": pg.seconds,
         "zcat_wc_mb_per_s": round(mb / zcat_s, 1),
         "replay_mb_per_s": round(mb / replay_s, 1),
         "ratio": round(zcat_s / replay_s, 3),
@@ -133,7 +149,7 @@ def run(path: Path | None, blocks: int, txs: int) -> dict[str, Any]:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    figures = run(args.file, args.blocks, args.txs)
+    figures = run(args.file, args.blocks, args.txs, args.replay_cwd)
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
@@ -152,5 +168,10 @@ def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("file", nargs="?", type=Path, help="an archive (default: a generated one)")
     p.add_argument("--blocks", type=int, default=400, help="blocks of the generated archive")
     p.add_argument("--txs", type=int, default=50, help="transactions per generated block")
+    p.add_argument(
+        "--replay-cwd",
+        type=Path,
+        help="run the replay from this checkout (to compare with the code before a change)",
+    )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.set_defaults(handler=_cmd)
