@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import socket
@@ -180,6 +181,23 @@ def test_replay_says_why_each_request_was_rejected_and_what_it_skipped(
     lines = len(good) + 2
     assert f"replay: skipped {lines} request(s) already indexed by an earlier run" in again.stderr
     assert json.loads(again.stderr.strip().splitlines()[-1])["skipped"] == lines
+
+
+def test_replay_of_a_cut_short_archive_indexes_nothing(db_url: str, tmp_path: Path) -> None:
+    """An interrupted download of a gzipped archive: its lines up to the cut are well formed, so
+    only the gzip stream says the file is incomplete; nothing of it may be indexed."""
+    packed = gzip.compress((DEMO / "chain.tsv").read_bytes())
+    path = tmp_path / "cut.tsv.gz"
+    path.write_bytes(packed[: len(packed) * 3 // 4])
+    result = run(
+        "replay", "--quiet", str(path), env=recchain_env(DATABASE_URL=to_libpq_url(db_url))
+    )
+    assert result.returncode == 2, result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "the gzip stream is corrupt" in line and "nothing was indexed" in line, line
+    with psycopg.connect(to_libpq_url(db_url)) as conn:
+        assert conn.execute("SELECT count(*) FROM raw_requests").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM blocks").fetchone() == (0,)
 
 
 def test_replay_prints_requests_refused_when_their_batch_is_redone(
