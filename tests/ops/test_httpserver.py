@@ -104,7 +104,11 @@ async def test_a_flood_beyond_the_descriptors_is_refused_before_they_run_out(
     attack = attacks.SlowHeaders(server.port, sources(70, 40), 600)
     result = await attacks.during(server.port, attack.run(HEADER_TIMEOUT_S + SLACK_S + 2))
     outcomes = result["outcomes"]
-    assert set(outcomes) == {"408", "503"} and outcomes["408"] <= 256, result
+    # A refusal at accept writes 503 and closes while the client is still sending its header:
+    # the kernel then resets the connection, and a reset that overtakes the 503 reads as
+    # "closed" on the client (seen under load). Either way nothing is left open or hanging.
+    assert set(outcomes) <= {"408", "503", "closed"} and "503" in outcomes, result
+    assert outcomes.get("408", 0) <= 256 and result["held_at_end"] == 0, result
     # While the cap is full, the probe too is refused (503) rather than left hanging; once the
     # deadline frees the slots it is answered.
     assert result["healthz_max_s"] < RESPONSIVE_S, result
