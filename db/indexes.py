@@ -3,8 +3,11 @@
 Maintaining an index row by row costs PostgreSQL far more than building it once from the
 finished table (a sort, then sequential writes), and most of the cost is in the indexes whose
 keys are random (txids, owners, token ids): each insert lands on another page, and once an
-index outgrows the buffer cache every insert reads and writes one. A replay into an empty
-database therefore drops those indexes first and builds them when it ends (`defer`, `restore`).
+index outgrows the buffer cache every insert reads and writes one. A replay into a database
+whose deferrable tables are empty (`empty`) therefore drops those indexes and builds them when
+it ends (`defer`, `restore`). It drops them only when its first batch with rows for those tables
+is sent: an archive of others' traffic brings none, and dropping and building a few dozen
+indexes would cost it more than the rest of its run.
 
 Deferred are the non-unique indexes of the chain and domain tables, except those led by a
 height column (`block_height`, `block_from`, `block_to`): a rollback during the replay reads
@@ -50,6 +53,17 @@ async def pending(pg: psycopg.AsyncConnection[Any]) -> int:
     """How many deferred indexes wait to be built."""
     cur = await pg.execute("SELECT count(*) FROM deferred_indexes")
     return int((await cur.fetchone())[0])  # type: ignore[index]
+
+
+async def empty(pg: psycopg.AsyncConnection[Any]) -> bool:
+    """No row in any deferrable table: dropping and building their indexes costs next to
+    nothing then, and it is the only state in which deferring saves work."""
+    probes = psycopg.sql.SQL(" OR ").join(
+        psycopg.sql.SQL("EXISTS (SELECT 1 FROM {})").format(psycopg.sql.Identifier(table))
+        for table in DEFERRABLE_TABLES
+    )
+    cur = await pg.execute(psycopg.sql.SQL("SELECT NOT ({})").format(probes))
+    return bool((await cur.fetchone())[0])  # type: ignore[index]
 
 
 async def defer(pg: psycopg.AsyncConnection[Any]) -> int:

@@ -70,14 +70,20 @@ class CatchUpWriter:
             self.loop.close()
 
 
+def _load_metadata_queue() -> None:
+    """Import the metadata queue on the caller's thread before the first batch that enqueues
+    jobs reaches the writer (whose import would hold up the batch behind it); an archive that
+    never enqueues one never pays for it."""
+    with contextlib.suppress(ImportError):
+        from indexer.metadata import queue  # noqa: F401
+
+
 class CatchUp(IndexerCore):
     """`process_ahead`: batches committed on the writer thread, one in flight."""
 
     async def start_ahead(self) -> None:
         """Enable `process_ahead`: open the writer's own connection (to the same database)."""
         assert self._writer is None
-        with contextlib.suppress(ImportError):  # here, not in the writer's first batch
-            from indexer.metadata import queue  # noqa: F401
         url = self.conn.engine.url.render_as_string(hide_password=False)
         writer = CatchUpWriter(url)
         try:
@@ -119,7 +125,7 @@ class CatchUp(IndexerCore):
             await self.conn.rollback()
             await self._drain()
             await self._reset(count=False)  # undo this attempt's in-memory decisions
-            return await self.process(requests)
+            return await self._serially(requests)
         except BaseException:
             self._ahead = False
             try:
@@ -132,13 +138,28 @@ class CatchUp(IndexerCore):
         # One batch in flight: the carry and dedup cover exactly that one.
         if await self._drain():  # redone request by request: this batch was staged on it
             await self._reset(count=False)
-            return await self.process(requests)
+            return await self._serially(requests)
+        if self._defer_on_rows and commit.events:
+            try:
+                await self._defer_now()  # nothing is in flight here
+            except BaseException:
+                await self._reset()  # this batch was decided in memory, never sent
+                raise
+        if commit.jobs or commit.refresh:
+            _load_metadata_queue()
         self._log_ignored(batch)
         self.last_events = batch.events
         self._carry = commit.carry
         writer.hashes = batch.hashes
         writer.requests = requests
         writer.pending = writer.run(self._commit_on_writer(writer, commit))
+        return outcomes
+
+    async def _serially(self, requests: Sequence[Request]) -> list[Outcome]:
+        """`process`, for a batch that cannot go ahead (nothing is in flight after it)."""
+        outcomes = await self.process(requests)
+        if self._defer_on_rows and self.last_events:
+            await self._defer_now()  # this batch's rows are kept up row by row: few of them
         return outcomes
 
     async def _drain(self) -> bool:

@@ -62,6 +62,9 @@ class IndexerCore:
         self._writer: CatchUpWriter | None = None
         self._ahead = False  # inside `process_ahead`: paths needing in-flight rows bail out
         self._carry: Carry | None = None
+        # Set by `defer_indexes(on_first_rows=True)`: the deferrable indexes are dropped before
+        # the first catch-up batch that writes events (`_defer_now`).
+        self._defer_on_rows = False
         # The key under which request positions are committed (`recchain replay` names its
         # archive); None: positions are not kept.
         self.source: str | None = None
@@ -154,6 +157,9 @@ class IndexerCore:
             )  # fmt: skip
 
     # ---- provided by the other mixins and by Indexer
+    async def _defer_now(self) -> None:
+        raise NotImplementedError
+
     async def _known_block(self, block_hash: str) -> Known | None:
         raise NotImplementedError
 

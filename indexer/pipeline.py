@@ -120,21 +120,41 @@ class Indexer(CatchUp, Staging, ChainPlacement, IndexerCore):
         if not keep_deferred:
             await self.build_deferred_indexes()
 
-    async def defer_indexes(self) -> int:
-        """Before a catch-up replay: drop the deferrable secondary indexes if nothing is indexed
-        yet (`db.indexes`). Returns how many are deferred, counting those an interrupted replay
-        left deferred."""
+    async def defer_indexes(self, *, on_first_rows: bool = False) -> int:
+        """Before a catch-up replay: drop the deferrable secondary indexes if their tables are
+        empty (`db.indexes`). Returns how many are deferred, counting those an interrupted
+        replay left deferred. With `on_first_rows`, they are dropped only when the first batch
+        bringing rows to those tables is sent (`process_ahead`): a replay of an archive of
+        others' traffic, which brings none, then neither drops nor builds any."""
         await self._begin()
         try:
             await self._fence(self.pg)
             waiting = await indexes.pending(self.pg)
-            if not waiting and self.tip is None:
-                waiting = await indexes.defer(self.pg)
+            if not waiting and await indexes.empty(self.pg):
+                if on_first_rows:
+                    self._defer_on_rows = True
+                else:
+                    waiting = await indexes.defer(self.pg)
             await self.conn.commit()
         except BaseException:
             await self.conn.rollback()
             raise
         return waiting
+
+    async def _defer_now(self) -> None:
+        """Drop the indexes `defer_indexes(on_first_rows=True)` left standing, in a transaction
+        of their own (their records commit with the drops). Nothing may be in flight on the
+        writer: its transaction holds locks on the tables the drops lock whole."""
+        self._defer_on_rows = False
+        await self._begin()
+        try:
+            await self._fence(self.pg)
+            dropped = await indexes.defer(self.pg)
+            await self.conn.commit()
+        except BaseException:
+            await self.conn.rollback()
+            raise
+        log.info("deferred %d secondary index(es) until the replay ends", dropped)
 
     async def build_deferred_indexes(self) -> int:
         """Build the deferred indexes, each committed with the removal of its record."""

@@ -224,10 +224,13 @@ async def replay_file(
     parse_workers: int = 0,
     payload_format: PayloadFormat = "auto",
     defer_indexes_from: int = DEFER_INDEXES_FROM,
+    requests_in_file: int | None = None,
 ) -> ReplayStats:
+    """`requests_in_file`: what the caller counted (`tsv.check_file`), for the progress bar and
+    the batch sizes; without it a plain file is counted here, a gzipped one is not (unknown)."""
     stats = ReplayStats()
     started = time.monotonic()
-    lines = count_lines(path)
+    lines = requests_in_file if requests_in_file is not None else count_lines(path)
     bar = Progress(lines, enabled=progress)
     async with engine.connect() as conn:
         indexer = Indexer(conn, settings, enqueue_metadata=enqueue_metadata)
@@ -236,7 +239,10 @@ async def replay_file(
         deferring = not follow and (lines is None or lines >= defer_indexes_from)
         await indexer.start(keep_deferred=deferring)
         if deferring:
-            await indexer.defer_indexes()
+            # Dropped with the first batch that has rows for their tables: an archive of
+            # others' traffic has none, and rebuilding 27 indexes would cost it more than
+            # reading it does.
+            await indexer.defer_indexes(on_first_rows=True)
         indexer.source = archive_key(path, payload_format)
         done = await indexer.position() or 0
 

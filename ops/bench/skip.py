@@ -33,7 +33,8 @@ from ops.bench.ingest import BackendCpu, _create_db, _drop_db
 FOREIGN = "SP2C2YFP12AJZB4MABJBAJ55XECVS7E4PMMZ89YZR.arkadiko-swap-v2-1"
 
 
-def _foreign_block(height: int, parent: str, txs: int, rng: random.Random) -> dict[str, Any]:
+def foreign_block(height: int, parent: str, txs: int, rng: random.Random) -> dict[str, Any]:
+    """A `/new_block` of `txs` transactions of others, none touching the watched contracts."""
     block = chaingen.new_block(height, parent, "foreign", [])
     for i in range(txs):
         txid = chaingen.h32("ftx", height, i)
@@ -71,7 +72,7 @@ def generate(blocks: int, txs: int) -> Path:
     tmp = path.with_suffix(".part")
     with gzip.open(tmp, "wt", compresslevel=6) as f:
         for h in range(1, blocks + 1):
-            block = _foreign_block(h, parent, txs, rng)
+            block = foreign_block(h, parent, txs, rng)
             parent = block["index_block_hash"]
             body = json.dumps(block, separators=(",", ":"))
             burn = json.dumps({"burn_block_hash": block["burn_block_hash"],
@@ -112,6 +113,9 @@ def run(path: Path | None, blocks: int, txs: int, replay_cwd: Path | None = None
     url = _create_db(server, name)
     try:
         env = {**os.environ, "DATABASE_URL": to_libpq_url(url)}
+        # As an installed package runs: with its bytecode cached (compiling the project's
+        # modules at each start would add a tenth of a second to the replay's start-up).
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
         cpu = _children_cpu()
         started = time.perf_counter()
         with BackendCpu(name) as pg:

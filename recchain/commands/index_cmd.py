@@ -59,7 +59,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     try:
-        check.result()
+        requests_in_file = check.result()
     except PayloadError as exc:
         raise CommandError(f"replay: {path}: {exc}; nothing was indexed", 2) from exc
     except UnicodeDecodeError as exc:
@@ -79,6 +79,7 @@ def _replay(args: argparse.Namespace) -> int:
                 batch_size=args.batch,
                 parse_workers=args.parse_workers,
                 payload_format=args.payload_format,
+                requests_in_file=requests_in_file,
                 **(
                     {}
                     if args.defer_indexes_from is None
@@ -187,9 +188,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="into an empty database, a catch-up replay of a file of at least N requests (or "
-        "gzipped) builds the secondary indexes once at its end instead of row by row "
-        "(default 2000; 0: always)",
+        help="into an empty database, a catch-up replay of a file of at least N requests "
+        "builds the secondary indexes once at its end instead of row by row, from its first "
+        "batch with watched events on (default 2000; 0: always)",
     )
     p.set_defaults(handler=_replay)
 

@@ -4,6 +4,7 @@ something is indexed already, and the data is the same as with the indexes maint
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from indexer.pipeline import Indexer
 from indexer.replay import replay_file
 from indexer.tsv import write_requests
 from infra.config import Settings
-from ops.bench.chaingen import Chain, to_requests
+from ops.bench.chaingen import GENESIS, Chain, to_requests
+from ops.bench.skip import foreign_block
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, snapshot
 
@@ -93,6 +95,70 @@ async def test_a_replay_from_empty_builds_what_it_deferred_and_stores_the_same(
         assert snapshot(db_url) == snapshot(maintained)
         same = "SELECT index_block_hash, block_height, canonical FROM blocks ORDER BY 1"
         assert query(db_url, same) == query(maintained, same)
+        events = "SELECT index_block_hash, txid, event_index, kind, canonical FROM events"
+        assert sorted(query(db_url, events)) == sorted(query(maintained, events))
+
+
+def _after_foreign(blocks: list[dict[str, Any]], foreign: int) -> list[dict[str, Any]]:
+    """`foreign` blocks of others' traffic, then `blocks` (their chain) on top of them."""
+    rng = random.Random(foreign)
+    made, parent = [], GENESIS
+    for height in range(1, foreign + 1):
+        made.append(foreign_block(height, parent, 3, rng))
+        parent = made[-1]["index_block_hash"]
+    for block in blocks:
+        moved = dict(block)
+        moved["block_height"] = block["block_height"] + foreign
+        moved["burn_block_height"] = block["burn_block_height"] + foreign
+        if block["parent_index_block_hash"] == GENESIS:
+            moved["parent_index_block_hash"] = parent
+        made.append(moved)
+    return made
+
+
+def _spy_on_defer(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int, int]]:
+    """(indexes dropped, blocks and events committed before) of each `indexes.defer` call."""
+    calls: list[tuple[int, int, int]] = []
+    defer = indexes.defer
+
+    async def spy(pg: Any) -> int:
+        cur = await pg.execute("SELECT (SELECT count(*) FROM blocks), count(*) FROM events")
+        blocks, events = await cur.fetchone()
+        calls.append((await defer(pg), blocks, events))
+        return calls[-1][0]
+
+    monkeypatch.setattr(indexes, "defer", spy)
+    return calls
+
+
+async def test_an_archive_of_others_traffic_drops_and_builds_none(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = set(query(db_url, INDEXES))
+    calls = _spy_on_defer(monkeypatch)
+    await _replay(db_url, _tsv(tmp_path, _after_foreign([], 40)), defer_from=0)
+    assert query(db_url, "SELECT count(*) FROM blocks WHERE canonical") == [(40,)]
+    assert calls == []
+    assert set(query(db_url, INDEXES)) == schema
+    assert query(db_url, "SELECT count(*) FROM deferred_indexes") == [(0,)]
+
+
+async def test_indexes_are_dropped_when_the_first_watched_events_come(
+    db_url: str, server_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tsv = _tsv(tmp_path, _after_foreign(_blocks(), 30))
+    schema = set(query(db_url, INDEXES))
+    calls = _spy_on_defer(monkeypatch)
+    await _replay(db_url, tsv, defer_from=0)
+    # Once, after foreign blocks went in with every index in place, before the first event.
+    assert len(calls) == 1 and calls[0][0] > 10
+    _, blocks, events = calls[0]
+    assert 0 < blocks <= 30 and events == 0
+    assert set(query(db_url, INDEXES)) == schema
+    assert query(db_url, "SELECT count(*) FROM deferred_indexes") == [(0,)]
+    with fresh_db(server_url) as maintained:
+        await _replay(maintained, tsv, defer_from=10**9)
+        assert snapshot(db_url) == snapshot(maintained)
         events = "SELECT index_block_hash, txid, event_index, kind, canonical FROM events"
         assert sorted(query(db_url, events)) == sorted(query(maintained, events))
 
