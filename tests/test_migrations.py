@@ -26,6 +26,16 @@ async def test_migrations_create_every_model_table(empty_db_url: str) -> None:
     assert await is_up_to_date(empty_db_url)
 
 
+def test_head_revisions_are_alembics_heads() -> None:
+    from alembic.script import ScriptDirectory
+
+    from db.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("postgresql+psycopg://x/x"))
+    assert head_revisions() == set(script.get_heads())
+    assert len(head_revisions()) >= 2  # one per lineage (api, indexer, webhooks, ...)
+
+
 async def test_upgrade_is_idempotent(db_url: str) -> None:
     upgrade(db_url)
     assert await is_up_to_date(db_url)
