@@ -1,4 +1,5 @@
-"""Follow a Stacks Blockchain API (STACKS.md §3) when there is no node of our own.
+"""Follow a Stacks Blockchain API when there is no node of our own (docs/stacks.md, "Stacks
+Blockchain API").
 
 It asks only about what touches the watched contracts, never for every transaction of every
 block (hosted APIs allow 50 requests a minute without a key, 500 with one:

@@ -40,7 +40,7 @@ class BlockHeader:
     burn_block_height: int | None = None
     burn_block_time: int | None = None
     block_time: int | None = None
-    # Nakamoto blocks only (STACKS.md §1; docs/stacks.md): None before epoch 3.0.
+    # Nakamoto blocks only (docs/stacks.md, "Event observer"): None before epoch 3.0.
     tenure_height: int | None = None
     consensus_hash: str | None = None
     signer_signature_hash: str | None = None

@@ -1,6 +1,7 @@
 """Chain placement: where a block goes (extends the tip, a fork, an orphan waiting for its
 parent, a sibling of the root), orphan adoption, and the rollback of everything above a common
-ancestor before the winning branch is applied from its stored events (STACKS.md section 2)."""
+ancestor before the winning branch is applied from its stored events (docs/stacks.md, "Forks
+and finality")."""
 
 from __future__ import annotations
 

@@ -4,11 +4,12 @@
 them in one transaction together with the checkpoint; NOTIFYs are issued inside it, so PostgreSQL
 delivers them exactly when (and only if) the data is visible.
 
-Forks (STACKS.md §2): a block whose parent is the tip extends it; a block higher than the tip
-on another branch triggers a reorg: walk back to the common ancestor, undo everything above it
-using the block ranges of the versioned tables (delete versions that start above it, reopen those
-closed above it, delete facts above it), then re-apply the new branch from its stored events. A
-block whose parent is unknown is stored as an orphan and applied when its parent arrives.
+Forks (docs/stacks.md, "Forks and finality"): a block whose parent is the tip extends it; a
+block higher than the tip on another branch triggers a reorg: walk back to the common ancestor,
+undo everything above it using the block ranges of the versioned tables (delete versions that
+start above it, reopen those closed above it, delete facts above it), then re-apply the new
+branch from its stored events. A block whose parent is unknown is stored as an orphan and applied
+when its parent arrives.
 
 The root is the first indexed block: the one at `indexer.start_height` (or whose parent is the
 genesis hash), accepted without its parent. Blocks below it are stored raw and never applied, so

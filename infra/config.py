@@ -27,8 +27,8 @@ from pydantic_settings import (
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DEPLOYER = "ST1PQHQKV0RJXZFY1DGX8MNSNYVE3VGZJSRTPGZGM"
 DEFAULT_CONTRACTS = ("verification", "rec-nft", "marketplace", "sbtc-token")
-# The second character of a c32 address is its version (STACKS.md §4): P (22) and M (20) on
-# mainnet, T (26) and N (21) on testnet.
+# The second character of a c32 address is its version (docs/stacks.md, "Networks and
+# addresses"): P (22) and M (20) on mainnet, T (26) and N (21) on testnet.
 ADDRESS_PREFIXES = {"mainnet": ("SP", "SM"), "testnet": ("ST", "SN")}
 _C32 = frozenset("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 

@@ -1,6 +1,6 @@
-"""Fault recovery of the event-observer indexer, measured on real processes (`recchain bench
-faults`): for each fault, the time until the node's pushes are accepted again, and whether the
-final tables equal an uninterrupted replay of the same requests.
+"""Fault recovery of the event-observer indexer, measured on real processes (`python -m
+ops.bench faults`): for each fault, the time until the node's pushes are accepted again, and
+whether the final tables equal an uninterrupted replay of the same requests.
 
 Faults: the leader's data session ended by the server (`terminate`), ended by
 `idle_session_timeout` on a quiet chain (`idle`), kill -9 of the leader with a standby

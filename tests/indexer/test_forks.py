@@ -1,5 +1,5 @@
 """Forks: after any sequence of forks (and out-of-order delivery), the domain tables equal a
-replay of the final canonical chain alone (ARCHITECTURE.md, Forks)."""
+replay of the final canonical chain alone (docs/stacks.md, "Forks and finality")."""
 
 from __future__ import annotations
 
