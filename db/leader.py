@@ -65,6 +65,10 @@ class LeadershipLost(RuntimeError):
     """The lock connection failed while leading: another process may be the leader now."""
 
 
+class LeaderBusy(RuntimeError):
+    """Another process holds the lock and the caller asked not to wait for it."""
+
+
 class Fenced(LeadershipLost):
     """A write transaction found that another process took the lock since: it must roll back."""
 
@@ -195,12 +199,14 @@ async def leadership(
     poll_interval: float = 1.0,
     check_interval: float = 2.0,
     check_timeout: float = 10.0,
+    wait: bool = True,
 ) -> AsyncIterator[Leadership]:
     """Wait until this process holds the `name` lock, then yield; release it on exit.
 
     While waiting, retries every `poll_interval` seconds (reconnecting if the database is
     unreachable). While held, checks the lock connection every `check_interval` seconds and
-    sets `Leadership.lost` when it fails.
+    sets `Leadership.lost` when it fails. With `wait=False`, a lock held by another process
+    raises `LeaderBusy` at once (a one-off writer such as `recchain replay`).
     """
     key = lock_key(name)
     announced_standby = False
@@ -216,6 +222,8 @@ async def leadership(
             continue
         try:
             while not await _try_lock(conn, key):
+                if not wait:
+                    raise LeaderBusy(f"another process holds the {name!r} lock")
                 if not announced_standby:
                     log.info("standing by: another process leads", extra={"leader": name})
                     announced_standby = True
@@ -263,7 +271,7 @@ async def run_as_leader(
     url: str,
     name: str,
     work: Callable[[Leadership], Awaitable[T]],
-    **options: float,
+    **options: Any,
 ) -> T:
     """Become the leader for `name`, run `work`, and cancel it if leadership is lost.
 

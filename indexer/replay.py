@@ -24,7 +24,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,6 +34,9 @@ from indexer.requests import Request, parse_block_request, payload_hash
 from indexer.tsv import PayloadFormat, count_lines, read_requests
 from infra.config import Settings
 from infra.progress import StatusLine
+
+if TYPE_CHECKING:
+    from db.leader import Leadership
 
 
 @dataclass(slots=True)
@@ -225,15 +228,18 @@ async def replay_file(
     payload_format: PayloadFormat = "auto",
     defer_indexes_from: int = DEFER_INDEXES_FROM,
     requests_in_file: int | None = None,
+    fence: Leadership | None = None,
 ) -> ReplayStats:
     """`requests_in_file`: what the caller counted (`tsv.check_file`), for the progress bar and
-    the batch sizes; without it a plain file is counted here, a gzipped one is not (unknown)."""
+    the batch sizes; without it a plain file is counted here, a gzipped one is not (unknown).
+    `fence`: the indexer leadership the caller holds; every write transaction checks it."""
     stats = ReplayStats()
     started = time.monotonic()
     lines = requests_in_file if requests_in_file is not None else count_lines(path)
     bar = Progress(lines, enabled=progress)
     async with engine.connect() as conn:
         indexer = Indexer(conn, settings, enqueue_metadata=enqueue_metadata)
+        indexer.fence = fence  # before start(): it may write (deferred indexes)
         # A catch-up replay into an empty database builds its secondary indexes once at the
         # end (`db.indexes`); a small file gains nothing from it (a gzipped one counts as large).
         deferring = not follow and (lines is None or lines >= defer_indexes_from)

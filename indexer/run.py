@@ -81,7 +81,9 @@ async def run_indexer(settings: Settings, source: str, replay_file: str | None =
                 if replay_file is None:
                     log.error("--source replay needs --file")
                     return 2
-                await replay(engine, settings, Path(replay_file), follow=True, progress=False)
+                await replay(
+                    engine, settings, Path(replay_file), follow=True, progress=False, fence=held
+                )
                 return 0
             async with engine.connect() as conn:
                 indexer = Indexer(conn, settings)

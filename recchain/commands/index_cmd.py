@@ -8,9 +8,13 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from recchain.commands.failures import CommandError
+
+if TYPE_CHECKING:
+    from db.leader import Leadership
+    from indexer.replay import ReplayStats
 
 _T = TypeVar("_T")
 
@@ -67,9 +71,27 @@ def _replay(args: argparse.Namespace) -> int:
     url = database_url(settings)
     check_database(url)
 
+    from db.leader import LeaderBusy, current_holder, leadership
+
     async def run() -> int:
+        # The replay writes as the indexer does, so it must be the only writer: it takes the
+        # leader lock (a live indexer holding it would interleave its blocks with the file's),
+        # and its writes carry the fencing token like the leader's.
+        try:
+            async with leadership(url, "indexer", wait=False) as held:
+                stats = await replay_as(held)
+        except LeaderBusy:
+            holder = await current_holder(url, "indexer")
+            raise CommandError(
+                f"replay: an indexer is writing to this database ({holder or 'another process'}"
+                " holds the leader lock); stop it first, then replay",
+                2,
+            ) from None
+        return report(stats)  # after the lock's own log lines, so the summary is the last line
+
+    async def replay_as(held: Leadership) -> ReplayStats:
         async with engine_scope(url, pool_size=2) as engine:
-            stats = await replay_file(
+            return await replay_file(
                 engine,
                 settings,
                 path,
@@ -80,12 +102,15 @@ def _replay(args: argparse.Namespace) -> int:
                 parse_workers=args.parse_workers,
                 payload_format=args.payload_format,
                 requests_in_file=requests_in_file,
+                fence=held,
                 **(
                     {}
                     if args.defer_indexes_from is None
                     else {"defer_indexes_from": args.defer_indexes_from}
                 ),
             )
+
+    def report(stats: ReplayStats) -> int:
         if stats.skipped:
             print(
                 f"replay: skipped {stats.skipped} request(s) already indexed by an earlier run "
