@@ -266,17 +266,30 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
     )
     read_url = to_libpq_url(eng.url.render_as_string(hide_password=False))
     replica: Replica | None = None
+    primary: AsyncEngine | None = None
     listen_url = read_url
     if api.read_database_url is not None:
-        # Notifications exist only on the primary; the replica is read once it has caught up.
+        # Notifications exist only on the primary; the replica is read once it has caught up,
+        # or the primary itself when the replica stays behind (connected only then: lazy).
         listen_url = to_libpq_url(database_url(settings))
         replica = Replica(listen_url, read_url, api.read_replica_max_lag_s)
+        primary = create_engine(listen_url, pool_pre_ping=False, pool_recycle=300)
 
     def push_reader() -> Reader:
         # Shared by every subscriber of a topic: per statement, no socket's state.
         return Reader(eng, api.statement_timeout_ms, snapshot=False)
 
-    hub = Hub(listen_url, push_reader, replica)
+    def primary_push_reader() -> Reader:
+        assert primary is not None
+        return Reader(primary, api.statement_timeout_ms, snapshot=False)
+
+    hub = Hub(
+        listen_url,
+        push_reader,
+        replica,
+        primary_reader=primary_push_reader if primary is not None else None,
+        push_wait_s=api.read_replica_push_wait_s,
+    )
     graphql = GraphQLApp(
         settings,
         eng,
@@ -380,6 +393,9 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
                 await replica.stop()
             await buckets.aclose()
             await close_read_pools(eng)
+            if primary is not None:
+                await close_read_pools(primary)
+                await primary.dispose()
             if owns_engine:
                 await eng.dispose()
 

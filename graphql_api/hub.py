@@ -14,6 +14,8 @@ the API's read database, which may be a hot standby (`api.read_database_url`). A
 receives notifications and, with a replica, stamps each batch with the primary's WAL insert
 position; a dispatcher task handles the batches in order, each after the replica has replayed
 that far (replica.py), so a push is never computed from a snapshot older than its notification.
+A batch the replica has not replayed within `api.read_replica_push_wait_s` is computed on the
+primary instead (`primary_reader`): a lagging replica delays pushes by that bound at most.
 A subscription that starts with something of its own (relayStatus's current status, a resumed
 subscription's missed changes) queues that read with the dispatcher too, stamped with the
 primary's position at subscription time: it is computed in order with the notifications, so a
@@ -130,10 +132,16 @@ class Hub:
         listen_url: str,
         reader: Callable[[], Reader],
         replica: Replica | None = None,
+        primary_reader: Callable[[], Reader] | None = None,
+        push_wait_s: float | None = None,
     ) -> None:
         self.listen_url = listen_url
         self.reader = reader
         self.replica = replica
+        self.primary_reader = primary_reader
+        # Without a primary reader to fall back on, waiting longer is the only fresh answer.
+        self.push_wait_s = push_wait_s if primary_reader is not None else None
+        self._from_primary = False
         self.topics: dict[str, Topic] = {}
         self.kinds: dict[type[Kind], Kind] = {}
         self.streams: dict[str, SharedStream] = {}
@@ -178,12 +186,6 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._dispatcher = None
-
-    async def sync(self) -> None:
-        """Until the read database has every commit the primary has now (no-op without a
-        replica): for a read that follows no notification but must not be older than one."""
-        if self.replica is not None:
-            await self.replica.sync()
 
     # -- receiving ------------------------------------------------------------------------
     async def _listen(self) -> None:
@@ -244,32 +246,49 @@ class Hub:
             while self._inbox:
                 items, self._inbox = self._inbox, []
                 lsns = [i.lsn for i in items if i.lsn is not None]
+                reader = self.reader
                 if self.replica is not None and lsns:
-                    await self.replica.wait(max(lsns))
+                    if not await self.replica.wait(max(lsns), self.push_wait_s):
+                        assert self.primary_reader is not None  # no bound without it
+                        reader = self.primary_reader
+                    self._fell_back(reader is not self.reader)
                 starts: list[Start] = []
                 for item in items:
                     if isinstance(item, Start):
                         starts.append(item)  # consecutive ones run together
                         continue
-                    await self._starts(starts)
+                    await self._starts(starts, reader)
                     starts = []
                     for note in item.notes:
                         try:
-                            await self.dispatch(note.channel, note.payload)
+                            await self.dispatch(note.channel, note.payload, reader)
                         except asyncio.CancelledError:
                             raise
                         except Exception:
                             log.exception("dispatching a notification on %s failed", note.channel)
                         finally:
                             metrics.NOTIFICATIONS_PENDING.dec()
-                await self._starts(starts)
+                await self._starts(starts, reader)
 
-    async def _starts(self, starts: list[Start]) -> None:
+    def _fell_back(self, from_primary: bool) -> None:
+        """One log line per change between the replica and the primary as the push source."""
+        if from_primary:
+            metrics.PUSHES_FROM_PRIMARY.inc()
+        if from_primary != self._from_primary:
+            if from_primary:
+                log.warning(
+                    "the read replica has not replayed a notified commit within %.1f s;"
+                    " pushes are computed on the primary until it catches up",
+                    self.push_wait_s,
+                )
+            else:
+                log.info("the read replica caught up; pushes are computed on it again")
+        self._from_primary = from_primary
+
+    async def _starts(self, starts: list[Start], reader: Callable[[], Reader]) -> None:
         if not starts:
             return
-        results = await asyncio.gather(
-            *(s.read(self.reader()) for s in starts), return_exceptions=True
-        )
+        results = await asyncio.gather(*(s.read(reader()) for s in starts), return_exceptions=True)
         for start, items in zip(starts, results, strict=True):
             start.sink.starting = False
             if start.sink not in start.topic.sinks:
@@ -286,7 +305,9 @@ class Hub:
                     start.sink.last = mark
                     start.sink.put(item)
 
-    async def dispatch(self, channel: str, raw: str) -> None:
+    async def dispatch(
+        self, channel: str, raw: str, reader: Callable[[], Reader] | None = None
+    ) -> None:
         try:
             payload = json.loads(raw) if raw else {}
         except ValueError:
@@ -296,7 +317,7 @@ class Hub:
             log.warning("ignoring a notification on %s that is not an object", channel)
             return
         try:
-            await self._recompute(channel, payload)
+            await self._recompute(channel, payload, reader or self.reader)
         finally:
             if (
                 channel == BLOCKS
@@ -307,10 +328,12 @@ class Hub:
                 self.notified_hash = payload.get("hash")
                 metrics.NOTIFIED_HEIGHT.set(payload["height"])
 
-    async def _recompute(self, channel: str, payload: dict[str, Any]) -> None:
+    async def _recompute(
+        self, channel: str, payload: dict[str, Any], reader: Callable[[], Reader]
+    ) -> None:
         kinds = [k for k in self.kinds.values() if channel in k.channels and k.topics]
         results = await asyncio.gather(
-            *(k.compute(self.reader(), channel, payload) for k in kinds), return_exceptions=True
+            *(k.compute(reader(), channel, payload) for k in kinds), return_exceptions=True
         )
         for kind, result in zip(kinds, results, strict=True):
             if isinstance(result, BaseException):

@@ -27,10 +27,10 @@ REPLICA_WAIT = Histogram(
     "Time a notification waited for the replica to replay its commit before its pushes",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30, 120),
 )
-REPLICA_WAIT_EXCEEDED = Counter(
-    "recchain_api_replica_wait_exceeded_total",
-    "Times pushes waited longer than api.read_replica_max_lag_s for the replica (they go on"
-    " waiting)",
+PUSHES_FROM_PRIMARY = Counter(
+    "recchain_api_pushes_from_primary_total",
+    "Batches of notifications whose pushes were computed on the primary: the replica had not"
+    " replayed their commit within api.read_replica_push_wait_s",
 )
 NOTIFICATIONS_PENDING = Gauge(
     "recchain_api_notifications_pending",

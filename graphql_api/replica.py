@@ -15,10 +15,12 @@ as far as it had been written when the notification was received:
    (`Replica.wait`), then computes. One poller serves every waiter, so the notifications of
    one batch, and every topic they concern, share one wait.
 
-A wait never gives up: past `api.read_replica_max_lag_s` it is logged and counted
-(`recchain_api_replica_wait_exceeded_total`) and goes on, so a push is late rather than stale or
-lost. The replica is assumed to be one server: a URL that spreads connections over several
-standbys would check one and read another.
+A wait is bounded (`api.read_replica_push_wait_s`): a batch whose commit the replica has not
+replayed by then is computed on the primary instead (hub.py), which has it, so a push is late
+by at most the bound, never stale and never dropped, whatever the replica does (paused,
+cut off, replaying a long conflict). Later batches wait for the replica again: each carries a
+later position, so a subscriber never sees the state go back. The replica is assumed to be one
+server: a URL that spreads connections over several standbys would check one and read another.
 
 The same component samples the replica's lag every second for `_meta`, `/metrics` and
 `/readyz`: the age of the oldest primary WAL position (sampled once a second) that the replica
@@ -98,7 +100,6 @@ class Replica:
         self._seq = itertools.count()
         self._poller: asyncio.Task[None] | None = None
         self._sampler: asyncio.Task[None] | None = None
-        self._warned = False
         # (monotonic time, primary position) samples the replica has not replayed yet.
         self._behind: deque[tuple[float, int]] = deque(maxlen=100_000)
         self.lag_seconds: float | None = None
@@ -173,19 +174,26 @@ class Replica:
             self._replayed, target, self.block_size, self.segment_size
         )
 
-    async def wait(self, target: int) -> float:
-        """Until the replica has replayed up to `target`; returns the seconds waited."""
+    async def wait(self, target: int, bound_s: float | None = None) -> bool:
+        """Until the replica has replayed up to `target`, or `bound_s` seconds: whether it has."""
         if self._replayed >= 0 and self._reached(target):
-            return 0.0
+            return True
         started = time.monotonic()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (target, next(self._seq), future, started))
+        entry = (target, next(self._seq), future, started)
+        heapq.heappush(self._waiters, entry)
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll(), name="recchain-api-replica-wait")
-        await future
-        waited = time.monotonic() - started
-        metrics.REPLICA_WAIT.observe(waited)
-        return waited
+        try:
+            await asyncio.wait_for(asyncio.shield(future), bound_s)
+        except TimeoutError:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            return False
+        finally:
+            metrics.REPLICA_WAIT.observe(time.monotonic() - started)
+        return True
 
     async def _poll(self) -> None:
         delay = 0.0005
@@ -202,28 +210,9 @@ class Replica:
                 if not future.done():
                     future.set_result(None)
             if not self._waiters:
-                if self._warned:
-                    log.info("the replica caught up; delayed pushes are going out")
-                self._warned = False
                 return
-            oldest = min(started for _, _, _, started in self._waiters)
-            if not self._warned and time.monotonic() - oldest > self.max_lag_s:
-                self._warned = True
-                metrics.REPLICA_WAIT_EXCEEDED.inc()
-                log.warning(
-                    "pushes have waited %.1f s for the replica to replay %s (it is at %s);"
-                    " still waiting",
-                    time.monotonic() - oldest,
-                    format_lsn(self._waiters[0][0]),
-                    format_lsn(max(self._replayed, 0)),
-                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, POLL_MAX_S) if delay < 1.0 else POLL_MAX_S
-
-    async def sync(self) -> None:
-        """Until the replica has what the primary has now (a read that must not go back in
-        time relative to something a client saw elsewhere, e.g. a subscription's first state)."""
-        await self.wait(await self.primary_lsn())
 
     # -- lag ------------------------------------------------------------------------------
     async def sample(self) -> None:

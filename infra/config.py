@@ -97,9 +97,11 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
     read_database_url: SecretStr | None = None
-    # Readiness fails while the replica is further behind than this; a push waiting longer
-    # for the replica is logged and counted, and goes on waiting (never sent stale).
+    # Readiness fails while the replica is further behind than this.
     read_replica_max_lag_s: float = Field(default=30.0, gt=0)
+    # A push waits this long for the replica to replay its commit, then is computed on the
+    # primary instead: late by at most this, never stale, never dropped.
+    read_replica_push_wait_s: float = Field(default=2.0, gt=0)
     max_depth: int = 12
     max_aliases: int = 30
     max_tokens: int = 2000

@@ -79,8 +79,10 @@ MEANINGS: dict[str, str] = {
     " Notifications are still received from the primary (`database_url`); a push waits until the"
     " standby has replayed the notified commit.",
     "api.read_replica_max_lag_s": "With `read_database_url`: `/readyz` fails while the standby is"
-    " further behind the primary than this; a push that waits longer for it is logged and counted"
-    " (`recchain_api_replica_wait_exceeded_total`) and goes on waiting.",
+    " further behind the primary than this.",
+    "api.read_replica_push_wait_s": "With `read_database_url`: how long a push waits for the"
+    " standby to replay its commit; past it the push is computed on the primary instead"
+    " (`recchain_api_pushes_from_primary_total`), so it is never stale and at most this late.",
     "api.max_depth": "Largest query depth.",
     "api.max_aliases": "Most aliases in one query.",
     "api.max_tokens": "Most lexer tokens in one query.",
