@@ -47,6 +47,13 @@ class WebhookMetrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300, 3600, 86400),
             registry=self.registry,
         )
+        self.database_up = Gauge(
+            "recchain_webhooks_database_up",
+            "1 while the sender reaches the database, 0 during an outage (the queue gauges are"
+            " then their last samples).",
+            registry=self.registry,
+        )
+        self.database_up.set(1)
         self.active_endpoints = Gauge(
             "recchain_webhooks_sending_endpoints",
             "Endpoints this sender is delivering to right now.",

@@ -22,6 +22,11 @@ endpoint delays nobody else; `webhooks.concurrency` bounds the endpoints worked 
 
 Wake-ups: a NOTIFY on `recchain_webhooks` (the indexer's feed, a redelivery), the end of a
 worker, or `webhooks.poll_interval_s`.
+
+Database outages. The sender and its workers share one `db.outage.Outage`: one WARNING when the
+database goes away, exponential jittered backoff between reconnections while it is away, one
+INFO line when it is back. A delivery whose outcome could not be recorded is sent again
+afterwards, with the same event id (the at-least-once case above).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from psycopg.rows import dict_row
 
 from db.channels import WEBHOOKS
 from db.finality import final_height
+from db.outage import Outage
 from db.webhooks.docs import render
 from infra.config import Settings
 from infra.netguard import DestinationRefused
@@ -56,6 +62,8 @@ log = logging.getLogger("recchain.webhooks")
 # Advisory lock namespace (the two-key form: namespace, endpoint id).
 LOCK_SPACE = 0x52455748  # "REWH" (1380276040, as ops/RUNBOOK.md queries it)
 WINDOW = 50  # events read per round trip of one endpoint
+# A server that does not answer at all (not merely refusing) must not hang a reconnection.
+CONNECT_TIMEOUT_S = 10
 
 _DUE = """
 SELECT e.id FROM webhook_endpoints e
@@ -139,36 +147,46 @@ _EVENT_FIELDS = tuple(f for f in _Event.__dataclass_fields__ if f != "event_id")
 
 class _Pool:
     """A few autocommit connections shared by the workers (held only for one statement, never
-    across an HTTP request). Commits do not wait for the WAL flush: see the module docstring."""
+    across an HTTP request). Commits do not wait for the WAL flush: see the module docstring.
+
+    A connection that broke leaves an empty slot (None), reopened by its next user: reopening
+    it at once would fail while the server is away, and a slot lost that way would leave
+    whoever waits for a connection waiting forever."""
 
     def __init__(self, url: str, size: int) -> None:
         self.url = url
         self.size = size
-        self._idle: asyncio.Queue[psycopg.AsyncConnection[Any]] = asyncio.Queue()
+        self._idle: asyncio.Queue[psycopg.AsyncConnection[Any] | None] = asyncio.Queue()
         self._all: list[psycopg.AsyncConnection[Any]] = []
 
     async def open(self) -> None:
         for _ in range(self.size):
-            conn = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, application_name="recchain-webhooks"
-            )
-            await conn.execute("SET synchronous_commit = off")
-            self._all.append(conn)
-            self._idle.put_nowait(conn)
+            self._idle.put_nowait(await self._connect())
+
+    async def _connect(self) -> psycopg.AsyncConnection[Any]:
+        conn = await psycopg.AsyncConnection.connect(
+            self.url,
+            autocommit=True,
+            application_name="recchain-webhooks",
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
+        self._all.append(conn)
+        await conn.execute("SET synchronous_commit = off")
+        return conn
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         conn = await self._idle.get()
         try:
+            if conn is None:
+                conn = await self._connect()
             yield conn
         finally:
-            if conn.broken or conn.closed:
+            if conn is not None and (conn.broken or conn.closed):
                 self._all.remove(conn)
-                conn = await psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, application_name="recchain-webhooks"
-                )
-                await conn.execute("SET synchronous_commit = off")
-                self._all.append(conn)
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                conn = None
             self._idle.put_nowait(conn)
 
     async def close(self) -> None:
@@ -188,10 +206,20 @@ def backoff(settings: Settings, attempts: int, retry_after: float | None) -> flo
 
 
 class Sender:
-    def __init__(self, url: str, settings: Settings, metrics: WebhookMetrics | None = None):
+    def __init__(
+        self,
+        url: str,
+        settings: Settings,
+        metrics: WebhookMetrics | None = None,
+        outage: Outage | None = None,
+    ):
         self.url = url
         self.settings = settings
         self.metrics = metrics or WebhookMetrics()
+        # One for the process: the scheduler and every worker report one outage together.
+        self.outage = outage or Outage(
+            log, on_change=lambda up: self.metrics.database_up.set(1 if up else 0)
+        )
         self.deliverer = Deliverer(settings.webhooks)
         self.wake = asyncio.Event()
         self.working: dict[int, asyncio.Task[None]] = {}
@@ -204,6 +232,14 @@ class Sender:
         self._closing = False
 
     # ------------------------------------------------------------------ process loop
+    def not_ready(self) -> str | None:
+        """Why this sender cannot deliver right now (None: it can), for readiness probes."""
+        if self.outage.down:
+            return f"database: {self.outage.last_error}"
+        if self._locks is None:
+            return "not connected to the database"
+        return None
+
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set; reconnects after database failures."""
         self._stop = stop
@@ -211,11 +247,10 @@ class Sender:
             while not stop.is_set():
                 try:
                     await self._serve(stop)
-                except (psycopg.Error, OSError) as exc:
-                    log.warning("webhook sender lost the database (%s); reconnecting", exc)
+                except Exception as exc:
+                    delay = self.outage.failed(exc, "webhook sender")
                     await self._stop_workers(grace_s=0.0)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 1.0)
+                    await self.outage.pause(delay, stop)
         finally:
             await self._stop_workers(grace_s=0.0)
             await self.deliverer.aclose()
@@ -223,11 +258,17 @@ class Sender:
     async def _serve(self, stop: asyncio.Event) -> None:
         pool = _Pool(self.url, min(self.settings.webhooks.concurrency, 8))
         locks = await psycopg.AsyncConnection.connect(
-            self.url, autocommit=True, application_name="recchain-webhooks-locks"
+            self.url,
+            autocommit=True,
+            application_name="recchain-webhooks-locks",
+            connect_timeout=CONNECT_TIMEOUT_S,
         )
-        listen = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         listener: asyncio.Task[None] | None = None
+        listen: psycopg.AsyncConnection[Any] | None = None
         try:
+            listen = await psycopg.AsyncConnection.connect(
+                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            )
             await pool.open()
             self._pool, self._locks = pool, locks
             self._lock_pid = locks.info.backend_pid
@@ -241,6 +282,8 @@ class Sender:
                     listener.result()  # a dead LISTEN connection: reconnect everything
                 self.wake.clear()
                 await self._schedule()
+                # Also ends an outage only a worker's connection saw (a terminated backend).
+                self.outage.ok()
                 now = time.monotonic()
                 if now >= next_gauges:
                     await self._gauges()
@@ -260,8 +303,9 @@ class Sender:
             await self._stop_workers(grace_s=grace)
             self._locks = None
             for conn in (listen, locks):
-                with contextlib.suppress(Exception):
-                    await conn.close()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
             await pool.close()
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any], stop: asyncio.Event) -> None:
@@ -323,8 +367,9 @@ class Sender:
                     break
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("webhook endpoint %d: delivery round failed", endpoint_id)
+        except Exception as exc:
+            # The scheduler, woken below, meets an outage too and backs off for everyone.
+            self.outage.failed(exc, f"webhook endpoint {endpoint_id}: delivery round")
         finally:
             self.working.pop(endpoint_id, None)
             locks = self._locks
