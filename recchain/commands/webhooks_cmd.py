@@ -216,9 +216,15 @@ def _attempts(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
+    from db.session import database_url
+    from recchain.commands.failures import check_database
     from writers.webhooks.service import send
 
-    asyncio.run(send(get_settings(), args.metrics_port))
+    settings = get_settings()
+    # Once running, the sender rides out outages; unreachable at the start is more likely a
+    # wrong DATABASE_URL, which waiting would hide.
+    check_database(database_url(settings))
+    asyncio.run(send(settings, args.metrics_port))
     return 0
 
 
