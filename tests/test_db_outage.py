@@ -1,8 +1,8 @@
-"""The database goes away under `recchain relay` and `recchain metadata work` (real processes, a
-throw-away PostgreSQL server stopped and started again): each logs one line when it loses the
-database and one when it has it back, no traceback in between, answers honestly meanwhile
-(liveness up, readiness down, `*_database_up 0`, a submission refused 503), and resumes its
-work by itself."""
+"""The database goes away under `recchain relay`, `recchain metadata work` and `recchain webhooks
+send` (real processes, a throw-away PostgreSQL server stopped and started again): each logs one
+line when it loses the database and one when it has it back, no traceback in between, answers
+honestly meanwhile (liveness up, readiness down, `*_database_up 0`, a submission refused 503),
+and resumes its work by itself."""
 
 from __future__ import annotations
 
@@ -25,10 +25,16 @@ from db.session import create_engine, session_factory
 from indexer.metadata import queue as q
 from indexer.metadata.devgateway import RunningGateway
 from infra.config import PROJECT_ROOT
+from ops.bench.chaingen import Chain, to_requests
+from ops.bench.receiver import Behaviour, Receiver
 from ops.pgcluster import PgCluster, find_bindir
+from tests.indexer.helpers import run_requests
 from tests.metadata.conftest import Store
+from tests.webhooks.helpers import events, register, statuses
+from tests.webhooks.helpers import wait_for as wait_until
 from tests.writers.conftest import ACCEPTED, FakeNode, serve_app
 from tests.writers.processes import RELAY_READY, free_port, wait_for
+from writers.webhooks.service import READY as SENDER_READY
 
 DOWN_S = 20.0  # the period over which log lines are counted
 
@@ -195,3 +201,81 @@ async def test_database_outage_logs_state_changes_and_work_resumes(
             for name, lines in zip(("relay", "metadata work"), after, strict=True):
                 print(f"{name} after: " + " | ".join(lines))
                 assert not any("Traceback" in line for line in lines), (name, lines)
+
+
+async def test_webhook_sender_rides_out_a_database_outage(
+    server: tuple[PgCluster, str],
+) -> None:
+    cluster, db_url = server
+    metrics_port = free_port()
+    chain = Chain(seed=44)
+    async with (
+        Receiver() as rx,
+        role(
+            db_url, "webhooks", "send", "--metrics-port", str(metrics_port),
+            RECCHAIN_WEBHOOKS__ALLOW_INTERNAL_HOSTS='["127.0.0.1"]',
+            RECCHAIN_WEBHOOKS__POLL_INTERVAL_S="0.5",
+        ) as sender,
+        httpx.AsyncClient(timeout=10) as http,
+    ):  # fmt: skip
+        ep = await register(db_url, ["block"], url=rx.url("/o"))
+        await sender.wait_line(SENDER_READY)
+        first = chain.grow(None, 3, "main")
+        await run_requests(db_url, [[r] for r in to_requests(first)])
+        await wait_until(lambda: set(statuses(db_url, ep["id"])) == {"delivered"}, "first sent")
+        # A delivery in flight when the server goes: its outcome cannot be recorded, so it is
+        # sent again afterwards (the at-least-once case, with the same event id).
+        hold = asyncio.Event()
+        rx.behaviours["/o"] = Behaviour(hold=hold)
+        second = chain.grow(first[-1]["index_block_hash"], 3, "main")
+        await run_requests(db_url, [[r] for r in to_requests(second)])
+        await wait_until(lambda: rx.in_flight["/o"] == 1, "a delivery in flight")
+        mark = len(sender.lines)
+
+        cluster.stop_primary("fast")
+        hold.set()
+        await asyncio.sleep(DOWN_S)
+        during = sender.lines[mark:]
+        tracebacks = sum("Traceback" in line for line in during)
+        print(
+            f"\nwith the database down for {DOWN_S:.0f} s: webhooks send {len(during)} lines"
+            f" ({tracebacks} tracebacks)\nwebhooks send: " + " | ".join(during)
+        )
+        assert not tracebacks, during
+        assert len(during) <= 2, during
+        assert sum("database unreachable" in line for line in during) == 1, during
+
+        status = f"http://127.0.0.1:{metrics_port}"
+        assert (await http.get(f"{status}/healthz")).status_code == 200
+        readyz = await http.get(f"{status}/readyz")
+        assert readyz.status_code == 503, readyz.text
+        assert readyz.json()["ready"] is False and readyz.json()["reason"]
+        assert "recchain_webhooks_database_up 0.0" in (await http.get(f"{status}/metrics")).text
+
+        mark = len(sender.lines)
+        cluster.start_primary()
+        restarted = time.monotonic()
+        back = await sender.wait_line("database reachable again", mark)
+        print(f"back {time.monotonic() - restarted:.1f} s after the server accepted again: {back}")
+
+        # Deliveries resume by themselves: what was queued before the outage, and what the
+        # indexer queues after it.
+        third = chain.grow(second[-1]["index_block_hash"], 3, "main")
+        await run_requests(db_url, [[r] for r in to_requests(third)])
+        await wait_until(
+            lambda: statuses(db_url, ep["id"]) == ["delivered"] * 9, "all sent after the outage"
+        )
+        assert (await http.get(f"{status}/readyz")).status_code == 200
+        assert "recchain_webhooks_database_up 1.0" in (await http.get(f"{status}/metrics")).text
+        after = sender.lines[mark:]
+        print("webhooks send after: " + " | ".join(after))
+        assert not any("Traceback" in line for line in after), after
+
+    # Nothing lost, first arrivals in order, a copy only of the one in flight, with its id.
+    ids = {e["seq"]: e["event_id"] for e in events(db_url, ep["id"])}
+    arrivals = [(d.json["sequence"], d.headers["recchain-event-id"]) for d in rx.of("/o")]
+    firsts = list(dict.fromkeys(seq for seq, _ in arrivals))
+    assert firsts == sorted(ids)
+    assert all(ids[seq] == event_id for seq, event_id in arrivals)
+    print(f"{len(arrivals)} arrivals of {len(ids)} events")
+    assert len(arrivals) - len(firsts) <= 1, arrivals
