@@ -166,7 +166,7 @@ MEANINGS: dict[str, str] = {
     " with their attempts.",
     "webhooks.max_endpoints_per_key": "Most endpoints one relay API key may register.",
     "webhooks.metrics_host": "Bind address of the sender's `/metrics` server.",
-    "webhooks.metrics_port": "Prometheus `/metrics` port of the sender (0: none).",
+    "webhooks.metrics_port": "Port of the sender's `/metrics`, `/healthz`, `/readyz` (0: none).",
 }
 
 
@@ -248,9 +248,11 @@ def render() -> str:
         "  the reason otherwise (submissions are then refused 503 `database_unavailable`).",
         "- Metadata workers, on `metadata.metrics_port`: `/metrics`, `/healthz` (liveness, no",
         "  database) and `/readyz` (200 only when the database answers within 2 s).",
-        "- Relay and metadata workers export `recchain_relay_database_up` /",
-        "  `recchain_metadata_database_up` (0 during an outage) and log one line when the",
-        "  database goes away and one when it is back.",
+        "- Webhook sender, on `webhooks.metrics_port`: `/metrics`, `/healthz` (liveness, no",
+        "  database) and `/readyz` (200 only while it holds its database connections).",
+        "- Relay, metadata workers and webhook sender export `recchain_relay_database_up` /",
+        "  `recchain_metadata_database_up` / `recchain_webhooks_database_up` (0 during an",
+        "  outage) and log one line when the database goes away and one when it is back.",
         "- Indexer, on the observer port (`indexer.listen_port`): `GET /healthz` (liveness: fails",
         "  only for a process stuck in a request) and `GET /readyz` (200 only on the leader, the",
         "  holder of the advisory lock, while its data connection answers; a standby and a",
