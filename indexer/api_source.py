@@ -26,11 +26,13 @@ on each websocket `block` notification (JSON-RPC `subscribe {event: "block"}` on
 `Retry-After`. `indexer.api_key` is sent as `x-api-key`.
 
 Each block is rebuilt in the observer's `/new_block` shape (its watched transactions and their
-events; `tx_count` from the header) and goes through the same pipeline. Missed websocket
-messages are never replayed by the API, so every (re)connect triggers a reconciliation by height
-from our tip: walk back while our block at a height differs from the API's (a reorg happened),
-then fetch forward to the API's tip. A transaction whose block is not the header's (the API
-reorganised between two requests) makes the reconciliation start again.
+events; `tx_count` from the header) and goes through the same pipeline. The API gives no
+transaction bytes, so each transaction carries instead the `summary` the observer path decodes
+from them (sender, called or deployed contract, function, fee, nonce), taken from the API's JSON.
+Missed websocket messages are never replayed by the API, so every (re)connect triggers a
+reconciliation by height from our tip: walk back while our block at a height differs from the
+API's (a reorg happened), then fetch forward to the API's tip. A transaction whose block is not
+the header's (the API reorganised between two requests) makes the reconciliation start again.
 """
 
 from __future__ import annotations
@@ -286,6 +288,7 @@ class ApiSource:
                     "tx_index": t["tx_index"],
                     "status": t["tx_status"],
                     "raw_result": (t.get("tx_result") or {}).get("hex"),
+                    "summary": _summary(t),
                 }
                 for t in txs
             ],
@@ -396,6 +399,26 @@ class ApiSource:
                 await self.reconcile()
         finally:
             listener.cancel()
+
+
+def _summary(t: dict[str, Any]) -> dict[str, Any]:
+    """What the observer path decodes from `raw_tx` (`stacks.transactions.summarize`), in the
+    API's words: the block has no bytes, and `indexer.block.parse_summary` validates it as it
+    would those. The API's meanings are the decoder's (src/datastore/helpers.ts
+    `createDbTxFromCoreMsg`): `sender_address` is the origin's, `nonce` the origin's, `fee_rate`
+    the sponsor's fee when sponsored (micro-STX, a decimal string), and a deploy's
+    `smart_contract.contract_id` is `sender.name`."""
+    kind = t.get("tx_type")
+    body = t.get(kind) if kind in ("contract_call", "smart_contract") else None
+    if kind in ("contract_call", "smart_contract") and not isinstance(body, dict):
+        raise SourceError(f"transaction {t.get('tx_id')}: a {kind} without its {kind} object")
+    return {
+        "sender": t.get("sender_address"),
+        "contract_id": body.get("contract_id") if body else None,
+        "function_name": body.get("function_name") if body and kind == "contract_call" else None,
+        "fee": t.get("fee_rate"),
+        "nonce": t.get("nonce"),
+    }
 
 
 def _observer_event(e: dict[str, Any], txid: str | None = None) -> dict[str, Any] | None:

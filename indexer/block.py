@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.errors import PayloadError
+from stacks.c32 import AddressError, is_valid_address, parse_principal
 from stacks.hashing import sha512_256
 from stacks.transactions import TransactionDecodeError, TxSummary, decode_transaction, summarize
 
@@ -54,8 +55,10 @@ class Tx:
     status: str
     raw_result: str | None = None
     raw_tx: str | None = None
-    # Sender, called contract and function, fee and nonce, decoded from `raw_tx` by
-    # `check_raw_tx` (stored transactions only; None for a burnchain operation).
+    # Sender, called contract and function, fee and nonce: decoded from `raw_tx` by
+    # `check_raw_tx`, or, for a block rebuilt without bytes (the API source), read from the
+    # transaction's `summary` by `parse_summary` (stored transactions only; None for a
+    # burnchain operation).
     summary: TxSummary | None = None
 
 
@@ -192,6 +195,48 @@ def check_raw_tx(tx: Tx, where: str) -> None:
     tx.summary = summary
 
 
+def parse_summary(obj: Any, where: str) -> TxSummary:
+    """The `summary` a transaction without `raw_tx` may carry (`{sender, contract_id,
+    function_name, fee, nonce}`, what `summarize` gives of the bytes): the API source's blocks
+    have no bytes, but the API says the same of each transaction. Refused unless it could have
+    come from bytes, so analysts read one meaning whichever source filled the columns."""
+    if type(obj) is not dict:
+        raise PayloadError(f"{where}: expected object, got {_json_type(obj)}")
+    sender = _req(obj, "sender", str, where)
+    if not is_valid_address(sender):
+        raise PayloadError(f"{where}.sender: not a Stacks address: {sender[:80]!r}")
+    contract_id = _opt(obj, "contract_id", str, where)
+    if contract_id is not None:
+        try:
+            named = parse_principal(contract_id).contract_name is not None
+        except AddressError:
+            named = False
+        if not named:
+            raise PayloadError(f"{where}.contract_id: not a contract id: {contract_id[:80]!r}")
+    function_name = _opt(obj, "function_name", str, where)
+    if function_name is not None and (contract_id is None or not function_name):
+        raise PayloadError(f"{where}.function_name: a call needs a contract_id and a name")
+    return TxSummary(
+        sender, contract_id, function_name, _u64(obj, "fee", where), _u64(obj, "nonce", where)
+    )
+
+
+def _u64(obj: Mapping[str, Any], key: str, where: str) -> int:
+    """A count of the transaction (fee, nonce) that must fit the bigint column. The API writes
+    micro-STX as decimal strings (they exceed JavaScript's integers), so those are read too."""
+    value = _req(obj, key, (int, str), where)
+    if type(value) is bool:
+        raise PayloadError(f"{where}.{key}: expected integer, got boolean")
+    if type(value) is str:
+        if not (value.isascii() and value.isdigit()):
+            raise PayloadError(f"{where}.{key}: {value[:40]!r} is not a decimal integer")
+        # Long enough to be out of range, and never converted: int() of a huge string is slow.
+        value = int(value) if len(value) <= 20 else INT8_MAX + 1
+    if not 0 <= value <= INT8_MAX:
+        raise PayloadError(f"{where}.{key}: {value} is out of range (0 to {INT8_MAX})")
+    return int(value)
+
+
 # The columns' ranges (integer, bigint): a number beyond them is refused as bad input here, not
 # by PostgreSQL at commit time, which would fail the same way on every retry of the node.
 INT4_MAX = 2**31 - 1
@@ -289,6 +334,10 @@ def parse_new_block(
             raw_result=raw_result,
             raw_tx=raw_tx,
         )
+        if raw_tx is None and (summary := t.get("summary")) is not None:
+            # Only the API source's blocks carry one (at most their watched transactions);
+            # with bytes, the bytes decide.
+            tx.summary = parse_summary(summary, f"transactions[{i}].summary")
         txs[txid] = tx
         tx_status[txid] = (status, raw_result)
 
