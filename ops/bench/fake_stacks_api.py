@@ -20,11 +20,18 @@ source uses, in the API's own shapes. Where each shape comes from (that reposito
   `docs/entities/transaction-events/transaction-event-smart-contract-log.example.json`, block
   lists: `docs/api/blocks/get-nakamoto-blocks.example.json` (both at bd65fcf9^, before the docs
   folder was removed);
+- a transaction's `sender_address`, `nonce`, `fee_rate` (micro-STX as a decimal string),
+  `sponsored`, `sponsor_address`, `sponsor_nonce`, `tx_type` and its object (`contract_call
+  {contract_id, function_name, function_signature, function_args}`, `smart_contract
+  {clarity_version, contract_id, source_code}`, `token_transfer {recipient_address, amount,
+  memo}`): `openapi.yaml` (the `Transaction` schemas) and `src/datastore/helpers.ts`
+  `createDbTxFromCoreMsg` (the origin's address and nonce, the sponsor's fee when sponsored, a
+  deploy's id `sender.name`), all derived here from the transaction's own bytes;
 - rate limiting: 429 with `Retry-After` (docs.hiro.so/resources/guides/response-headers); the
   API key travels in `x-api-key` (docs.hiro.so/resources/guides/api-keys).
 
-It can switch to another branch (a reorg), answer 429 first, count requests per route, and push
-JSON-RPC `block` notifications on `/extended/v1/ws`."""
+It can switch to another branch (a reorg), answer 429 first, alter a transaction's JSON, count
+requests per route, and push JSON-RPC `block` notifications on `/extended/v1/ws`."""
 
 from __future__ import annotations
 
@@ -40,7 +47,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from stacks.transactions import decode_transaction, summarize
+from stacks.transactions import (
+    ContractCallPayload,
+    SmartContractPayload,
+    TokenTransferPayload,
+    Transaction,
+    condition_address,
+    decode_transaction,
+    summarize,
+)
 
 BLOCK_LIMIT, LOG_LIMIT, TX_LIMIT, EVENT_LIMIT = 30, 100, 50, 100
 
@@ -79,6 +94,32 @@ def _summary(tx: dict[str, Any]) -> tuple[str | None, str | None, str | None, in
     return s.sender, s.contract_id, s.function_name, s.fee, s.nonce
 
 
+def _decoded(tx: dict[str, Any]) -> Transaction | None:
+    raw = tx.get("raw_tx")
+    if not raw or raw == "0x00":
+        return None
+    return decode_transaction(bytes.fromhex(raw[2:]))
+
+
+def _payload_json(tx: Transaction | None, contract: str | None) -> dict[str, Any]:
+    """`tx_type` and the object named by it, as the API writes them."""
+    p = None if tx is None else tx.payload
+    call: dict[str, Any]  # an empty `function_args` says nothing of its type
+    if isinstance(p, ContractCallPayload):
+        call = {"contract_id": contract, "function_name": p.function_name,
+                "function_signature": "", "function_args": []}  # fmt: skip
+        return {"tx_type": "contract_call", "contract_call": call}
+    if isinstance(p, SmartContractPayload):
+        deploy = {"clarity_version": p.clarity_version, "contract_id": contract,
+                  "source_code": p.code_body}  # fmt: skip
+        return {"tx_type": "smart_contract", "smart_contract": deploy}
+    if isinstance(p, TokenTransferPayload):
+        transfer = {"recipient_address": str(p.recipient), "amount": str(p.amount),
+                    "memo": "0x" + p.memo.hex()}  # fmt: skip
+        return {"tx_type": "token_transfer", "token_transfer": transfer}
+    return {"tx_type": "coinbase", "coinbase_payload": {"data": "0x", "alt_recipient": None}}
+
+
 class FakeApi:
     def __init__(self, blocks: list[dict[str, Any]], api_key: str | None = None) -> None:
         self.chain = list(blocks)  # canonical chain, index i = height i + 1
@@ -89,6 +130,8 @@ class FakeApi:
         self.by_route: Counter[str] = Counter()
         self.keys_seen: Counter[str | None] = Counter()
         self.sockets: list[WebSocket] = []
+        # txid -> fields replacing those of its transaction JSON: a bad answer, for the tests.
+        self.tx_overrides: dict[str, dict[str, Any]] = {}
 
     def set_chain(self, blocks: list[dict[str, Any]]) -> None:
         self.chain = list(blocks)
@@ -126,11 +169,14 @@ class FakeApi:
         return [(b, t) for b in self.chain for t in b["transactions"]]
 
     def _tx_json(self, b: dict[str, Any], t: dict[str, Any], limit: int, offset: int) -> dict:
-        sender, contract, function, fee, nonce = _summary(t)
+        sender, contract, _, fee, nonce = _summary(t)
+        decoded = _decoded(t)
+        sponsor = None if decoded is None else decoded.auth.sponsor
         events = [api_event(e) for e in b["events"] if e["txid"] == t["txid"]]
         out = {
             "tx_id": t["txid"], "nonce": nonce, "fee_rate": str(fee),
-            "sender_address": sender or "", "sponsored": False, "post_condition_mode": "deny",
+            "sender_address": sender or "", "sponsored": sponsor is not None,
+            "post_condition_mode": "deny",
             "post_conditions": [], "anchor_mode": "any", "block_hash": b["block_hash"],
             "block_height": b["block_height"], "block_time": b["block_time"],
             "block_time_iso": _iso(b["block_time"]), "burn_block_time": b["burn_block_time"],
@@ -147,11 +193,11 @@ class FakeApi:
             "execution_cost_write_count": 0, "execution_cost_write_length": 0,
             "vm_error": None, "events": events[offset : offset + limit],
         }  # fmt: skip
-        if contract is not None and function is not None:
-            out["tx_type"] = "contract_call"
-            out["contract_call"] = {"contract_id": contract, "function_name": function}
-        else:
-            out["tx_type"] = "coinbase"
+        if decoded is not None and sponsor is not None:
+            out["sponsor_address"] = condition_address(sponsor, decoded.is_mainnet)
+            out["sponsor_nonce"] = sponsor.nonce
+        out.update(_payload_json(decoded, contract))
+        out.update(self.tx_overrides.get(t["txid"], {}))
         return out
 
     def _involves(self, b: dict[str, Any], t: dict[str, Any], principal: str) -> bool:
