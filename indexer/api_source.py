@@ -407,7 +407,9 @@ def _summary(t: dict[str, Any]) -> dict[str, Any]:
     would those. The API's meanings are the decoder's (src/datastore/helpers.ts
     `createDbTxFromCoreMsg`): `sender_address` is the origin's, `nonce` the origin's, `fee_rate`
     the sponsor's fee when sponsored (micro-STX, a decimal string), and a deploy's
-    `smart_contract.contract_id` is `sender.name`."""
+    `smart_contract.contract_id` is `sender.name`. Only for a burnchain operation do they differ
+    (docs/stacks.md, "Stacks Blockchain API"): the API does not mark it, so it cannot be left
+    NULL as the observer path leaves it."""
     kind = t.get("tx_type")
     body = t.get(kind) if kind in ("contract_call", "smart_contract") else None
     if kind in ("contract_call", "smart_contract") and not isinstance(body, dict):

@@ -224,9 +224,9 @@ def parse_summary(obj: Any, where: str) -> TxSummary:
 def _u64(obj: Mapping[str, Any], key: str, where: str) -> int:
     """A count of the transaction (fee, nonce) that must fit the bigint column. The API writes
     micro-STX as decimal strings (they exceed JavaScript's integers), so those are read too."""
-    value = _req(obj, key, (int, str), where)
-    if type(value) is bool:
-        raise PayloadError(f"{where}.{key}: expected integer, got boolean")
+    value: Any = obj.get(key)
+    if type(value) not in (int, str):
+        raise PayloadError(f"{where}.{key}: expected integer or string, got {_json_type(value)}")
     if type(value) is str:
         if not (value.isascii() and value.isdigit()):
             raise PayloadError(f"{where}.{key}: {value[:40]!r} is not a decimal integer")
