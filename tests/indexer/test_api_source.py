@@ -1,12 +1,14 @@
 """The `api` source against a local server speaking the Stacks Blockchain API shapes: backfill,
-websocket-driven follow, a reorg at the source, 429/Retry-After, the API key, pacing, and that
-only what touches the watched contracts is asked for."""
+websocket-driven follow, a reorg at the source, 429/Retry-After, the API key, pacing, that only
+what touches the watched contracts is asked for, and that its transactions carry the sender,
+contract, function, fee and nonce the observer path decodes from the same chain's bytes."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from pydantic import SecretStr
@@ -15,12 +17,37 @@ from db.session import create_engine
 from indexer.api_source import ApiSource
 from indexer.errors import SourceError
 from indexer.pipeline import Indexer
-from infra.config import IndexerSettings, Settings
+from indexer.tsv import read_requests
+from infra.config import PROJECT_ROOT, IndexerSettings, Settings
 from ops.bench.chaingen import Chain, new_block
 from ops.bench.fake_stacks_api import FakeApi, serve
+from stacks.hashing import sha512_256
+from stacks.transactions import (
+    AUTH_SPONSORED,
+    CHAIN_ID_TESTNET,
+    KEY_COMPRESSED,
+    TX_VERSION_TESTNET,
+    Authorization,
+    HashMode,
+    SingleSigCondition,
+    SmartContractPayload,
+    Transaction,
+    encode_transaction,
+)
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot
 from tests.indexer.test_forks import to_requests
+
+DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"
+# What analysts query of each stored transaction, whichever source filled it.
+TX_FIELDS = (
+    "SELECT index_block_hash, txid, sender, contract_id, function_name, fee, nonce"
+    " FROM transactions WHERE canonical"
+)
+
+
+def tx_fields(db_url: str) -> list[tuple[Any, ...]]:
+    return sorted(query(db_url, TX_FIELDS))
 
 
 def committed_height(db_url: str) -> int:
@@ -70,6 +97,7 @@ async def test_backfill_follow_reorg_and_rate_limit(db_url: str, server_url: str
     with fresh_db(server_url) as clean:
         await run_requests(clean, [to_requests(main[:3] + side)])
         assert snapshot(db_url) == snapshot(clean)
+        assert tx_fields(db_url) == tx_fields(clean)
     assert sum(len(v) for v in snapshot(db_url).values()) > 10
 
 
@@ -124,6 +152,9 @@ async def test_asks_only_for_what_touches_the_watched_contracts(
     with fresh_db(server_url) as clean:
         await run_requests(clean, [to_requests(chain)])
         assert snapshot(db_url) == snapshot(clean)
+        by_observer = tx_fields(clean)
+    assert tx_fields(db_url) == by_observer
+    assert all(None not in row[:4] for row in by_observer), "generated calls: nothing NULL"
     stored = {t for (t,) in query(db_url, "SELECT txid FROM transactions")}
     assert stored == watched, "every watched transaction, none of the others"
 
@@ -134,6 +165,110 @@ async def test_asks_only_for_what_touches_the_watched_contracts(
     assert fetched == 1
     assert fake.requests - before == 1 + 2 * contracts
     assert fake.by_route["tx multiple"] == -(-len(watched) // 20), "nothing new to detail"
+
+
+def canonical_demo_chain() -> list[dict[str, Any]]:
+    """The demo recording's canonical blocks (real simnet transactions calling our contracts),
+    genesis first, as the API would serve them: the tip's ancestors."""
+    reqs = read_requests(DEMO / "chain.tsv")
+    blocks = [json.loads(r.payload) for r in reqs if r.path == "/new_block"]
+    by_hash = {b["index_block_hash"]: b for b in blocks if b["block_height"] > 0}
+    tip = max(blocks, key=lambda b: b["block_height"])
+    chain = [tip]
+    while (parent := by_hash.get(chain[-1]["parent_index_block_hash"])) is not None:
+        chain.append(parent)
+    chain.reverse()
+    assert [b["block_height"] for b in chain] == list(range(1, len(chain) + 1))
+    return chain
+
+
+async def test_demo_chain_has_the_observer_paths_transaction_fields(
+    db_url: str, server_url: str
+) -> None:
+    chain = canonical_demo_chain()
+    _, fetched = await _follow(db_url, FakeApi(chain))
+    assert fetched == len(chain)
+    with fresh_db(server_url) as clean:
+        outcomes = await run_requests(clean, [to_requests(chain)])
+        assert all(o.ok for o in outcomes)
+        by_observer = tx_fields(clean)
+        decoded = query(clean, "SELECT count(*) FROM transactions WHERE raw_tx IS NOT NULL")
+    assert tx_fields(db_url) == by_observer
+    assert decoded == [(len(by_observer),)], "the observer's values come from the bytes"
+    assert query(db_url, "SELECT count(*) FROM transactions WHERE raw_tx IS NULL") == [
+        (len(by_observer),)
+    ], "the API's come from its JSON"
+    assert all(None not in row for row in by_observer), "calls of our contracts: none NULL"
+    assert len({r[2] for r in by_observer}) > 1 and len({r[4] for r in by_observer}) > 3
+
+
+def make_sponsored_deploy(block: dict[str, Any]) -> tuple[Any, ...]:
+    """Turn the block's first transaction into a sponsored deploy (its events stay): the fee is
+    the sponsor's, the nonce the origin's, the contract `sender.name` and no function. Returns
+    those fields."""
+    origin = SingleSigCondition(HashMode.P2PKH, b"\x11" * 20, 7, 0, KEY_COMPRESSED, bytes(65))
+    sponsor = SingleSigCondition(HashMode.P2PKH, b"\x22" * 20, 3, 4321, KEY_COMPRESSED, bytes(65))
+    tx = Transaction(
+        TX_VERSION_TESTNET,
+        CHAIN_ID_TESTNET,
+        Authorization(AUTH_SPONSORED, origin, sponsor),
+        3,
+        2,
+        (),
+        SmartContractPayload("audit-log", "(define-read-only (f) u1)", 2),
+    )
+    raw = encode_transaction(tx)
+    old, txid = block["transactions"][0]["txid"], "0x" + sha512_256(raw).hex()
+    block["transactions"][0].update(txid=txid, raw_tx="0x" + raw.hex())
+    for ev in block["events"]:
+        if ev["txid"] == old:
+            ev["txid"] = txid
+    sender = tx.sender_address
+    return (block["index_block_hash"], txid, sender, f"{sender}.audit-log", None, 4321, 7)
+
+
+async def test_a_sponsored_deploy_has_the_observer_paths_fields(
+    db_url: str, server_url: str
+) -> None:
+    chain = Chain(seed=45).grow(None, 3, "main")
+    expected = make_sponsored_deploy(chain[1])
+    await _follow(db_url, FakeApi(chain))
+    with fresh_db(server_url) as clean:
+        await run_requests(clean, [to_requests(chain)])
+        by_observer = tx_fields(clean)
+    assert expected in by_observer
+    assert tx_fields(db_url) == by_observer
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("fee_rate", "12.5", r"summary\.fee: '12\.5' is not a decimal integer"),
+        ("fee_rate", str(2**63), r"summary\.fee: 9223372036854775808 is out of range"),
+        ("fee_rate", None, r"summary\.fee: expected integer or string, got null"),
+        ("nonce", True, r"summary\.nonce: expected integer or string, got boolean"),
+        ("nonce", -1, r"summary\.nonce: -1 is out of range"),
+        ("sender_address", "SP-nobody", r"summary\.sender: not a Stacks address"),
+        (
+            "contract_call",
+            {"contract_id": "marketplace", "function_name": "buy"},
+            r"summary\.contract_id: not a contract id: 'marketplace'",
+        ),
+    ],
+)
+async def test_a_bad_transaction_field_refuses_its_block(
+    db_url: str, field: str, value: Any, reason: str
+) -> None:
+    chain = Chain(seed=44).grow(None, 3, "main")
+    fake = FakeApi(chain)
+    fake.tx_overrides[chain[1]["transactions"][0]["txid"]] = {field: value}
+    with pytest.raises(SourceError, match=r"block 2 from the API was refused: transactions\[0\]\."
+                       + reason):  # fmt: skip
+        await _follow(db_url, fake)
+    assert committed_height(db_url) == 1, "the blocks before it are kept"
+    assert query(db_url, "SELECT count(*) FROM transactions WHERE block_height >= 2") == [(0,)]
+    (error,) = query(db_url, "SELECT error FROM raw_requests WHERE error IS NOT NULL")
+    assert "summary" in error[0], "the refused payload is recorded with its reason"
 
 
 async def test_api_key_header_and_retry_after(db_url: str) -> None:
