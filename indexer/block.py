@@ -227,13 +227,14 @@ def _u64(obj: Mapping[str, Any], key: str, where: str) -> int:
     value: Any = obj.get(key)
     if type(value) not in (int, str):
         raise PayloadError(f"{where}.{key}: expected integer or string, got {_json_type(value)}")
+    shown = str(value)[:40]
     if type(value) is str:
         if not (value.isascii() and value.isdigit()):
-            raise PayloadError(f"{where}.{key}: {value[:40]!r} is not a decimal integer")
-        # Long enough to be out of range, and never converted: int() of a huge string is slow.
-        value = int(value) if len(value) <= 20 else INT8_MAX + 1
+            raise PayloadError(f"{where}.{key}: {shown!r} is not a decimal integer")
+        # A longer one is out of range anyway, and int() of a huge string is slow.
+        value = int(value) if len(value) <= 20 else -1
     if not 0 <= value <= INT8_MAX:
-        raise PayloadError(f"{where}.{key}: {value} is out of range (0 to {INT8_MAX})")
+        raise PayloadError(f"{where}.{key}: {shown} is out of range (0 to {INT8_MAX})")
     return int(value)
 
 
