@@ -245,6 +245,7 @@ async def test_a_sponsored_deploy_has_the_observer_paths_fields(
     [
         ("fee_rate", "12.5", r"summary\.fee: '12\.5' is not a decimal integer"),
         ("fee_rate", str(2**63), r"summary\.fee: 9223372036854775808 is out of range"),
+        ("fee_rate", "9" * 30, r"summary\.fee: 9{30} is out of range"),
         ("fee_rate", None, r"summary\.fee: expected integer or string, got null"),
         ("nonce", True, r"summary\.nonce: expected integer or string, got boolean"),
         ("nonce", -1, r"summary\.nonce: -1 is out of range"),
@@ -269,6 +270,15 @@ async def test_a_bad_transaction_field_refuses_its_block(
     assert query(db_url, "SELECT count(*) FROM transactions WHERE block_height >= 2") == [(0,)]
     (error,) = query(db_url, "SELECT error FROM raw_requests WHERE error IS NOT NULL")
     assert "summary" in error[0], "the refused payload is recorded with its reason"
+
+
+async def test_a_contract_call_without_its_object_stops_the_source(db_url: str) -> None:
+    chain = Chain(seed=46).grow(None, 2, "main")
+    fake = FakeApi(chain)
+    fake.tx_overrides[chain[1]["transactions"][0]["txid"]] = {"contract_call": None}
+    with pytest.raises(SourceError, match="a contract_call without its contract_call object"):
+        await _follow(db_url, fake)
+    assert query(db_url, "SELECT count(*) FROM transactions WHERE block_height = 2") == [(0,)]
 
 
 async def test_api_key_header_and_retry_after(db_url: str) -> None:
