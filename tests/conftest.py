@@ -27,8 +27,14 @@ from db.migrate import upgrade
 from db.session import create_engine, to_libpq_url, to_sqlalchemy_url
 from infra.config import PROJECT_ROOT
 
-# The primary + hot standby pair, for every test package (see tests/pgcluster.py).
-from tests.pgcluster import _replica_template, pg_cluster, replica_db  # noqa: F401
+# The primary + hot standby pair, and a server of one's own, for every test package (see
+# tests/pgcluster.py).
+from tests.pgcluster import (  # noqa: F401
+    _replica_template,
+    own_server,
+    pg_cluster,
+    replica_db,
+)
 
 # Which tests share a worker under `pytest -n` (make test): see tests/xdistgroups.py.
 from tests.xdistgroups import (  # noqa: F401

@@ -8,6 +8,9 @@ missing.
 - `replica_db` (function): a fresh database migrated on the primary (a copy of a template
   migrated once per session), visible on the standby; `.primary` and `.standby` are SQLAlchemy
   URLs of it. Replay is resumed at teardown if a test paused it.
+- `own_server` (function): a server of the test's own (`PgCluster(standby=False)`) with one
+  migrated database, as `(cluster, SQLAlchemy URL)`: for outage tests, which stop and start it
+  (`stop_primary`, `start_primary`) and so cannot share it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pytest
 from db.migrate import upgrade
 from ops.pgcluster import PgCluster, find_bindir
 
-__all__ = ["PgCluster", "ReplicaDb", "pg_cluster", "replica_db"]
+__all__ = ["PgCluster", "ReplicaDb", "own_server", "pg_cluster", "replica_db"]
 
 
 @dataclass(frozen=True)
@@ -72,3 +75,19 @@ def replica_db(pg_cluster: PgCluster, _replica_template: str) -> Iterator[Replic
     finally:
         pg_cluster.resume_replay()
         pg_cluster.drop_database(name)
+
+
+@pytest.fixture
+def own_server() -> Iterator[tuple[PgCluster, str]]:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl, postgres) found")
+    cluster = PgCluster(bindir, standby=False).start()
+    try:
+        name = f"recchain_outage_{uuid.uuid4().hex[:8]}"
+        cluster.create_database(name)
+        url = "postgresql+psycopg" + cluster.primary_dsn(name)[len("postgresql") :]
+        upgrade(url)
+        yield cluster, url
+    finally:
+        cluster.stop()

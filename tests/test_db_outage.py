@@ -11,23 +11,20 @@ import json
 import os
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import text
 
-from db.migrate import upgrade
 from db.session import create_engine, session_factory
 from indexer.metadata import queue as q
 from indexer.metadata.devgateway import RunningGateway
 from infra.config import PROJECT_ROOT
 from ops.bench.chaingen import Chain, to_requests
 from ops.bench.receiver import Behaviour, Receiver
-from ops.pgcluster import PgCluster, find_bindir
+from ops.pgcluster import PgCluster
 from tests.indexer.helpers import run_requests
 from tests.metadata.conftest import Store
 from tests.webhooks.helpers import events, register, statuses
@@ -37,22 +34,6 @@ from tests.writers.processes import RELAY_READY, free_port, wait_for
 from writers.webhooks.service import READY as SENDER_READY
 
 DOWN_S = 20.0  # the period over which log lines are counted
-
-
-@pytest.fixture
-def server() -> Iterator[tuple[PgCluster, str]]:
-    bindir = find_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl, postgres) found")
-    cluster = PgCluster(bindir, standby=False).start()
-    try:
-        name = f"recchain_outage_{uuid.uuid4().hex[:8]}"
-        cluster.create_database(name)
-        url = "postgresql+psycopg" + cluster.primary_dsn(name)[len("postgresql") :]
-        upgrade(url)
-        yield cluster, url
-    finally:
-        cluster.stop()
 
 
 class Role:
@@ -106,9 +87,9 @@ def _outage_lines(lines: list[str]) -> list[str]:
 
 
 async def test_database_outage_logs_state_changes_and_work_resumes(
-    server: tuple[PgCluster, str], tmp_path: Path
+    own_server: tuple[PgCluster, str], tmp_path: Path
 ) -> None:
-    cluster, db_url = server
+    cluster, db_url = own_server
     store = Store(tmp_path)
     node = FakeNode()
     metrics_port = free_port()
@@ -204,9 +185,9 @@ async def test_database_outage_logs_state_changes_and_work_resumes(
 
 
 async def test_webhook_sender_rides_out_a_database_outage(
-    server: tuple[PgCluster, str],
+    own_server: tuple[PgCluster, str],
 ) -> None:
-    cluster, db_url = server
+    cluster, db_url = own_server
     metrics_port = free_port()
     chain = Chain(seed=44)
     async with (
