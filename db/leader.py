@@ -41,6 +41,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from db.outage import Outage
 from db.session import to_libpq_url
 
 log = logging.getLogger("recchain.leader")
@@ -200,13 +201,16 @@ async def leadership(
     check_interval: float = 2.0,
     check_timeout: float = 10.0,
     wait: bool = True,
+    outage: Outage | None = None,
 ) -> AsyncIterator[Leadership]:
     """Wait until this process holds the `name` lock, then yield; release it on exit.
 
     While waiting, retries every `poll_interval` seconds (reconnecting if the database is
     unreachable). While held, checks the lock connection every `check_interval` seconds and
     sets `Leadership.lost` when it fails. With `wait=False`, a lock held by another process
-    raises `LeaderBusy` at once (a one-off writer such as `recchain replay`).
+    raises `LeaderBusy` at once (a one-off writer such as `recchain replay`). With `outage` (the
+    process's own), an unreachable database is reported to it, one line per outage, instead of
+    a line per attempt.
     """
     key = lock_key(name)
     announced_standby = False
@@ -214,12 +218,18 @@ async def leadership(
         try:
             conn = await _connect(url, name)
         except (psycopg.Error, OSError) as exc:
-            log.warning(
-                "leader lock: database unreachable, retrying",
-                extra={"leader": name, "error": type(exc).__name__},
-            )
+            if outage is not None:
+                outage.failed(exc, "leader lock")
+            else:
+                log.warning(
+                    "leader lock: database unreachable, retrying",
+                    extra={"leader": name, "error": type(exc).__name__},
+                )
+            # Not the outage's backoff: the lock is taken within a poll of the server's return.
             await asyncio.sleep(poll_interval)
             continue
+        if outage is not None:
+            outage.ok()
         try:
             while not await _try_lock(conn, key):
                 if not wait:
@@ -271,14 +281,16 @@ async def run_as_leader(
     url: str,
     name: str,
     work: Callable[[Leadership], Awaitable[T]],
+    outage: Outage | None = None,
     **options: Any,
 ) -> T:
     """Become the leader for `name`, run `work`, and cancel it if leadership is lost.
 
     Raises `LeadershipLost` in that case; the caller should exit (a supervisor restarts it as a
-    standby) rather than retry in-process with possibly stale state.
+    standby) rather than retry in-process with possibly stale state, unless what `work` built
+    is gone with it (the observer's `IndexerService` builds its state afresh each term).
     """
-    async with leadership(url, name, **options) as held:
+    async with leadership(url, name, outage=outage, **options) as held:
         task: asyncio.Task[T] = asyncio.ensure_future(work(held))
         lost = asyncio.create_task(held.lost.wait())
         try:

@@ -88,7 +88,7 @@ def create_app(indexer: Indexer | IndexerService, max_body_bytes: int) -> Starle
     async def _answer(request: HttpRequest) -> JSONResponse:
         path = request.url.path
         if service is not None and service.held is None:
-            return _unavailable("standby: another indexer process leads")
+            return _unavailable(service.standby_reason())
         try:
             body = await _read_body(request, max_body_bytes)
         except BodyTooLarge as exc:

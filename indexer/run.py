@@ -1,5 +1,12 @@
 """`recchain index`: serve metrics, hold the leader lock, run the configured source (the
-observer listens leader or standby: indexer/service.py)."""
+observer listens leader or standby: indexer/service.py).
+
+The observer that loses its lock session (a PostgreSQL restart or failover ends it, as does a
+successor's takeover) stands by again in the same process and leads again when the lock is
+free: `IndexerService` drops its `Indexer` and data connection when it stops leading and
+builds them afresh from the database when it leads again, so nothing stale survives the
+hand-over, and the epoch fence keeps a late write of the old term from committing.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +24,28 @@ from infra.config import Settings
 
 if TYPE_CHECKING:
     from db.leader import Leadership
+    from indexer.service import IndexerService
 
 log = logging.getLogger("recchain.indexer")
+
+
+async def _lead_whenever_free(url: str, service: IndexerService) -> None:
+    """Compete for the lock for as long as the process runs."""
+    from db.leader import LeadershipLost, run_as_leader
+
+    while True:
+        try:
+            await run_as_leader(url, "indexer", service.lead, outage=service.outage)
+        except LeadershipLost:
+            # Exiting here made a database restart kill every indexer process at once: the
+            # node then met no answer until a supervisor restarted them, if one did.
+            log.warning("stopped leading; standing by until the leader lock is free again")
 
 
 async def _serve_observer(settings: Settings, url: str) -> int:
     """Listen at once, leader or standby (indexer/service.py); lead when the lock is free."""
     import uvicorn
 
-    from db.leader import run_as_leader
     from indexer.observer import create_app
     from indexer.service import IndexerService
     from infra.httpserver import server_config
@@ -54,7 +74,7 @@ async def _serve_observer(settings: Settings, url: str) -> int:
         )
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
-        leading = asyncio.create_task(run_as_leader(url, "indexer", service.lead))
+        leading = asyncio.create_task(_lead_whenever_free(url, service))
         try:
             await asyncio.wait({serving, leading}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -62,7 +82,7 @@ async def _serve_observer(settings: Settings, url: str) -> int:
             server.should_exit = True
             await asyncio.gather(leading, serving, return_exceptions=True)
         if not leading.cancelled() and leading.exception() is not None:
-            raise leading.exception()  # type: ignore[misc]  # LeadershipLost: exit, restart
+            raise leading.exception()  # type: ignore[misc]  # a bug of ours: exit, restart
         serving.result()
         return 0
 

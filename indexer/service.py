@@ -12,9 +12,10 @@ The leader's data connection may be ended by PostgreSQL at any time (a restart,
 connection reconnects once at once and is processed again (nothing of it was committed: the
 pipeline writes one transaction per batch), so an idle timeout costs the node nothing; while the
 database cannot be reached the node is answered 503 with a Retry-After, and each request (and
-each `/readyz`) tries to reconnect. `/readyz` is 200 only for a leader whose data connection
-answers; `/healthz` fails only for a process that is stuck (a request in work for longer than
-`STUCK_S`), which a restart cures.
+each `/readyz`) tries to reconnect. A restart of the server ends the leader lock session too:
+the process stands by (indexer/run.py) and leads again once the server is back. `/readyz` is 200
+only for a leader whose data connection answers; `/healthz` fails only for a process that is
+stuck (a request in work for longer than `STUCK_S`), which a restart cures.
 """
 
 from __future__ import annotations
@@ -64,8 +65,12 @@ class IndexerService:
         self.lock = asyncio.Lock()
         self.busy_since: float | None = None
         self.seen_height = 0  # highest block the node has sent (applied or not)
+        # Shared with the leader lock loop (indexer/run.py), which meets an outage first when
+        # no request is in work; reachable is not up until a data connection works.
         self.outage = Outage(
-            log, "database (indexer data connection)", on_change=lambda up: metrics.UP.set(up)
+            log,
+            "database (indexer)",
+            on_change=lambda up: metrics.UP.set(up and self.indexer is not None),
         )
         metrics.UP.set(0)
 
@@ -86,11 +91,18 @@ class IndexerService:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._drop())
 
+    def standby_reason(self) -> str:
+        """Why a process that does not lead cannot write."""
+        if self.outage.down:
+            # A leader whose database went away lost its lock session with it: nobody may lead.
+            return f"database unavailable: {self.outage.last_error}"
+        return "standby: another indexer process leads"
+
     # ------------------------------------------------------------------ the data connection
     async def _connected(self) -> Indexer:
         held = self.held
         if held is None:
-            raise Unavailable("standby: another indexer process leads")
+            raise Unavailable(self.standby_reason())
         if held.lost.is_set():
             raise Unavailable("leadership lost: this process is stepping down")
         if self.indexer is not None:
@@ -193,7 +205,7 @@ class IndexerService:
     async def readiness(self) -> str | None:
         """None if this process can write now (leader, data connection answering)."""
         if self.held is None:
-            return "standby: another indexer process leads"
+            return self.standby_reason()
         try:
             await asyncio.wait_for(self.lock.acquire(), PROBE_WAIT_S)
         except TimeoutError:

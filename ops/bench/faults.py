@@ -144,6 +144,15 @@ async def wait_status(process: IndexProcess, path: str, status: int, limit: floa
     return time.monotonic() - start
 
 
+async def wait_logged(process: IndexProcess, needle: str, limit: float = 60) -> None:
+    """Until the process's log has `needle`."""
+    start = time.monotonic()
+    while needle not in process.log.read_text(errors="replace"):
+        assert process.proc.returncode is None, "index process exited:\n" + process.tail()
+        assert time.monotonic() - start < limit, f"never logged {needle!r}:\n" + process.tail()
+        await asyncio.sleep(0.05)
+
+
 @dataclass
 class Answer:
     index: int  # position of the request in the pushed sequence
@@ -337,7 +346,7 @@ async def _pause(
 ) -> tuple[float, list[int | None]]:
     """The leader SIGSTOPped inside a write transaction, its lock session ended: kill of the lock
     session -> first push accepted by the standby (waits BUMP_WAIT_S for the paused transaction,
-    then ends it); the old leader is resumed afterwards and exits."""
+    then ends it); the old leader is resumed afterwards and stands by."""
     half = len(requests) // 2
     async with (
         index_process(url, work) as a,
@@ -360,7 +369,7 @@ async def _pause(
         await node.push()
         a.signal(signal.SIGCONT)
         in_flight.cancel()
-        await a.proc.wait()
+        await wait_logged(a, "stopped leading")
         return _first_accepted_after(node, at)
 
 
