@@ -10,7 +10,8 @@ from the machine's PostgreSQL (`/usr/lib/postgresql/*/bin`, `pg_config --bindir`
 embedded server's install (`find_bindir`; None without `initdb`, `pg_ctl`, `postgres` and
 `pg_basebackup`). `durable=False` (tests) turns fsync off; a benchmark keeps the defaults.
 `standby=False` starts the primary alone: one throw-away server that an outage test stops and
-starts again (`stop_primary`, `start_primary`).
+starts again (`stop_primary`, `start_primary`); `throwaway_server()` is that server with one
+migrated database (the outage tests' `own_server`, `python -m ops.bench faults --fault restart-*`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +186,9 @@ class PgCluster:
 
     def stop_primary(self, mode: str = "fast") -> None:
         """Stop the primary, keeping its data: `start_primary()` brings it back on its port
-        (a database that goes away and returns, for outage tests)."""
+        (a database that goes away and returns, for outage tests). `mode` is pg_ctl's: `fast`
+        ends the sessions and checkpoints, `immediate` kills the server (crash recovery at the
+        next start), `smart` waits for the sessions to end."""
         self._run("pg_ctl", "-D", str(self.primary_dir), "-m", mode, "-w", "stop", timeout=60)
         self._started.remove(self.primary_dir)
 
@@ -200,6 +205,10 @@ class PgCluster:
     # -- addresses ------------------------------------------------------------------------
     def primary_dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.primary_port}/{database}"
+
+    def primary_url(self, database: str) -> str:
+        """The SQLAlchemy URL of `database` on the primary (what RECCHAIN_DATABASE_URL takes)."""
+        return "postgresql+psycopg" + self.primary_dsn(database)[len("postgresql") :]
 
     def standby_dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.standby_port}/{database}"
@@ -253,3 +262,20 @@ class PgCluster:
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.primary_dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def throwaway_server(bindir: Path) -> Iterator[tuple[PgCluster, str]]:
+    """A server alone (no standby) with one migrated database: (cluster, its SQLAlchemy URL).
+    Removed with its data on exit."""
+    from db.migrate import upgrade
+
+    cluster = PgCluster(bindir, standby=False).start()
+    try:
+        name = f"recchain_outage_{uuid.uuid4().hex[:8]}"
+        cluster.create_database(name)
+        url = cluster.primary_url(name)
+        upgrade(url)
+        yield cluster, url
+    finally:
+        cluster.stop()

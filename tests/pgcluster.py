@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import pytest
 
 from db.migrate import upgrade
-from ops.pgcluster import PgCluster, find_bindir
+from ops.pgcluster import PgCluster, find_bindir, throwaway_server
 
 __all__ = ["PgCluster", "ReplicaDb", "own_server", "pg_cluster", "replica_db"]
 
@@ -36,7 +36,7 @@ class ReplicaDb:
 
     @property
     def primary(self) -> str:
-        return "postgresql+psycopg" + self.cluster.primary_dsn(self.name)[len("postgresql") :]
+        return self.cluster.primary_url(self.name)
 
     @property
     def standby(self) -> str:
@@ -82,12 +82,5 @@ def own_server() -> Iterator[tuple[PgCluster, str]]:
     bindir = find_bindir()
     if bindir is None:
         pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl, postgres) found")
-    cluster = PgCluster(bindir, standby=False).start()
-    try:
-        name = f"recchain_outage_{uuid.uuid4().hex[:8]}"
-        cluster.create_database(name)
-        url = "postgresql+psycopg" + cluster.primary_dsn(name)[len("postgresql") :]
-        upgrade(url)
-        yield cluster, url
-    finally:
-        cluster.stop()
+    with throwaway_server(bindir) as server:
+        yield server
