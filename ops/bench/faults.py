@@ -34,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,7 @@ import psycopg
 from db.session import to_libpq_url
 from indexer.tsv import read_requests
 from infra.config import PROJECT_ROOT
+from ops.pgcluster import PgCluster
 
 DEMO_CHAIN = PROJECT_ROOT / "tests" / "fixtures" / "demo" / "chain.tsv"
 
@@ -159,6 +160,7 @@ class Answer:
     url: str
     status: int | None  # None: no answer (refused connection, reset, timeout)
     at: float  # time.monotonic() when answered
+    sent: float  # time.monotonic() when sent: an answer read late may have been decided early
 
 
 @dataclass
@@ -181,6 +183,7 @@ class NodeEmulator:
             while self.delivered < end:
                 path, body = self.requests[self.delivered]
                 url = self.urls[turn % len(self.urls)]
+                sent = time.monotonic()
                 try:
                     response = await client.post(
                         url + path,
@@ -190,7 +193,7 @@ class NodeEmulator:
                     status: int | None = response.status_code
                 except httpx.HTTPError:
                     status = None
-                self.answers.append(Answer(self.delivered, url, status, time.monotonic()))
+                self.answers.append(Answer(self.delivered, url, status, time.monotonic(), sent))
                 if status == 200:
                     self.delivered += 1
                 else:
@@ -288,7 +291,7 @@ async def _reference(server_url: str, requests: Sequence[tuple[str, str]]) -> di
 Recovery = tuple[float, list[int | None]]  # seconds, the refusals the node met meanwhile
 
 
-def _first_accepted_after(node: NodeEmulator, at: float) -> Recovery:
+def first_accepted_after(node: NodeEmulator, at: float) -> Recovery:
     """Seconds from `at` to the first push accepted, and the refusals the node met meanwhile."""
     first = next(a.at for a in node.answers if a.at > at and a.status == 200)
     return first - at, [a.status for a in node.answers if at < a.at < first]
@@ -304,7 +307,7 @@ async def _terminate(
         terminate(url, data_backends(url))
         at = time.monotonic()
         await node.push()
-        return _first_accepted_after(node, at)
+        return first_accepted_after(node, at)
 
 
 async def _idle(
@@ -320,7 +323,7 @@ async def _idle(
         await asyncio.sleep(2.0)
         at = time.monotonic()
         await node.push()
-        return _first_accepted_after(node, at)
+        return first_accepted_after(node, at)
 
 
 async def _failover(
@@ -338,7 +341,7 @@ async def _failover(
         a.signal(signal.SIGKILL)
         at = time.monotonic()
         await pushing
-        return _first_accepted_after(node, at)
+        return first_accepted_after(node, at)
 
 
 async def _pause(
@@ -370,7 +373,32 @@ async def _pause(
         a.signal(signal.SIGCONT)
         in_flight.cancel()
         await wait_logged(a, "stopped leading")
-        return _first_accepted_after(node, at)
+        return first_accepted_after(node, at)
+
+
+RESTART_DOWN_S = 5.0  # longer than the leader lock's check interval: the lock session goes too
+
+
+async def restart_under_push(
+    cluster: PgCluster,
+    mode: str,
+    down_s: float,
+    while_down: Callable[[float], Awaitable[None]] | None = None,
+) -> tuple[float, float]:
+    """Stop the server (pg_ctl -m `mode`), run `while_down(stopped)`, start it again `down_s`
+    after it stopped; returns (when it stopped, when it accepted again), by time.monotonic()."""
+    # In a thread: the node keeps pushing while the server shuts down.
+    await asyncio.to_thread(cluster.stop_primary, mode)
+    stopped = time.monotonic()
+    try:
+        if while_down is not None:
+            await while_down(stopped)
+        await asyncio.sleep(max(0.0, down_s - (time.monotonic() - stopped)))
+    finally:
+        # Not in a thread: the node sends nothing between the server accepting and `back`, so
+        # the first push accepted after `back` measures the recovery.
+        cluster.start_primary()
+    return stopped, time.monotonic()
 
 
 def _in_transaction(watch: psycopg.Connection[Any]) -> bool:
@@ -408,7 +436,7 @@ async def _corrupt(url: str, requests: Sequence[tuple[str, str]], work: Path) ->
         at = time.monotonic()
         genuine = NodeEmulator([proc.url], requests[k : k + 1])
         await genuine.push()
-        return _first_accepted_after(genuine, at)
+        return first_accepted_after(genuine, at)
 
 
 FAULTS = {

@@ -1,14 +1,17 @@
 """Faults of the indexer's data connection and of its leadership, met by real `recchain index
 --source observer` processes while a node emulator (retries until 200, as stacks-node does) pushes
 the demo chain: the database ends the data session (`pg_terminate_backend`, `idle_session_timeout`
-on a quiet chain), the leader is paused (SIGSTOP) while a standby takes over. Each ends with
-the tables equal to an uninterrupted replay of the same requests."""
+on a quiet chain), the server itself is stopped and started again (a throw-away server of the
+test's own, fast and immediate shutdown), the leader is paused (SIGSTOP) while a standby takes
+over. Each ends with the tables equal to an uninterrupted replay of the same requests."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,15 +26,20 @@ from indexer.pipeline import Indexer
 from indexer.requests import Request, payload_hash
 from infra.config import Settings
 from ops.bench.faults import (
+    RESTART_DOWN_S,
+    IndexProcess,
     NodeEmulator,
     data_backends,
     demo_requests,
+    first_accepted_after,
     index_process,
     lock_backend,
+    restart_under_push,
     terminate,
     wait_logged,
     wait_status,
 )
+from ops.pgcluster import PgCluster
 from tests.indexer.conftest_db import fresh_db
 from tests.indexer.helpers import query, run_requests, snapshot
 
@@ -119,6 +127,82 @@ async def test_database_down_answers_503_then_recovers(
         await node.push()
         assert await proc.status("/readyz") == 200
     assert query(db_url, "SELECT count(*) FROM raw_requests") == [(len(requests),)]
+
+
+async def _metrics(proc: IndexProcess) -> str:
+    async with httpx.AsyncClient(timeout=5) as client:
+        return (await client.get(f"http://127.0.0.1:{proc.metrics_port}/metrics")).text
+
+
+async def _until(what: str, check: Callable[[], bool], limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < deadline, f"never: {what}"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+async def test_server_restart_under_a_pushing_node_recovers_in_process(
+    own_server: tuple[PgCluster, str],
+    server_url: str,
+    template_db: str,
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    """The PostgreSQL server is stopped (`pg_ctl -m fast|immediate`) while the node pushes and
+    started again on its port RESTART_DOWN_S later (the leader lock session is lost with it):
+    meanwhile the observer answers every push 503 with a Retry-After (never 500, never no
+    answer), `/readyz` fails, `/healthz` answers and `recchain_indexer_database_up` is 0;
+    afterwards the same process (no restart) leads again, accepts the following pushes, and the
+    tables equal an uninterrupted replay."""
+    cluster, db_url = own_server
+    requests = demo_requests()[:120]
+    async with index_process(db_url, tmp_path) as proc:
+        node = NodeEmulator([proc.url], requests)
+        await node.push(30)
+        pushing = asyncio.create_task(node.push())
+        await _until("40 requests delivered", lambda: node.delivered >= 40)
+
+        async def while_down(stopped: float) -> None:
+            await _until("a push refused", lambda: any(a.sent > stopped for a in node.answers))
+            assert not pushing.done()
+            async with httpx.AsyncClient(timeout=10) as client:
+                path, body = requests[node.delivered]
+                answer = await client.post(proc.url + path, content=body.encode())
+            assert answer.status_code == 503, answer.text
+            assert int(answer.headers["retry-after"]) >= 1
+            assert answer.json()["error"].startswith("database unavailable"), answer.text
+            assert await proc.status("/readyz") == 503
+            assert await proc.status("/healthz") == 200
+            assert _metric(await _metrics(proc), "recchain_indexer_database_up") == 0
+            # Still listening and saying why once the leader lock session is gone too.
+            await asyncio.sleep(max(0.0, RESTART_DOWN_S - 1 - (time.monotonic() - stopped)))
+            assert proc.proc.returncode is None, proc.tail()
+            assert await proc.status("/readyz") == 503
+            assert await proc.status("/healthz") == 200
+            assert _metric(await _metrics(proc), "recchain_indexer_database_up") == 0
+
+        stopped, back = await restart_under_push(cluster, mode, RESTART_DOWN_S, while_down)
+        during = [a.status for a in node.answers if stopped < a.sent and a.at < back]
+        await asyncio.wait_for(pushing, 120)
+        took, refused = first_accepted_after(node, back)
+        print(
+            f"\n{mode} shutdown, {back - stopped:.1f} s down: first push accepted {took:.2f} s"
+            f" after the server was back ({len(refused)} refusals meanwhile)"
+        )
+        assert during and set(during) <= {503}, during
+        assert set(refused) <= {503}, refused
+        assert took < 60, took
+        assert proc.proc.returncode is None, proc.tail()
+        assert await proc.status("/readyz") == 200
+        assert _metric(await _metrics(proc), "recchain_indexer_database_up") == 1
+        assert _metric(await _metrics(proc), "recchain_indexer_leader") == 1
+        # It stood by while the lock session was gone, then led again: a new term, no trace.
+        log = proc.log.read_text()
+        assert "stopped leading" in log and "epoch=2" in log, log
+        assert "Traceback" not in log, log
+    assert node.statuses() <= {200, 503}, node.answers
+    await _assert_equals_replay(db_url, server_url, requests)
 
 
 async def test_a_fenced_leader_cannot_commit_after_the_takeover(db_url: str) -> None:
