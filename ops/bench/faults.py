@@ -6,7 +6,11 @@ Faults: the leader's data session ended by the server (`terminate`), ended by
 `idle_session_timeout` on a quiet chain (`idle`), kill -9 of the leader with a standby
 (`failover`, takeover = kill -> first push accepted by the standby), and the leader paused
 (SIGSTOP) inside a write transaction while the standby takes over (`pause`: the takeover waits
-for, then ends, the paused transaction).
+for, then ends, the paused transaction), and the PostgreSQL server stopped while the node pushes
+and started again on its port `RESTART_DOWN_S` later (`restart-fast`, `restart-immediate`:
+pg_ctl's shutdown modes; a throw-away server of the benchmark's own, ops/pgcluster.py; recovery
+= the server accepting again -> first push accepted, the leader lock taken again in the same
+process).
 
 The pieces are also what the fault and failover tests use: `index_process` (a real `recchain
 index --source observer`), `NodeEmulator`, which behaves as stacks-node does toward its event
@@ -46,7 +50,7 @@ import psycopg
 from db.session import to_libpq_url
 from indexer.tsv import read_requests
 from infra.config import PROJECT_ROOT
-from ops.pgcluster import PgCluster
+from ops.pgcluster import PgCluster, find_bindir, throwaway_server
 
 DEMO_CHAIN = PROJECT_ROOT / "tests" / "fixtures" / "demo" / "chain.tsv"
 
@@ -401,6 +405,23 @@ async def restart_under_push(
     return stopped, time.monotonic()
 
 
+async def _restart(
+    mode: str, cluster: PgCluster, url: str, requests: Sequence[tuple[str, str]], work: Path
+) -> Recovery:
+    async with index_process(url, work) as proc:
+        node = NodeEmulator([proc.url], requests)
+        half = len(requests) // 2
+        await node.push(half)
+        pushing = asyncio.create_task(node.push())
+        while node.delivered < half + 5:  # noqa: ASYNC110  # polled: mid-stream, not at a pause
+            await asyncio.sleep(0.01)
+        _, back = await restart_under_push(cluster, mode, RESTART_DOWN_S)
+        # Bounded: the node would retry for ever a process that never recovers.
+        await asyncio.wait_for(pushing, 120)
+        assert proc.proc.returncode is None, "the process did not ride out the restart"
+        return first_accepted_after(node, back)
+
+
 def _in_transaction(watch: psycopg.Connection[Any]) -> bool:
     row = watch.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
@@ -447,6 +468,23 @@ FAULTS = {
     "corrupt": _corrupt,
 }
 EXTRA_RAW_REQUESTS = {"corrupt": 1}  # stored refusals the uninterrupted replay does not have
+# Faults on a throw-away server of their own, by pg_ctl's shutdown mode.
+RESTARTS = {"restart-fast": "fast", "restart-immediate": "immediate"}
+
+
+@contextlib.contextmanager
+def _fresh(fault: str, server_url: str) -> Iterator[tuple[str, PgCluster | None]]:
+    """A fresh migrated database for one run: on the shared server, or on a server of the run's
+    own for a fault that stops its server."""
+    if fault not in RESTARTS:
+        with _database(server_url) as url:
+            yield url, None
+        return
+    bindir = find_bindir()
+    if bindir is None:
+        raise SystemExit(f"{fault}: no PostgreSQL server binaries found (RECCHAIN_PG_BINDIR)")
+    with throwaway_server(bindir) as (cluster, url):
+        yield url, cluster
 
 
 async def run(faults: Sequence[str], runs: int, count: int) -> dict[str, Any]:
@@ -459,8 +497,13 @@ async def run(faults: Sequence[str], runs: int, count: int) -> dict[str, Any]:
     for fault in faults:
         times, equal, refused = [], 0, Counter[str]()
         for _ in range(runs):
-            with _database(server_url) as url, tempfile.TemporaryDirectory() as tmp:
-                took, statuses = await FAULTS[fault](url, requests, Path(tmp))
+            with _fresh(fault, server_url) as (url, cluster), tempfile.TemporaryDirectory() as tmp:
+                if cluster is None:
+                    took, statuses = await FAULTS[fault](url, requests, Path(tmp))
+                else:
+                    took, statuses = await _restart(
+                        RESTARTS[fault], cluster, url, requests, Path(tmp)
+                    )
                 times.append(round(took, 3))
                 refused.update(str(x or "no answer") for x in statuses)
                 extra = EXTRA_RAW_REQUESTS.get(fault, 0)
@@ -477,7 +520,7 @@ async def run(faults: Sequence[str], runs: int, count: int) -> dict[str, Any]:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    report = asyncio.run(run(args.faults or list(FAULTS), args.runs, args.requests))
+    report = asyncio.run(run(args.faults or [*FAULTS, *RESTARTS], args.runs, args.requests))
     print(json.dumps(report, indent=None if args.json else 2))
     return 0
 
@@ -487,7 +530,7 @@ def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "faults", help="indexer recovery per fault (real processes), vs an uninterrupted replay"
     )
     p.add_argument(
-        "--fault", dest="faults", action="append", choices=sorted(FAULTS),
+        "--fault", dest="faults", action="append", choices=sorted([*FAULTS, *RESTARTS]),
         help="a fault to measure (repeat; default: all)",
     )  # fmt: skip
     p.add_argument("--runs", type=int, default=3, help="runs per fault, each on a fresh database")
