@@ -86,10 +86,18 @@ class IndexerService:
             metrics.LEADER.set(1)
             await asyncio.Event().wait()
         finally:
-            self.held = None
+            self.held = None  # requests arriving from now on are refused at once
             metrics.LEADER.set(0)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._drop())
+                await asyncio.shield(self._drop_when_idle())
+
+    async def _drop_when_idle(self) -> None:
+        # After the request in work, if any: closing the connection under it made it fail with
+        # "This Connection is closed", answered 500, where its fence or its dead session says
+        # 503. Waiting is safe: the fence keeps it from committing once a successor leads, and
+        # it ends soon (its session is gone, or the successor's epoch bump ends it).
+        async with self.lock:
+            await self._drop()
 
     def standby_reason(self) -> str:
         """Why a process that does not lead cannot write."""

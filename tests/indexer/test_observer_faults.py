@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import make_url
 
@@ -24,6 +25,7 @@ from db.leader import Fenced, leadership
 from db.session import create_engine, to_libpq_url
 from indexer.pipeline import Indexer
 from indexer.requests import Request, payload_hash
+from indexer.service import IndexerService
 from infra.config import Settings
 from ops.bench.faults import (
     RESTART_DOWN_S,
@@ -231,6 +233,50 @@ async def test_a_fenced_leader_cannot_commit_after_the_takeover(db_url: str) -> 
                 assert after == before
     finally:
         await engine.dispose()
+
+
+async def test_stepping_down_leaves_the_connection_to_the_request_in_work(db_url: str) -> None:
+    """The term ends (the lock session lost, as a server restart does) while a request waits
+    inside its transaction: the service closes the data connection only once that request is
+    done, so it ends on its own terms (here it commits: no successor bumped the epoch, which is
+    what the fence is about) instead of failing on a closed connection, which was a 500."""
+    settings = Settings(database_url=SecretStr(db_url))
+    engine = create_engine(db_url, pool_size=2)
+    service = IndexerService(engine, settings)
+    try:
+        async with leadership(db_url, "indexer", check_interval=3600) as held:
+            leading = asyncio.create_task(service.lead(held))
+            await _until("connected", lambda: service.indexer is not None)
+            # The request's first statement (its fence's FOR SHARE) waits for this row lock.
+            with psycopg.connect(to_libpq_url(db_url)) as blocker:
+                blocker.execute("SELECT 1 FROM leader_epochs FOR UPDATE")
+                work = asyncio.create_task(service.process([Request(*demo_requests()[0])]))
+                with psycopg.connect(to_libpq_url(db_url), autocommit=True) as watch:
+                    # Polled, not awaited: the moment is a state of the server.
+                    while not _waiting_on_a_lock(watch):  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                held.lost.set()  # what the lock watcher does, then run_as_leader cancels
+                leading.cancel()
+                await asyncio.sleep(0.3)
+                assert not work.done()
+                blocker.rollback()
+            (outcome,) = await asyncio.wait_for(work, 30)
+            assert outcome.ok, outcome
+            with pytest.raises(asyncio.CancelledError):
+                await leading
+        assert service.indexer is None
+        assert REGISTRY.get_sample_value("recchain_indexer_database_up") == 0
+    finally:
+        await engine.dispose()
+    assert query(db_url, "SELECT count(*) FROM raw_requests") == [(1,)]
+
+
+def _waiting_on_a_lock(watch: psycopg.Connection) -> bool:
+    row = watch.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _in_transaction(watch: psycopg.Connection) -> bool:
