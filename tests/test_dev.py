@@ -27,6 +27,7 @@ import pytest
 from db.session import to_libpq_url
 from infra.config import PROJECT_ROOT
 from ops.bench.e2e import free_port
+from ops.bench.tls import tls
 from tests.clirun import RECCHAIN, error_lines, recchain_env, run
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"
@@ -102,8 +103,8 @@ def _answers(method: str, url: str) -> bool:
             return sock.connect_ex((host, int(port))) == 0
     with contextlib.suppress(httpx.HTTPError):
         if method == "POST":
-            return httpx.post(url, json={}, timeout=10).status_code < 500
-        return httpx.get(url, timeout=10).status_code == 200
+            return httpx.post(url, json={}, timeout=10, verify=tls()).status_code < 500
+        return httpx.get(url, timeout=10, verify=tls()).status_code == 200
     return False
 
 

@@ -17,6 +17,7 @@ import pytest
 from db.session import to_libpq_url
 from infra.config import PROJECT_ROOT
 from ops.bench.e2e import free_port
+from ops.bench.tls import tls
 from tests.clirun import RECCHAIN, recchain_env, run
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"
@@ -49,7 +50,7 @@ def _get(proc: subprocess.Popen[str], url: str, deadline_s: float = 120) -> str:
         if proc.poll() is not None:
             raise AssertionError(f"exited {proc.returncode}: {proc.stderr.read()[-3000:]}")  # type: ignore[union-attr]
         with contextlib.suppress(httpx.HTTPError):
-            resp = httpx.get(url, timeout=5)
+            resp = httpx.get(url, timeout=5, verify=tls())
             if resp.status_code == 200:
                 return resp.text
         assert time.monotonic() < deadline, f"{url} never answered"

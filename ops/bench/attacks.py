@@ -41,6 +41,7 @@ import psycopg
 import websockets
 
 from infra.config import PROJECT_ROOT
+from ops.bench.tls import tls
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo" / "chain.tsv"
 PROBE_TIMEOUT_S = 60.0
@@ -716,7 +717,7 @@ def start(
                 return server
         else:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.url + ready_path, timeout=2).status_code == 200:
+                if httpx.get(server.url + ready_path, timeout=2, verify=tls()).status_code == 200:
                     return server
         time.sleep(0.2)
     server.stop()

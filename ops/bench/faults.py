@@ -50,6 +50,7 @@ import psycopg
 from db.session import to_libpq_url
 from indexer.tsv import read_requests
 from infra.config import PROJECT_ROOT
+from ops.bench.tls import tls
 from ops.pgcluster import PgCluster, find_bindir, throwaway_server
 
 DEMO_CHAIN = PROJECT_ROOT / "tests" / "fixtures" / "demo" / "chain.tsv"
@@ -84,7 +85,7 @@ class IndexProcess:
     async def status(self, path: str) -> int | None:
         """The status of GET `path`, None when nothing answers."""
         try:
-            async with httpx.AsyncClient(timeout=5) as client:
+            async with httpx.AsyncClient(timeout=5, verify=tls()) as client:
                 return (await client.get(self.url + path)).status_code
         except httpx.HTTPError:
             return None

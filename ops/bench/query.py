@@ -35,6 +35,7 @@ from ops.bench.apidata import populate
 from ops.bench.e2e import free_port
 from ops.bench.families import FAMILIES
 from ops.bench.ingest import BackendCpu, process_cpu_seconds
+from ops.bench.tls import tls
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -69,9 +70,10 @@ def start_api(url: str, port: int, **settings: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "recchain.cli", "serve", "--port", str(port)], env=env
     )
+    healthz = f"http://127.0.0.1:{port}/healthz"
     for _ in range(300):
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+            if httpx.get(healthz, timeout=1, verify=tls()).status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from graphql_api.app import create_app
 from infra.config import ApiSettings, Settings
+from ops.bench.tls import tls
 
 
 @dataclass
@@ -76,7 +77,7 @@ async def api(
     app = create_app(settings, engine=engine)
     server, task, port = await start_server(app)
     base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=30, verify=tls()) as client:
         yield Api(base, f"ws://127.0.0.1:{port}/graphql", client, engine, settings, app)
     server.should_exit = True
     await task

@@ -25,6 +25,7 @@ from starlette.routing import Route
 from graphql_api import ide
 from infra.config import PROJECT_ROOT, Settings
 from ops.bench.e2e import free_port
+from ops.bench.tls import tls
 from tests.browser import chromium, chromium_path
 
 DEMO = PROJECT_ROOT / "tests" / "fixtures" / "demo"
@@ -51,7 +52,7 @@ def _serve(db_url: str) -> Iterator[str]:
             if proc.poll() is not None:
                 raise AssertionError(f"recchain serve exited: {proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
+                if httpx.get(f"{base}/healthz", timeout=2, verify=tls()).status_code == 200:
                     break
             assert time.monotonic() < deadline, "recchain serve never answered /healthz"
             time.sleep(0.2)

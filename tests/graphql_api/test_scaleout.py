@@ -32,6 +32,7 @@ import websockets
 from db.session import to_libpq_url
 from infra.config import PROJECT_ROOT
 from ops.bench.e2e import free_port
+from ops.bench.tls import tls
 from tests.graphql_api.livechain import LiveChain
 from tests.graphql_api.wsclient import TRANSPORT_WS
 from tests.nginxproxy import NginxProxy, require_nginx
@@ -95,7 +96,7 @@ def wait_ready(serve: Serve) -> None:
     deadline = time.monotonic() + 120
     while True:
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{serve.url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{serve.url}/readyz", timeout=2, verify=tls()).status_code == 200:
                 return
         assert serve.proc.poll() is None, "recchain serve exited"
         assert time.monotonic() < deadline, "recchain serve did not become ready"

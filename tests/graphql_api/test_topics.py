@@ -25,6 +25,7 @@ from graphql_api.db import Reader
 from infra.config import PROJECT_ROOT
 from ops.bench.e2e import free_port
 from ops.bench.subscribe import commit_listing_changes, seed_listings
+from ops.bench.tls import tls
 from tests.graphql_api.builder import Chain
 from tests.graphql_api.conftest import Api, api_settings, start_server
 from tests.graphql_api.test_subscriptions import commit, hub
@@ -310,9 +311,10 @@ def serve(db_url: str) -> Any:
     )
     try:
         deadline = time.monotonic() + 120
+        healthz = f"http://127.0.0.1:{port}/healthz"
         while True:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                if httpx.get(healthz, timeout=2, verify=tls()).status_code == 200:
                     break
             assert proc.poll() is None and time.monotonic() < deadline, "serve did not start"
             time.sleep(0.2)
