@@ -154,7 +154,10 @@ async def _bump_epoch(conn: psycopg.AsyncConnection[tuple[object, ...]], name: s
             cur = await conn.execute(
                 "SELECT a.pid, pg_terminate_backend(a.pid) FROM leader_epochs e "
                 "JOIN pg_stat_activity a ON a.backend_xid = e.xmax "
-                "WHERE e.name = %s AND a.pid <> pg_backend_pid()",
+                # xids are the cluster's, and a share-locked row's xmax can be a MultiXactId that
+                # equals some other database's transaction id: never end a session elsewhere.
+                "WHERE e.name = %s AND a.pid <> pg_backend_pid()"
+                " AND a.datname = current_database()",
                 (name,),
             )
             ended = [r[0] for r in await cur.fetchall()]
