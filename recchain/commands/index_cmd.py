@@ -78,7 +78,10 @@ def _replay(args: argparse.Namespace) -> int:
         # leader lock (a live indexer holding it would interleave its blocks with the file's),
         # and its writes carry the fencing token like the leader's.
         try:
-            async with leadership(url, "indexer", wait=False) as held:
+            # No watcher query on the lock session while the replay runs (its fence is
+            # checked in every write transaction, which is what keeps a successor safe), so
+            # nothing is in flight on that session when the replay ends and unlocks it.
+            async with leadership(url, "indexer", wait=False, check_interval=86_400.0) as held:
                 stats = await replay_as(held)
         except LeaderBusy:
             holder = await current_holder(url, "indexer")
