@@ -162,9 +162,12 @@ def test_dev_runs_every_role_prints_only_urls_that_answer_and_fails_when_a_role_
         if HAVE_DEVNET:
             # Not in the block above: printed only once the node answers.
             assert not any("/v2/info" in u for _, u in printed)
-            # While it replays, progress; then its URL.
-            _until(lines, seen, r"the devnet node is replaying its scenario \(\d+ s\)", 300)
+            # While it replays, progress (none if it already answered when the other roles
+            # were up: with no scenario it may); then its URL, after every progress line.
             ready = _until(lines, seen, r"devnet node ready: ", 300)
+            progress = [i for i, x in enumerate(seen) if "the devnet node is replaying" in x]
+            assert all(i < seen.index(ready) for i in progress), seen
+            assert all(re.search(r"replaying its scenario \(\d+ s\)", seen[i]) for i in progress)
             printed += [("GET", re.search(r"(http://\S+)", ready).group(1))]  # type: ignore[union-attr]
         late = [f"{m} {u}" for m, u in printed if not _answers(m, u)]
         assert late == []
