@@ -104,6 +104,31 @@ async def no_message(sub: Subscriber, seconds: float) -> None:
         assert msg["type"] in ("ka", "ping", "pong"), f"unexpected while replay is paused: {msg}"
 
 
+async def _minted_with_two_subscribers(
+    replica_db: ReplicaDb, replica_api: ReplicaApi
+) -> tuple[LiveChain, Subscriber, Subscriber]:
+    """A minted certificate seen by the standby, and a `blocks` and a `listingUpdates`
+    subscriber."""
+    chain = LiveChain(replica_db.primary)
+    await chain.add(chain.setup_and_mint(tokens=1))
+    await caught_up(replica_api.hub, chain)
+    blocks = await Subscriber.connect(replica_api.ws_url)
+    await blocks.subscribe(BLOCKS)
+    listings = await Subscriber.connect(replica_api.ws_url)
+    await listings.subscribe(LISTINGS)
+    await wait_for(lambda: replica_api.hub.subscriber_count == 2, "subscribed")
+    return chain, blocks, listings
+
+
+async def _listing_created(listings: Subscriber) -> None:
+    update = (await listings.next())["data"]["listingUpdates"]
+    assert (update["kind"], update["listingId"], update["listing"]["status"]) == (
+        "created",
+        1,
+        "active",
+    )
+
+
 async def test_every_subscription_pushes_the_new_block_read_from_the_standby(
     replica_db: ReplicaDb, pg_cluster: PgCluster, replica_api: ReplicaApi
 ) -> None:
@@ -154,14 +179,7 @@ async def test_every_subscription_pushes_the_new_block_read_from_the_standby(
 async def test_a_push_waits_for_the_standby_and_is_never_sent_stale(
     replica_db: ReplicaDb, pg_cluster: PgCluster, replica_api: ReplicaApi
 ) -> None:
-    chain = LiveChain(replica_db.primary)
-    await chain.add(chain.setup_and_mint(tokens=1))
-    await caught_up(replica_api.hub, chain)
-    blocks = await Subscriber.connect(replica_api.ws_url)
-    await blocks.subscribe(BLOCKS)
-    listings = await Subscriber.connect(replica_api.ws_url)
-    await listings.subscribe(LISTINGS)
-    await wait_for(lambda: replica_api.hub.subscriber_count == 2, "subscribed")
+    chain, blocks, listings = await _minted_with_two_subscribers(replica_db, replica_api)
 
     pg_cluster.pause_replay()
     listed = await chain.add([chain.list_token(1)])
@@ -177,12 +195,7 @@ async def test_a_push_waits_for_the_standby_and_is_never_sent_stale(
         "height": 2,
         "hash": listed["index_block_hash"],
     }
-    update = (await listings.next())["data"]["listingUpdates"]
-    assert (update["kind"], update["listingId"], update["listing"]["status"]) == (
-        "created",
-        1,
-        "active",
-    )
+    await _listing_created(listings)
     assert (await replica_api.metric("recchain_api_notifications_pending")) == 0
     for s in (blocks, listings):
         await s.close()
@@ -192,14 +205,7 @@ async def test_a_push_waits_for_the_standby_and_is_never_sent_stale(
 async def test_a_push_the_standby_keeps_waiting_for_is_computed_on_the_primary(
     replica_db: ReplicaDb, pg_cluster: PgCluster, replica_api: ReplicaApi
 ) -> None:
-    chain = LiveChain(replica_db.primary)
-    await chain.add(chain.setup_and_mint(tokens=1))
-    await caught_up(replica_api.hub, chain)
-    blocks = await Subscriber.connect(replica_api.ws_url)
-    await blocks.subscribe(BLOCKS)
-    listings = await Subscriber.connect(replica_api.ws_url)
-    await listings.subscribe(LISTINGS)
-    await wait_for(lambda: replica_api.hub.subscriber_count == 2, "subscribed")
+    chain, blocks, listings = await _minted_with_two_subscribers(replica_db, replica_api)
     before = await replica_api.metric("recchain_api_pushes_from_primary_total")
 
     pg_cluster.pause_replay()
@@ -213,12 +219,7 @@ async def test_a_push_the_standby_keeps_waiting_for_is_computed_on_the_primary(
         waited = loop.time() - added
         assert pushed == {"height": 2, "hash": listed["index_block_hash"]}
         assert 0.9 <= waited < 10, waited
-        update = (await listings.next())["data"]["listingUpdates"]
-        assert (update["kind"], update["listingId"], update["listing"]["status"]) == (
-            "created",
-            1,
-            "active",
-        )
+        await _listing_created(listings)
         assert await replica_api.metric("recchain_api_pushes_from_primary_total") == before + 1
         # Queries still read the standby, which is behind.
         meta = (await replica_api.data("{ _meta { block { height } } }"))["_meta"]
