@@ -100,15 +100,12 @@ def _work(args: argparse.Namespace) -> int:
 
     async def run() -> int:
         import logging
-        import socket
-
-        import uvicorn
 
         from db.outage import Outage
         from db.session import create_engine
         from indexer.metadata import metrics
         from indexer.metadata.status import status_app
-        from infra.httpserver import server_config
+        from infra.status import serving
 
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -122,32 +119,12 @@ def _work(args: argparse.Namespace) -> int:
         )
         # Readiness asks the database on a connection of its own, beside the workers' pool.
         probe = create_engine(url, pool_size=1, max_overflow=0, connect_args={"connect_timeout": 2})
-        server: uvicorn.Server | None = None
-        serving: asyncio.Task[None] | None = None
-        if settings.metadata.metrics_port:
-            host = settings.metadata.metrics_host
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, settings.metadata.metrics_port))
-            except OSError as exc:  # metrics are worth a warning, not a refusal to work
-                sock.close()
-                print(f"metrics port {settings.metadata.metrics_port}: {exc}", file=sys.stderr)
-            else:
-                config = server_config(
-                    status_app(probe, outage), host=host,
-                    port=settings.metadata.metrics_port, settings=settings.http,
-                    log_config=None, access_log=False,
-                )  # fmt: skip
-                server = uvicorn.Server(config)
-                serving = asyncio.create_task(server.serve(sockets=[sock]))
-        print(f"{n} metadata worker(s) running", file=sys.stderr)
+        host, port = settings.metadata.metrics_host, settings.metadata.metrics_port
         try:
-            await run_workers(settings, n, stop, outage=outage)
+            async with serving(status_app(probe, outage), host, port, settings.http, "metrics"):
+                print(f"{n} metadata worker(s) running", file=sys.stderr)
+                await run_workers(settings, n, stop, outage=outage)
         finally:
-            if server is not None and serving is not None:
-                server.should_exit = True
-                await serving
             await probe.dispose()
         return 0
 

@@ -10,51 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import sys
-
-import uvicorn
 
 from db.session import database_url, to_libpq_url
 from infra.config import Settings
-from infra.httpserver import server_config
+from infra.status import serving
 from writers.webhooks.metrics import WebhookMetrics
 from writers.webhooks.sender import Sender
 from writers.webhooks.status import status_app
 
 READY = "webhook sender running"
-
-
-def _listen(settings: Settings, port: int) -> socket.socket | None:
-    host = settings.webhooks.metrics_host
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-        # Listening before READY is printed: whoever waits for that line may scrape at once.
-        sock.listen(128)
-    except OSError as exc:  # metrics are worth a warning, not a refusal to deliver
-        sock.close()
-        print(f"webhooks metrics port {port}: {exc}", file=sys.stderr)
-        return None
-    return sock
-
-
-async def _serve_status(
-    settings: Settings, sender: Sender, sock: socket.socket, stop: asyncio.Event
-) -> None:
-    host, port = sock.getsockname()[:2]
-    config = server_config(
-        status_app(sender), host=host, port=port, settings=settings.http,
-        log_config=None, access_log=False,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await stop.wait()
-    finally:
-        server.should_exit = True
-        await serving
 
 
 async def send(settings: Settings, metrics_port: int | None = None) -> None:
@@ -66,16 +31,8 @@ async def send(settings: Settings, metrics_port: int | None = None) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     sender = Sender(to_libpq_url(database_url(settings)), settings, metrics)
-    sock = _listen(settings, port) if port else None
-    done = asyncio.Event()
-    status = None
-    if sock is not None:
-        status = asyncio.create_task(_serve_status(settings, sender, sock, done))
-    # Tests and scripts wait for this line on stderr.
-    print(READY, file=sys.stderr, flush=True)
-    try:
+    host = settings.webhooks.metrics_host
+    async with serving(status_app(sender), host, port, settings.http, "webhooks metrics"):
+        # Tests and scripts wait for this line on stderr.
+        print(READY, file=sys.stderr, flush=True)
         await sender.run(stop)
-    finally:
-        done.set()
-        if status is not None:
-            await status
