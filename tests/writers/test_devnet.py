@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from infra.config import PROJECT_ROOT
 from tests.writers.conftest import relay_settings, serve_app
+from tests.writers.processes import NODE_FLAGS
 from writers.app import build_app
 from writers.broadcaster import Broadcaster
 from writers.metrics import RelayMetrics
@@ -41,7 +42,8 @@ async def devnet() -> AsyncIterator[str]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = await asyncio.create_subprocess_exec(
-        "node", str(NODE_SCRIPT), "--port", str(port), "--scenario", "none", "--history", "silent",
+        "node", *NODE_FLAGS, str(NODE_SCRIPT), "--port", str(port), "--scenario", "none",
+        "--history", "silent",
         cwd=CONTRACTS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert proc.stdout is not None
