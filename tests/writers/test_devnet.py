@@ -5,10 +5,7 @@ Node or the devnet is unavailable."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator
@@ -19,16 +16,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from infra.config import PROJECT_ROOT
 from tests.writers.conftest import relay_settings, serve_app
-from tests.writers.processes import NODE_FLAGS
+from tests.writers.processes import CONTRACTS, devnet_process
 from writers.app import build_app
 from writers.broadcaster import Broadcaster
 from writers.metrics import RelayMetrics
 from writers.node import NodeClient
 
-CONTRACTS = PROJECT_ROOT / "contracts"
-NODE_SCRIPT = CONTRACTS / "devnet" / "node.mjs"
 WALLET = "ST2JHG361ZXG51QTKY2NQCVBPPRRE2KZB1HR05NNC"  # wallet_3 of settings/Devnet.toml
 UINT_1 = "01" + "00" * 15 + "01"
 UINT_4000 = "01" + "00" * 14 + "0fa0"
@@ -36,37 +30,8 @@ UINT_4000 = "01" + "00" * 14 + "0fa0"
 
 @pytest.fixture(scope="module")
 async def devnet() -> AsyncIterator[str]:
-    if shutil.which("node") is None or not NODE_SCRIPT.exists():
-        pytest.skip("node or contracts/devnet/node.mjs unavailable")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = await asyncio.create_subprocess_exec(
-        "node", *NODE_FLAGS, str(NODE_SCRIPT), "--port", str(port), "--scenario", "none",
-        "--history", "silent",
-        cwd=CONTRACTS, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    try:
-        while True:
-            line = (await asyncio.wait_for(proc.stdout.readline(), 180)).decode()
-            if not line:
-                pytest.skip("devnet node exited during start-up")
-            if "listening on" in line:
-                break
-
-        async def drain() -> None:
-            assert proc.stdout is not None
-            while await proc.stdout.read(65536):
-                pass
-
-        drainer = asyncio.create_task(drain())
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-        await proc.wait()
-    await drainer
+    async with devnet_process() as node:
+        yield node.url
 
 
 def sign_update_price(nonce: int) -> dict[str, str]:
