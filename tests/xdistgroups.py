@@ -12,9 +12,12 @@ made (named by RECCHAIN_TEST_GROUPS, which the workers inherit), before it repor
 collection; the controller's scheduler (xdist's load-by-scope scheduling, which starts the
 largest groups first) reads them once every worker has reported.
 
-The other tests start longest first, by the durations the previous run kept in pytest's cache
-(`recchain/durations`), so the run does not end with one worker on a long test while the others
-idle; a test the cache does not know counts as long. Without xdist nothing here runs.
+Work starts longest first, so the run does not end with one worker on a long test while the
+others idle: a group by the sum of its tests' durations, a test on its own by its duration. The
+durations are those the previous run kept in pytest's cache (`recchain/durations`) over those of
+`tests/durations.json`, which is committed so that a fresh clone (CI's) orders its first run
+well too (`python -m tests.xdistgroups` rewrites it from the cache); a test neither knows counts
+as long. Without xdist nothing here runs.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import pytest
 SHARED_SESSION_FIXTURES = ("pg_cluster",)
 GROUPS_ENV = "RECCHAIN_TEST_GROUPS"
 DURATIONS_KEY = "recchain/durations"
+BASELINE = Path(__file__).with_name("durations.json")
 
 _groups: dict[str, str] = {}
 _loaded: list[bool] = []
@@ -83,18 +87,31 @@ def remember_durations(session: pytest.Session) -> None:
         cache.set(DURATIONS_KEY, {**kept, **{k: round(v, 2) for k, v in _durations.items()}})
 
 
+def baseline() -> dict[str, float]:
+    try:
+        return {k: float(v) for k, v in json.loads(BASELINE.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     folder = os.environ.get(GROUPS_ENV)
     workerinput: dict[str, Any] | None = getattr(config, "workerinput", None)
     if folder is None or workerinput is None:
         return
-    # Every worker sorts alike (one cache), so their collections stay identical, as xdist needs.
-    known: dict[str, float] = config.cache.get(DURATIONS_KEY, {}) if config.cache else {}
+    groups = {item.nodeid: g for item in items if (g := group_of(item)) is not None}
+    # Every worker sorts alike (one cache, one baseline), so their collections stay identical,
+    # as xdist needs; the scheduler keeps this order (see below).
+    known = {**baseline(), **(config.cache.get(DURATIONS_KEY, {}) if config.cache else {})}
     if known:
         longest = max(known.values())
-        items.sort(key=lambda item: -known.get(item.nodeid, longest))
-    groups = {item.nodeid: g for item in items if (g := group_of(item)) is not None}
+        own = {item.nodeid: known.get(item.nodeid, longest) for item in items}
+        totals: dict[str, float] = {}
+        for nodeid, seconds in own.items():
+            scope = groups.get(nodeid, nodeid)
+            totals[scope] = totals.get(scope, 0.0) + seconds
+        items.sort(key=lambda i: (-totals[groups.get(i.nodeid, i.nodeid)], -own[i.nodeid]))
     target = Path(folder) / f"{workerinput['workerid']}.json"
     partial = target.with_suffix(".part")
     partial.write_text(json.dumps(groups))
@@ -107,6 +124,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    # xdist would reorder the groups by their number of tests: a module of fifty quick tests
+    # would start before a single test of a minute. The collection is already longest first.
+    config.option.loadscopereorder = False
+
     class FixtureGroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             if not _loaded:
@@ -116,3 +137,18 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return _groups.get(nodeid, nodeid)
 
     return FixtureGroupScheduling(config, log)
+
+
+def write_baseline(cache_dir: Path, target: Path = BASELINE) -> int:
+    """Write the durations of the cache's last runs as the committed baseline."""
+    kept = json.loads((cache_dir / "v" / DURATIONS_KEY).read_text())
+    collected = {k: round(float(v), 1) for k, v in sorted(kept.items())}
+    target.write_text(json.dumps(collected, indent=0, sort_keys=True) + "\n")
+    return len(collected)
+
+
+if __name__ == "__main__":
+    from infra.config import PROJECT_ROOT
+
+    count = write_baseline(PROJECT_ROOT / ".pytest_cache")
+    print(f"{BASELINE.relative_to(PROJECT_ROOT)}: the durations of {count} tests")
