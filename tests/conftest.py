@@ -7,16 +7,20 @@ tests never see each other's rows and the run never touches the named database i
 
 A test's database is dropped behind it, on a few background connections (`DROPPER`): PostgreSQL's
 DROP DATABASE waits for a checkpoint, seconds on a busy server, which no test needs to wait for,
-and concurrent drops share one checkpoint. The run waits for every drop before it ends.
+and concurrent drops share one checkpoint. A drop that failed during the run fails the run at its
+end. The drops still waiting when the run ends are handed to a detached process
+(`tests/dropdbs.py`) instead of being waited for: each copy of the template leaves a few hundred
+files for the next checkpoint to fsync, and on a loaded machine the last checkpoints of a run
+took over a minute, which the developer waited for with every test already done.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -29,6 +33,7 @@ from infra.config import PROJECT_ROOT
 
 # The primary + hot standby pair, and a server of one's own, for every test package (see
 # tests/pgcluster.py).
+from tests.dropdbs import hand_over_drops
 from tests.pgcluster import (  # noqa: F401
     _replica_template,
     own_server,
@@ -90,37 +95,58 @@ def _drop(url: str, name: str) -> None:
 
 
 class Dropper:
-    """Drops databases in the background; `wait` returns once all are gone, raising the first
-    failure (a database left behind is reported, never ignored)."""
+    """Drops databases on a few daemon threads. `finish` raises the first drop that failed (a
+    database left behind is reported, never ignored) and hands those not yet dropped to a
+    detached process, so that the run's end does not wait for the server's checkpoints."""
 
     def __init__(self, connections: int = 3) -> None:
         self._connections = connections
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: list[Future[None]] = []
+        self._queue: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._undone: dict[str, str] = {}  # name -> server URL, until dropped
+        self._failures: list[BaseException] = []
         self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
 
     def drop(self, url: str, name: str) -> None:
         with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._connections, thread_name_prefix="dropdb")
-            self._pending = [f for f in self._pending if not f.done() or f.exception()]
-            self._pending.append(self._pool.submit(_drop, url, name))
+            self._undone[name] = url
+            if not self._threads:
+                for i in range(self._connections):
+                    thread = threading.Thread(target=self._work, name=f"dropdb-{i}", daemon=True)
+                    thread.start()
+                    self._threads.append(thread)
+        self._queue.put((url, name))
 
-    def wait(self) -> None:
+    def _work(self) -> None:
+        while True:
+            url, name = self._queue.get()
+            try:
+                _drop(url, name)
+            except BaseException as exc:  # reported by finish
+                with self._lock:
+                    self._failures.append(exc)
+            else:
+                with self._lock:
+                    self._undone.pop(name, None)
+
+    def finish(self) -> None:
         with self._lock:
-            pool, self._pool = self._pool, None
-            pending, self._pending = self._pending, []
-        if pool is not None:
-            pool.shutdown(wait=True)
-        for future in pending:
-            future.result()
+            undone, self._undone = dict(self._undone), {}
+            failures = list(self._failures)
+        by_server: dict[str, list[str]] = {}
+        for name, url in undone.items():
+            by_server.setdefault(url, []).append(name)
+        for url, names in by_server.items():
+            hand_over_drops(url, names)
+        if failures:
+            raise failures[0]
 
 
 DROPPER = Dropper()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    DROPPER.wait()
+    DROPPER.finish()
     remember_durations(session)
 
 
