@@ -28,6 +28,7 @@ from strawberry.asgi import GraphQL
 
 from db.migrate import current_revisions, head_revisions
 from db.session import create_engine, database_url, to_libpq_url
+from graphql_api.answercache import AnswerCache
 from graphql_api.context import BlockInput, Context
 from graphql_api.db import Reader, close_read_pools
 from graphql_api.errors import BadUserInput
@@ -137,7 +138,9 @@ class GraphQLApp(GraphQL[Context, None]):
         self.hub = hub
         # The per-client rate limit, also taken by each operation over a websocket (ws.py).
         self.buckets = buckets
-        self.fast = FastQueries(self.schema, settings, self._http_context)
+        self.fast = FastQueries(
+            self.schema, settings, self._http_context, getattr(hub, "answers", None)
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -283,12 +286,20 @@ def create_app(settings: Settings, *, engine: AsyncEngine | None = None) -> Star
         assert primary is not None
         return Reader(primary, api.statement_timeout_ms, snapshot=False)
 
+    answers = (
+        AnswerCache(
+            api.answer_cache_max_entries, api.answer_cache_max_bytes, api.answer_cache_max_age_s
+        )
+        if api.answer_cache
+        else None
+    )
     hub = Hub(
         listen_url,
         push_reader,
         replica,
         primary_reader=primary_push_reader if primary is not None else None,
         push_wait_s=api.read_replica_push_wait_s,
+        answers=answers,
     )
     graphql = GraphQLApp(
         settings,

@@ -236,6 +236,7 @@ class Reader:
         self.optimistic = optimistic
         self.needs_snapshot = False
         self._statements = 0
+        self._begun = 0  # snapshot transactions begun (an error ends one; the next begins anew)
         self._conn: PgConnection[Any] | None = None
         # Resolvers of one operation run concurrently; a connection runs one statement at a time.
         self._lock = asyncio.Lock()
@@ -278,6 +279,7 @@ class Reader:
                         await self.pool.release(conn, discard=True)
                         raise
                     self._conn = conn
+                    self._begun += 1
                 return await self._execute(self._conn, sql, values or None)
         except Exception as exc:
             # The transaction is aborted: later statements of this operation start afresh.
@@ -289,6 +291,13 @@ class Reader:
                     limit="statement_timeout",
                 ) from exc
             raise
+
+    @property
+    def in_one_snapshot(self) -> bool:
+        """Whether everything read so far, and the next statement, share one snapshot."""
+        if not self.snapshot or self.optimistic:
+            return False
+        return self._begun == 0 or (self._begun == 1 and self._conn is not None)
 
     async def one(
         self, stmt: str | TextClause, params: Mapping[str, Any] | None = None

@@ -20,11 +20,13 @@ them.
 from __future__ import annotations
 
 import json
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from inspect import isawaitable
-from typing import Any
+from types import GeneratorType
+from typing import Any, TypeGuard
 
 from graphql import (
     DocumentNode,
@@ -41,12 +43,14 @@ from graphql import (
     parse,
     specified_rules,
 )
+from graphql.pyutils import is_awaitable as default_is_awaitable
 from starlette.types import Receive, Scope, Send
 from strawberry import Schema
 from strawberry.schema.base import BaseSchema
 from strawberry.schema.schema import validate_document
 
 from graphql_api import metrics
+from graphql_api.answercache import TIP_SQL, AnswerCache, Key, chain_only, tip_of, variables_key
 from graphql_api.context import Context
 from graphql_api.guards import (
     Lru,
@@ -65,6 +69,7 @@ from infra.config import Settings
 
 JSON_HEADERS = ((b"content-type", b"application/json"),)
 _MISSING = object()
+log = logging.getLogger(__name__)
 
 
 # A plain attribute of a leaf type: (its Python name, the type, nullable?).
@@ -139,12 +144,34 @@ def leaf_shortcut(base: type[Any]) -> type[Any]:
     return type(f"LeafShortcut{base.__name__}", (base,), {"execute_field": execute_field})
 
 
+_AWAITABLE_TYPES: dict[type, bool] = {}
+
+
+def is_awaitable(value: Any) -> TypeGuard[Awaitable[Any]]:
+    """graphql-core's `is_awaitable`, answered once per type.
+
+    It is asked of every value execution completes (each list item, each field), and for a
+    value that is not awaitable its `hasattr(value, "__await__")` is a failed attribute lookup
+    through the instance and its classes: a twentieth of a page's CPU. `await` looks
+    `__await__` up on the type, so the type decides, except for generator-based coroutines,
+    which only the generator's flags tell apart."""
+    kind = type(value)
+    known = _AWAITABLE_TYPES.get(kind)
+    if known is None:
+        if kind is GeneratorType:
+            return default_is_awaitable(value)
+        known = _AWAITABLE_TYPES[kind] = default_is_awaitable(value)
+    return known
+
+
 @dataclass(slots=True)
 class Plan:
     """What a valid query document needs per request, computed on its first request."""
 
     document: DocumentNode
     root_fields: dict[str, str]
+    # Whether its answers may be cached per chain tip (answercache.chain_only).
+    cacheable: bool = False
     # Set once an execution of the document asked for a second statement (db.Reader).
     snapshot: bool = False
 
@@ -153,9 +180,14 @@ class FastQueries:
     """Executes the common request; `handle` returns False to leave the request to Strawberry."""
 
     def __init__(
-        self, schema: BaseSchema, settings: Settings, context: Callable[[Scope, bool], Context]
+        self,
+        schema: BaseSchema,
+        settings: Settings,
+        context: Callable[[Scope, bool], Context],
+        answers: AnswerCache | None = None,
     ):
         assert isinstance(schema, Schema)
+        self.answers = answers
         api = settings.api
         self.schema = schema
         self.context = context
@@ -196,7 +228,8 @@ class FastQueries:
                 and not validate_document(self.schema._schema, document, self.rules)
             ):
                 fields = operation_root_fields(document, query, operation_name) or {}
-                plan = Plan(document, fields)
+                cacheable = chain_only(self.schema._schema, document, operation_name)
+                plan = Plan(document, fields, cacheable)
         self._plans.put(key, plan)
         return plan
 
@@ -232,9 +265,23 @@ class FastQueries:
         if cost > self.max_cost:
             return False
         started = time.perf_counter()
+        # Every guard has passed: an answer of this request may come from the cache.
+        key: Key | None = None
+        keep = False
+        if self.answers is not None and plan.cacheable:
+            key = (query, operation_name, variables_key(variables))
+            cached = self.answers.get(key)
+            if cached is not None:
+                if plan.root_fields:
+                    record_field_metrics(plan.root_fields, time.perf_counter() - started, None)
+                await _send_json(send, cached)
+                return True
+            # In a snapshot anyway, keeping costs one statement; alone, three (admit).
+            keep = plan.snapshot or self.answers.admit(key)
         # Optimistic first (one statement, no transaction), unless the document is known to
-        # run more; an optimistic run that asks for a second statement is run again.
-        ctx = self.context(scope, not plan.snapshot)
+        # run more or its answer is to be kept (its tip is read in its snapshot); an
+        # optimistic run that asks for a second statement is run again.
+        ctx = self.context(scope, not (plan.snapshot or keep))
         try:
             result = await self._execute(plan, ctx, variables, operation_name)
             if ctx.reader.needs_snapshot:
@@ -242,6 +289,7 @@ class FastQueries:
                 await ctx.close()
                 ctx = self.context(scope, False)
                 result = await self._execute(plan, ctx, variables, operation_name)
+                keep = key is not None
             errors = result.errors
             if plan.root_fields:
                 record_field_metrics(plan.root_fields, time.perf_counter() - started, errors)
@@ -250,11 +298,28 @@ class FastQueries:
                 self.schema._process_errors(errors)  # logs them, as Strawberry does
                 shown = masked(errors) if self.mask else errors
                 payload["errors"] = [tag(e).formatted for e in shown]
-            await _answer(send, payload, self.max_response)
+            out, whole = _encode(payload, self.max_response)
+            # Before the answer goes: a client that has it finds every statement of it done.
+            if keep and key is not None and whole and not errors and result.data is not None:
+                await self._keep(ctx, key, out)
+            await _send_json(send, out)
         finally:
             # After the answer is on its way: ending the read transaction is no part of it.
             await ctx.close()
         return True
+
+    async def _keep(self, ctx: Context, key: Key, out: bytes) -> None:
+        """File the answer under the tip its own snapshot shows (answercache.py, point 3)."""
+        assert self.answers is not None
+        if not ctx.reader.in_one_snapshot:
+            return
+        try:
+            tip = tip_of(await ctx.reader.one(TIP_SQL))
+        except Exception:  # not keeping an answer is always correct
+            log.debug("reading the tip for the answer cache failed", exc_info=True)
+            return
+        if tip is not None and ctx.reader.in_one_snapshot:
+            self.answers.put(key, tip, out)
 
     async def _execute(
         self, plan: Plan, ctx: Context, variables: dict[str, Any] | None, name: str | None
@@ -267,6 +332,7 @@ class FastQueries:
                 variable_values=variables,
                 operation_name=name,
                 executor_class=self.executor_class,
+                is_awaitable=is_awaitable,
             )
             if isawaitable(result):
                 result = await result
@@ -276,11 +342,20 @@ class FastQueries:
         return result
 
 
-async def _answer(send: Send, payload: dict[str, Any], max_bytes: int | None = None) -> None:
+def _encode(payload: dict[str, Any], max_bytes: int | None = None) -> tuple[bytes, bool]:
+    """The answer's bytes, and False when they were replaced by the size limit's error."""
     out = json.dumps(payload, separators=(",", ":")).encode()
     if max_bytes is not None and len(out) > max_bytes:
         error = response_too_large(len(out), max_bytes)
-        out = json.dumps({"data": None, "errors": [error.formatted]}).encode()
+        return json.dumps({"data": None, "errors": [error.formatted]}).encode(), False
+    return out, True
+
+
+async def _answer(send: Send, payload: dict[str, Any], max_bytes: int | None = None) -> None:
+    await _send_json(send, _encode(payload, max_bytes)[0])
+
+
+async def _send_json(send: Send, out: bytes) -> None:
     await send(
         {
             "type": "http.response.start",

@@ -39,6 +39,7 @@ import psycopg
 
 from db.channels import BLOCKS, RELAY
 from graphql_api import metrics
+from graphql_api.answercache import TIP_SQL, AnswerCache, tip_of
 from graphql_api.db import Reader
 from graphql_api.fanout import CURRENT, SharedStream
 from graphql_api.replica import Replica, insert_lsn
@@ -134,8 +135,11 @@ class Hub:
         replica: Replica | None = None,
         primary_reader: Callable[[], Reader] | None = None,
         push_wait_s: float | None = None,
+        answers: AnswerCache | None = None,
     ) -> None:
         self.listen_url = listen_url
+        # Told the tip by this connection: what it may serve depends on it (answercache.py).
+        self.answers = answers
         self.reader = reader
         self.replica = replica
         self.primary_reader = primary_reader
@@ -198,6 +202,9 @@ class Hub:
                     self._conn = conn
                     await conn.execute(f"LISTEN {BLOCKS}")
                     await conn.execute(f"LISTEN {RELAY}")
+                    if self.answers is not None:
+                        # After LISTEN: a commit from here on is notified, one before is read.
+                        self.answers.learn(await _read_tip(conn))
                     if self._listening.is_set():
                         # A reconnection: what was notified meanwhile never reached us.
                         lsn = await insert_lsn(conn) if self.replica is not None else None
@@ -207,15 +214,23 @@ class Hub:
                     while True:
                         # At least one; the rest of the same packet comes with it.
                         notes = [n async for n in conn.notifies(stop_after=1)]
+                        if self.answers is not None:
+                            for note in notes:
+                                if note.channel == BLOCKS:
+                                    self.answers.notified(note.payload)
                         # Those arriving meanwhile wait in psycopg's backlog for the next turn,
                         # whose position is later still.
                         lsn = await insert_lsn(conn) if self.replica is not None else None
                         self._queue(Batch(notes, lsn), len(notes))
             except asyncio.CancelledError:
                 self._conn = None
+                if self.answers is not None:
+                    self.answers.forget()
                 raise
             except Exception as exc:  # reconnect: a DB restart must not end subscriptions
                 self._conn = None
+                if self.answers is not None:
+                    self.answers.forget()  # notifications are missed until LISTEN is back
                 log.warning("LISTEN connection lost (%s); reconnecting in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
@@ -394,6 +409,12 @@ class Hub:
             if not topic.sinks and self.topics.get(key) is topic:
                 del self.topics[key]
                 kind.remove(topic)
+
+
+async def _read_tip(conn: psycopg.AsyncConnection[Any]) -> tuple[int, str] | None:
+    cur = await conn.execute(TIP_SQL)
+    row = await cur.fetchone()
+    return None if row is None else tip_of({"block_height": row[0], "index_block_hash": row[1]})
 
 
 def fingerprint(value: Any) -> str:

@@ -40,3 +40,22 @@ NOTIFIED_HEIGHT = Gauge(
     "recchain_api_notified_height",
     "Height of the newest block notification this process has computed its pushes for",
 )
+# The answer cache (answercache.py): requests served from it, and those it could not serve.
+ANSWER_CACHE_HITS = Counter(
+    "recchain_api_answer_cache_hits_total",
+    "Query answers served from the answer cache (same document, variables and chain tip)",
+)
+ANSWER_CACHE_MISSES = Counter(
+    "recchain_api_answer_cache_misses_total",
+    "Cacheable query answers computed afresh: no entry (absent), an entry of another or an"
+    " unknown tip (tip), an entry past api.answer_cache_max_age_s (age)",
+    ["reason"],
+)
+ANSWER_CACHE_EVICTIONS = Counter(
+    "recchain_api_answer_cache_evictions_total",
+    "Answers dropped from the answer cache to stay within its entry and byte bounds",
+)
+ANSWER_CACHE_ENTRIES = Gauge("recchain_api_answer_cache_entries", "Answers in the answer cache")
+ANSWER_CACHE_BYTES = Gauge(
+    "recchain_api_answer_cache_bytes", "Bytes held by the answer cache (keys and answers)"
+)

@@ -8,6 +8,7 @@ can be read can be filtered and (when declared orderable) sorted, and the two ne
 from __future__ import annotations
 
 import base64
+import dataclasses
 import enum
 import hashlib
 import json
@@ -21,11 +22,13 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from strawberry.types.arguments import InputContext
 from strawberry.types.base import StrawberryOptional, get_object_definition
+from strawberry.types.nodes import SelectedField
 from strawberry.types.private import is_private
 from strawberry.utils.str_converters import to_camel_case
 
 from graphql_api.context import Context
 from graphql_api.errors import BadUserInput, BlockNotFound, LimitExceeded
+from graphql_api.scalars import schema_config
 
 T = TypeVar("T")
 
@@ -87,6 +90,10 @@ class Entity:
     ops: dict[str, tuple[str, str]] = field(default_factory=dict)
     filter_input: Any = None
     order_input: Any = None
+    # Whether the type's __init__ only assigns its arguments (see `from_row`).
+    plain: bool = False
+    # GraphQL field name -> column, for the fields that read a column and nothing else.
+    leaf_fields: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -97,14 +104,86 @@ class Entity:
         """Fact rows keep their surrogate `id` private: `id` is the global Node id."""
         return "id_" if self.key == "id" else self.key
 
-    def from_row(self, row: Any, at: int | None) -> Any:
-        values = {c: row[c] for c in self.columns}
+    def from_row(self, row: Any, at: int | None, columns: Sequence[str] | None = None) -> Any:
+        """The object of a row; `columns` (from `projection`) when the row holds only those."""
+        values = {c: row[c] for c in (self.columns if columns is None else columns)}
         if self.key == "id":
             values["id_"] = row["id"]
-        return self.type_(**values, _at=at)
+        values["_at"] = at
+        if self.plain:
+            # The dataclass __init__ with two dozen keyword arguments cost more than reading
+            # the row; it would only assign them, so the instance takes the dict as it is.
+            obj: Any = object.__new__(self.type_)
+            obj.__dict__ = values
+            return obj
+        return self.type_(**values)
+
+    def projection(self, selections: Sequence[Sequence[Any]]) -> list[str] | None:
+        """The columns that these selections of the entity's objects read (Strawberry's
+        `selected_fields` below the objects), the key always among them; None when a field
+        with a resolver, or one of another type, is selected: it may read any column.
+
+        A page of 50 certificates read every column (two dozen) where a selection asks for
+        three: fetching and converting the rest cost 0.2 of a request's 1.5 CPU-ms."""
+        if not self.plain:
+            return None
+        out = {self.key: None}
+        pending = [list(s) for s in selections]
+        while pending:
+            for node in pending.pop():
+                if isinstance(node, SelectedField):
+                    if node.name == "__typename":
+                        continue
+                    column = self.leaf_fields.get(node.name)
+                    if column is None:
+                        return None
+                    out[column] = None
+                elif getattr(node, "type_condition", None) in (None, self.name):
+                    pending.append(list(node.selections))
+                else:
+                    return None  # a fragment on an interface: its fields may have resolvers
+        return list(out)
 
 
 ENTITIES: dict[str, Entity] = {}
+_NAMES = schema_config().name_converter
+
+
+def selections_at(selections: Sequence[Any], *path: str) -> list[list[Any]]:
+    """The selection sets found at `path` (field names, through fragments) below
+    `selections` (Strawberry's `info.selected_fields`)."""
+    found: list[list[Any]] = []
+    pending: list[tuple[Sequence[Any], int]] = [(selections, 0)]
+    while pending:
+        nodes, depth = pending.pop()
+        for node in nodes:
+            if not isinstance(node, SelectedField):
+                pending.append((node.selections, depth))
+            elif node.name == path[depth]:
+                if depth + 1 == len(path):
+                    found.append(list(node.selections))
+                else:
+                    pending.append((node.selections, depth + 1))
+    return found
+
+
+def _assigns_only(entity: Entity) -> bool:
+    """Whether `entity.type_(**values)` does nothing but assign `values` (`from_row`'s
+    arguments): a dataclass without slots or __post_init__ whose __init__ takes exactly those
+    and computes nothing for the fields it does not take."""
+    cls = entity.type_
+    if not dataclasses.is_dataclass(cls) or hasattr(cls, "__post_init__"):
+        return False
+    if "__slots__" in cls.__dict__:
+        return False
+    expected = {*entity.columns, "_at", *(("id_",) if entity.key == "id" else ())}
+    taken = set()
+    for f in dataclasses.fields(cls):
+        if f.init:
+            taken.add(f.name)
+        elif f.default_factory is not dataclasses.MISSING:
+            return False
+    return taken == expected
 
 
 @strawberry.enum(description="Sort direction.")
@@ -122,8 +201,10 @@ def register(entity: Entity) -> Entity:
     for f in definition.fields:
         if f.base_resolver is None and not is_private(f.type) and f.python_name[0] != "_":
             entity.columns[f.python_name] = _scalar(f.type)
+            entity.leaf_fields[_NAMES.get_graphql_name(f)] = f.python_name
             if isinstance(f.type, StrawberryOptional):
                 entity.nullable.add(f.python_name)
+    entity.plain = _assigns_only(entity)
     ENTITIES[entity.name] = entity
     return entity
 

@@ -132,6 +132,12 @@ class ApiSettings(BaseModel):
     max_response_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     request_timeout_ms: int = Field(default=15_000, ge=1)
     graphiql: bool = True
+    # Answers of chain-only queries kept per chain tip (graphql_api/answercache.py).
+    answer_cache: bool = True
+    answer_cache_max_entries: int = Field(default=10_000, ge=1)
+    answer_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Bounds what a LISTEN connection that died without a word could serve from an old tip.
+    answer_cache_max_age_s: float = Field(default=60.0, gt=0)
 
 
 class RelaySettings(BaseModel):

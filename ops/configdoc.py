@@ -112,6 +112,14 @@ MEANINGS: dict[str, str] = {
     " address in one API process (`LIMIT_EXCEEDED`, `limit: subscriptions_per_client`).",
     "api.mask_errors": "Hide internal error details from clients.",
     "api.graphiql": "Serve the GraphiQL IDE on GET `/graphql`.",
+    "api.answer_cache": "Keep the JSON answers of queries that read only the chain, per chain"
+    " tip (height and hash), and serve them again until a block or fork changes the tip"
+    " (graphql_api/README.md, Answer cache); off = every query is executed.",
+    "api.answer_cache_max_entries": "Most answers the answer cache holds (least recently used"
+    " go first).",
+    "api.answer_cache_max_bytes": "Most bytes (keys and answers) the answer cache holds.",
+    "api.answer_cache_max_age_s": "Oldest answer the answer cache serves, in seconds, even at"
+    " the same tip: bounds what a silently lost notification connection could leave stale.",
     "relay.host": "Bind address of the transaction relay.",
     "relay.port": "Port of the relay (`/v1/transactions`, `/metrics`, `/healthz`).",
     "relay.node_url": "stacks-node RPC the relay broadcasts to (`/v2/transactions`).",

@@ -12,7 +12,15 @@ from strawberry.types.nodes import SelectedField
 
 from graphql_api.context import BlockInput, Context
 from graphql_api.errors import BadUserInput, LimitExceeded
-from graphql_api.query import ENTITIES, Connection, SqlWhere, live, page_at, paginate
+from graphql_api.query import (
+    ENTITIES,
+    Connection,
+    SqlWhere,
+    live,
+    page_at,
+    paginate,
+    selections_at,
+)
 from graphql_api.questions.grouping import Breakdown, breakdowns, grouping_sets_sql
 from graphql_api.scalars import BigInt
 from graphql_api.types import Certificate, Ctx, Transfer
@@ -272,6 +280,13 @@ class HistoryQuery:
                 read = asyncio.ensure_future(grouped())
             return read
 
+        selected = info.selected_fields
+        columns = cert.projection(
+            [
+                *selections_at(selected, "holdings", "certificates", "nodes"),
+                *selections_at(selected, "holdings", "certificates", "edges", "node"),
+            ]
+        )
         page = await paginate(
             ctx,
             from_sql="certificates c",
@@ -282,9 +297,10 @@ class HistoryQuery:
             signature=f"holdings:{owner}",
             first=first,
             after=after,
-            build=lambda r: cert.from_row(r, at),
+            build=lambda r: cert.from_row(r, at, columns),
             at=at,
             pin=pin,
-            with_count=_asks(info.selected_fields, "holdings", "certificates", "totalCount"),
+            select=None if columns is None else ", ".join(f"c.{c}" for c in columns),
+            with_count=_asks(selected, "holdings", "certificates", "totalCount"),
         )
         return Holdings(owner=owner, at_height=at, certificates=page, _totals=totals)

@@ -4,12 +4,13 @@ same chain, side by side on the same machine.
 
 The chain is `bench ingest`'s (ops.bench.chaingen, the real event shapes), replayed once into
 its own database through `recchain replay`'s pipeline (`--reuse` keeps it between runs). The
-owners asked about are every principal holding a certificate at the tip, each drawn at random
-per request, so answers are rarely repeated. One `recchain serve` process answers; the load
-comes from `loadgen.py` (its own process, keep-alive connections). The rounds alternate between
-the servers (REC-Chain, peer, REC-Chain, peer, ...) so that both see the same load on the
-shared machine, and each reports requests/s, p50/p99 and the CPU its server (and PostgreSQL's
-backends serving its database, when on this host) spent per request.
+owners asked about are every principal holding a certificate at the tip (82 on the default
+chain), each drawn at random per request, so every answer is asked for again and again. A
+`recchain serve` process answers; the load comes from `loadgen.py` (its own process, keep-alive
+connections). The rounds alternate between the servers (REC-Chain, REC-Chain without its answer
+cache, peer, REC-Chain, ...) so that all see the same load on the shared machine, and each
+reports requests/s, p50/p99 and the CPU its server (and PostgreSQL's backends serving its
+database, when on this host) spent per request.
 
 The peer is a server answering the Stacks Blockchain API's route
 `GET /extended/v1/tokens/nft/holdings?principal=P&asset_identifiers=A&limit=50` over the same
@@ -18,6 +19,12 @@ this chain's TSV, `python -m ops.bench holdings --write-tsv PATH` writes it). Bo
 the same facts per certificate: its token id, the block and transaction that put it there (for
 REC-Chain, its mint), and the total count. `--peer-pid` and `--peer-database` let the bench read
 the peer's CPU and that of PostgreSQL's backends serving it.
+
+REC-Chain runs with its answer cache (`api.answer_cache`, graphql_api/answercache.py) and, in
+rounds of its own, as a second process with the cache off (`--answer-cache both`, the default;
+`on` or `off` for one of them): the chain does not move during the bench, so after the warm-up
+nearly every request with the cache is a hit, and the rounds without it measure the execution
+path. Each cached round reports its hit ratio, from the process's `/metrics`.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+import httpx
 import psycopg
 from pydantic import SecretStr
 from sqlalchemy import make_url
@@ -133,6 +141,18 @@ def measure(
     }
 
 
+def cache_counts(port: int) -> tuple[float, float]:
+    """(hits, misses) of the answer cache so far, from the process's `/metrics`."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    hits = misses = 0.0
+    for line in text.splitlines():
+        if line.startswith("recchain_api_answer_cache_hits_total"):
+            hits += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("recchain_api_answer_cache_misses_total"):
+            misses += float(line.rsplit(" ", 1)[1])
+    return hits, misses
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     url, name, tsv, reused = prepare(args.events, args.reuse)
     if args.write_tsv:
@@ -168,22 +188,37 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
         )
     )
-    port = free_port()
+    # (label, the API process, its port, answer cache on?)
+    servers: list[tuple[str, subprocess.Popen[bytes], int, bool]] = []
+    modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.answer_cache]
     try:
-        api = start_api(url, port)
+        for cached in modes:
+            port = free_port()
+            flag = {"RECCHAIN_API__ANSWER_CACHE": "true" if cached else "false"}
+            label = "recchain" if cached else "recchain-no-cache"
+            servers.append((label, start_api(url, port, **flag), port, cached))
     except BaseException:
+        for _, proc, _, _ in servers:
+            proc.terminate()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     peer = urlsplit(args.peer_url) if args.peer_url else None
     rounds: list[dict[str, Any]] = []
     try:
-        # Warm-up: parse and validation caches, PostgreSQL's buffers.
-        loadgen(port, "127.0.0.1", ours, 2, 2)
+        # Warm-up: parse and validation caches, PostgreSQL's buffers (and the answer cache).
+        for _, _, port, _ in servers:
+            loadgen(port, "127.0.0.1", ours, 2, 2)
         if peer is not None:
             loadgen(peer.port or 80, peer.hostname or "127.0.0.1", theirs, 2, 2)
         for _ in range(args.rounds):
-            mine = measure(port, "127.0.0.1", ours, args, api.pid, name)
-            rounds.append({"server": "recchain", **mine})
+            for label, api, port, cached in servers:
+                before = cache_counts(port) if cached else None
+                mine = measure(port, "127.0.0.1", ours, args, api.pid, name)
+                if before is not None:
+                    hits, misses = (b - a for a, b in zip(before, cache_counts(port), strict=True))
+                    mine["cache_hit_ratio"] = round(hits / max(1.0, hits + misses), 4)
+                rounds.append({"server": label, **mine})
+                time.sleep(1)
             if peer is not None:
                 other = measure(
                     peer.port or 80,
@@ -196,8 +231,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rounds.append({"server": "peer", **other})
             time.sleep(1)
     finally:
-        api.terminate()
-        api.wait(timeout=30)
+        for _, api, _, _ in servers:
+            api.terminate()
+        for _, api, _, _ in servers:
+            api.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
     report: dict[str, Any] = {
         "events": args.events,
@@ -209,15 +246,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rounds": rounds,
     }
     if peer is not None:
-        a = [r for r in rounds if r["server"] == "recchain"]
         b = [r for r in rounds if r["server"] == "peer"]
-        report["ratio"] = {
-            "requests_per_s": [
-                round(x["requests_per_s"] / y["requests_per_s"], 2)
-                for x, y in zip(a, b, strict=True)
-            ],
-            "p99": [round(x["p99_ms"] / y["p99_ms"], 2) for x, y in zip(a, b, strict=True)],
-        }
+        report["ratio"] = {}
+        for label, _, _, _ in servers:
+            a = [r for r in rounds if r["server"] == label]
+            report["ratio"][label] = {
+                "requests_per_s": [
+                    round(x["requests_per_s"] / y["requests_per_s"], 2)
+                    for x, y in zip(a, b, strict=True)
+                ],
+                "p99": [round(x["p99_ms"] / y["p99_ms"], 2) for x, y in zip(a, b, strict=True)],
+            }
     return report
 
 
@@ -237,4 +276,10 @@ def register(sub: Any) -> None:
     p.add_argument("--peer-pid", type=int, help="the peer's process, for its CPU")
     p.add_argument("--peer-database", help="the peer's database name, for PostgreSQL's CPU")
     p.add_argument("--write-tsv", type=Path, help="copy the chain's observer TSV here")
+    p.add_argument(
+        "--answer-cache",
+        choices=("both", "on", "off"),
+        default="both",
+        help="REC-Chain with its answer cache, without it, or both in alternating rounds",
+    )
     p.set_defaults(handler=_cmd)
