@@ -40,6 +40,11 @@ DB_COMMANDS = [
 WEBHOOKS_ADD = ["webhooks", "add", "https://example.com/hook", "--filter", "block"]
 
 
+def _id(argv: list[str]) -> str:
+    """A case's name without the checkout's path, so that it is the same in every clone."""
+    return " ".join(argv[:2]).replace(f"{PROJECT_ROOT}/", "")
+
+
 def _one_error(proc: subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode != 0, proc.stderr
     lines = error_lines(proc.stderr)
@@ -58,7 +63,7 @@ def _listening() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("argv", [*DB_COMMANDS, WEBHOOKS_ADD], ids=lambda a: " ".join(a[:2]))
+@pytest.mark.parametrize("argv", [*DB_COMMANDS, WEBHOOKS_ADD], ids=_id)
 def test_an_unreachable_database_is_one_line(argv: list[str]) -> None:
     port = free_port()  # nothing listens there
     proc = run(*argv, env=recchain_env(DATABASE_URL=f"postgresql://u:s3cret@127.0.0.1:{port}/x"))
@@ -98,7 +103,7 @@ def test_a_database_that_does_not_exist_is_named(server_url: str) -> None:
         ["index", "--listen", "127.0.0.1:0"],
         ["metadata", "work"],
     ],
-    ids=lambda a: " ".join(a[:2]),
+    ids=_id,
 )
 def test_an_unmigrated_database_says_run_migrate(empty_db_url: str, argv: list[str]) -> None:
     env = recchain_env(DATABASE_URL=to_libpq_url(empty_db_url), RECCHAIN_INDEXER__METRICS_PORT="0")
