@@ -33,7 +33,7 @@ from infra.config import PROJECT_ROOT
 
 # The primary + hot standby pair, and a server of one's own, for every test package (see
 # tests/pgcluster.py).
-from tests.dropdbs import hand_over_drops
+from tests.dropdbs import drop_database, hand_over_drops
 from tests.pgcluster import (  # noqa: F401
     _replica_template,
     own_server,
@@ -89,11 +89,6 @@ def create_database(url: str, name: str, template: str | None = None) -> str:
     return _with_database(url, name)
 
 
-def _drop(url: str, name: str) -> None:
-    with _admin(url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 class Dropper:
     """Drops databases on a few daemon threads. `finish` raises the first drop that failed (a
     database left behind is reported, never ignored) and hands those not yet dropped to a
@@ -121,7 +116,7 @@ class Dropper:
         while True:
             url, name = self._queue.get()
             try:
-                _drop(url, name)
+                drop_database(url, name)
             except BaseException as exc:  # reported by finish
                 with self._lock:
                     self._failures.append(exc)

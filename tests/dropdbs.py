@@ -42,17 +42,22 @@ def hand_over_drops(url: str, names: list[str]) -> None:
     proc.stdin.close()
 
 
-def drop_all(url: str, names: list[str]) -> list[str]:
-    """Drop each database (already gone is fine); the names still there after TRIES tries."""
+def drop_database(url: str, name: str) -> None:
+    """Drop one database of the server of `url` (already gone is fine), ending its sessions."""
     from db.session import to_libpq_url
 
+    with psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def drop_all(url: str, names: list[str]) -> list[str]:
+    """Drop each database; the names still there after TRIES tries."""
     left = list(names)
     for attempt in range(TRIES):
         failed: list[str] = []
         for name in left:
             try:
-                with psycopg.connect(to_libpq_url(url), autocommit=True) as conn:
-                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                drop_database(url, name)
             except psycopg.Error:
                 failed.append(name)
         if not failed:

@@ -18,18 +18,11 @@ def _exists(server_url: str, name: str) -> bool:
     return row is not None
 
 
-def create_database_url(server_url: str, name: str) -> str:
-    from sqlalchemy import make_url
-
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
 def test_handed_over_databases_are_dropped_while_one_is_in_use(server_url: str) -> None:
     names = [f"recchain_d_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    for name in names:
-        create_database(server_url, name)
+    urls = [create_database(server_url, name) for name in names]
     # A connection left open on one of them: the drop must end it, not wait for it.
-    held = psycopg.connect(to_libpq_url(create_database_url(server_url, names[0])))
+    held = psycopg.connect(to_libpq_url(urls[0]))
     try:
         hand_over_drops(server_url, [*names, "recchain_d_never_existed"])
         deadline = time.monotonic() + 90

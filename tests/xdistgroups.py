@@ -9,8 +9,8 @@ pytest-xdist's own loadgroup scheduler finds the groups through a suffix it writ
 test's node id, which pytest 9.2's structured node ids no longer take, so every test ran on its
 own. Here each worker writes the groups of what it collected to a file in a folder the controller
 made (named by RECCHAIN_TEST_GROUPS, which the workers inherit), before it reports its
-collection; the controller's scheduler (xdist's load-by-scope scheduling, which starts the
-largest groups first) reads them once every worker has reported.
+collection; the controller's scheduler (xdist's load-by-scope scheduling, kept to the
+collection's order) reads them once every worker has reported.
 
 Work starts longest first, so the run does not end with one worker on a long test while the
 others idle: a group by the sum of its tests' durations, a test on its own by its duration. The
