@@ -59,6 +59,17 @@ def free_port() -> int:
         return port
 
 
+def scrape(port: int, *names: str) -> dict[str, float]:
+    """The samples of `names` on a process's loopback `/metrics`, each summed over its labels."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
+    totals = dict.fromkeys(names, 0.0)
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals
+
+
 @dataclass
 class Service:
     """A child process whose combined output is kept, for readiness lines and failure reports."""

@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
 import psycopg
 from pydantic import SecretStr
 from sqlalchemy import make_url
@@ -51,7 +50,7 @@ from db.migrate import upgrade
 from db.session import database_url, engine_scope, to_libpq_url
 from indexer.replay import replay_file
 from infra.config import Settings, get_settings
-from ops.bench.e2e import free_port
+from ops.bench.e2e import free_port, scrape
 from ops.bench.ingest import BackendCpu, _cached_chain, process_cpu_seconds
 from ops.bench.query import start_api
 
@@ -143,14 +142,9 @@ def measure(
 
 def cache_counts(port: int) -> tuple[float, float]:
     """(hits, misses) of the answer cache so far, from the process's `/metrics`."""
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    hits = misses = 0.0
-    for line in text.splitlines():
-        if line.startswith("recchain_api_answer_cache_hits_total"):
-            hits += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("recchain_api_answer_cache_misses_total"):
-            misses += float(line.rsplit(" ", 1)[1])
-    return hits, misses
+    hits, misses = "recchain_api_answer_cache_hits_total", "recchain_api_answer_cache_misses_total"
+    found = scrape(port, hits, misses)
+    return found[hits], found[misses]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -58,7 +58,7 @@ from db.channels import BLOCKS
 from db.migrate import upgrade
 from db.session import database_url, to_libpq_url
 from infra.config import PROJECT_ROOT, get_settings
-from ops.bench.e2e import free_port
+from ops.bench.e2e import free_port, scrape
 from ops.bench.query import cpu_seconds, start_api
 
 BLOCKS_QUERY = "subscription { blocks { block { height hash } } }"
@@ -415,23 +415,15 @@ class Observer:
 
 def _replica_waits(port: int) -> dict[str, float]:
     """How long the API's notifications waited for the standby (its histogram's sum/count)."""
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-    values = {}
-    for line in text.splitlines():
-        for name in ("sum", "count"):
-            if line.startswith(f"recchain_api_replica_wait_seconds_{name} "):
-                values[name] = float(line.split()[1])
-    count = values.get("count", 0.0)
-    mean = values.get("sum", 0.0) / count if count else 0.0
-    return {"waits": count, "mean_ms": round(mean * 1000, 2)}
+    total = "recchain_api_replica_wait_seconds_sum"
+    count = "recchain_api_replica_wait_seconds_count"
+    found = scrape(port, total, count)
+    mean = found[total] / found[count] if found[count] else 0.0
+    return {"waits": found[count], "mean_ms": round(mean * 1000, 2)}
 
 
 def _subscriber_gauge(port: int) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
-    for line in text.splitlines():
-        if line.startswith("recchain_api_subscriptions "):
-            return float(line.split()[1])
-    return 0.0
+    return scrape(port, "recchain_api_subscriptions")["recchain_api_subscriptions"]
 
 
 def bench(args: argparse.Namespace, url: str, read_url: str | None = None) -> dict[str, Any]:
